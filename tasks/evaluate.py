@@ -1,0 +1,159 @@
+"""Evaluate: score the new network, a gradient-boosting baseline and the current champion
+on the same holdout rows, so every comparison in the run is like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from tasks.features import FeatureSet, TabularPreprocessor, feature_frame
+from tasks.lake import Lake
+from tasks.model import predict_proba
+from tasks.train import TrainResult, load_network
+
+logger = logging.getLogger("nightshift.evaluate")
+
+# What identifies a holdout row in the predictions file (the contract's key).
+ROW_KEY = ["date", "carrier", "flight", "origin", "sched_dep_time"]
+
+
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Ranking, calibration and thresholded metrics of one scorer on one set of rows."""
+    predicted = (proba >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)),
+        "pr_auc": float(average_precision_score(y_true, proba)),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "precision": float(precision_score(y_true, predicted, zero_division=0)),
+        "recall": float(recall_score(y_true, predicted, zero_division=0)),
+        "f1": float(f1_score(y_true, predicted, zero_division=0)),
+        "threshold": float(threshold),
+        "true_positives": int(tp),
+        "false_positives": int(fp),
+        "true_negatives": int(tn),
+        "false_negatives": int(fn),
+        "rows": int(len(y_true)),
+    }
+
+
+def baseline_proba(
+    train: pd.DataFrame, holdout: pd.DataFrame, preprocessor: TabularPreprocessor, seed: int
+) -> np.ndarray:
+    """HistGradientBoosting on the same features and vocabularies: the bar to clear."""
+
+    def encode(rows: pd.DataFrame) -> pd.DataFrame:
+        features = feature_frame(rows)
+        codes, _ = preprocessor.transform(features)
+        encoded = features[preprocessor.numeric].astype("float64").copy()
+        for i, column in enumerate(preprocessor.categorical):
+            encoded[column] = codes[:, i]
+        return encoded
+
+    model = HistGradientBoostingClassifier(
+        categorical_features=list(preprocessor.categorical), max_iter=300, random_state=seed
+    )
+    model.fit(encode(train), train["label"].to_numpy())
+    return model.predict_proba(encode(holdout))[:, 1]
+
+
+@dataclass
+class Evaluation:
+    """Metrics of the new model, the baseline and the champion on one holdout."""
+
+    model: dict[str, float]
+    baseline: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: str | None
+    predictions_path: str
+    holdout_rows: int
+
+
+def evaluate_models(
+    features: FeatureSet,
+    trained: TrainResult,
+    out_dir: str,
+    seed: int,
+    champion_scorer=None,
+) -> Evaluation:
+    """Score model, baseline and (via `champion_scorer(rows) -> (version, proba)`) champion."""
+    lake = Lake("/")
+    with lake.fs.open(features.preprocessor_path, "r") as handle:
+        preprocessor = TabularPreprocessor.from_json(handle.read())
+    train = lake.read_parquet(features.train_path)
+    holdout = lake.read_parquet(features.holdout_path)
+    y_true = holdout["label"].to_numpy().astype(int)
+
+    net = load_network(trained.weights_path, trained.net_config_path)
+    model_proba = predict_proba(net, *preprocessor.transform(feature_frame(holdout)))
+    base_proba = baseline_proba(train, holdout, preprocessor, seed)
+    predictions = holdout[ROW_KEY + ["label"]].copy()
+    predictions["model"] = model_proba
+    predictions["baseline"] = base_proba
+
+    champion_metrics, champion_version = None, None
+    if champion_scorer is not None:
+        scored = champion_scorer(holdout.drop(columns=["label"]))
+        if scored is not None:
+            champion_version, champion_proba = scored
+            predictions["champion"] = champion_proba
+            champion_metrics = classification_metrics(y_true, champion_proba, trained.threshold)
+
+    predictions_path = f"{out_dir}/predictions.parquet"
+    lake.write_parquet_atomic(predictions_path, predictions)
+    return Evaluation(
+        model=classification_metrics(y_true, model_proba, trained.threshold),
+        baseline=classification_metrics(y_true, base_proba, trained.threshold),
+        champion=champion_metrics,
+        champion_version=champion_version,
+        predictions_path=predictions_path,
+        holdout_rows=len(holdout),
+    )
+
+
+@task(name="evaluate-on-holdout")
+def evaluate_on_holdout(
+    features: FeatureSet,
+    trained: TrainResult,
+    out_dir: str,
+    seed: int,
+    tracking_uri: str,
+    model_name: str,
+) -> Evaluation:
+    """Prefect task: model vs baseline vs current champion on the same holdout rows."""
+    from tasks.registry import champion_scorer
+
+    log = get_run_logger()
+    evaluation = evaluate_models(
+        features, trained, out_dir, seed, champion_scorer(tracking_uri, model_name)
+    )
+    champion = (
+        f"champion v{evaluation.champion_version} AUC {evaluation.champion['roc_auc']:.4f}"
+        if evaluation.champion
+        else "no champion yet"
+    )
+    log.info(
+        "evaluate: %d holdout rows; model AUC %.4f, baseline AUC %.4f, %s",
+        evaluation.holdout_rows,
+        evaluation.model["roc_auc"],
+        evaluation.baseline["roc_auc"],
+        champion,
+    )
+    return evaluation

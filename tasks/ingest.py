@@ -1,0 +1,320 @@
+"""Ingest: parse and type the landed days, join weather and planes, drop duplicates,
+split rows into clean/ and quarantine/ by the data contracts, one day per Dask task.
+
+Each partition is processed by `clean_day`, a plain function (testable without Prefect or
+Dask). The Prefect task `ingest_flights` fans the days out to the Dask cluster and skips
+days whose inputs (raw bytes, dimension snapshot, contracts, code version) did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+
+import distributed
+import pandas as pd
+from prefect import get_run_logger, task
+
+from data_contracts import Contract, load_contract
+from tasks.lake import Lake
+from tasks.quality import ContractViolation, check_schema, typed_frame_and_violations
+
+logger = logging.getLogger("nightshift.ingest")
+
+# Bump when the cleaning logic changes, so every partition is rebuilt on the next run.
+INGEST_CODE_VERSION = "1"
+
+PLANE_COLUMNS = {
+    "year": "plane_year",
+    "type": "plane_type",
+    "manufacturer": "manufacturer",
+    "engines": "engines",
+    "seats": "seats",
+    "engine": "engine",
+}
+WEATHER_MEASUREMENTS = [
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
+DATE_PARTS = ("year", "month", "day")
+
+
+@dataclass
+class PartitionReport:
+    """Accounting of one day: raw rows = clean + quarantined + duplicates dropped."""
+
+    day: str
+    fingerprint: str
+    raw_rows: int = 0
+    clean_rows: int = 0
+    quarantined_rows: int = 0
+    duplicates_dropped: int = 0
+    weather_raw_rows: int = 0
+    weather_clean_rows: int = 0
+    weather_quarantined_rows: int = 0
+    weather_duplicates_dropped: int = 0
+    skipped: bool = False
+    seconds: float = 0.0
+
+    @property
+    def quarantine_fraction(self) -> float:
+        return self.quarantined_rows / self.raw_rows if self.raw_rows else 0.0
+
+
+def _read_raw_csv(lake: Lake, path: str) -> pd.DataFrame:
+    """Read a delivered CSV as text, keeping each row's line number for the quarantine."""
+    with lake.fs.open(path, "rb") as handle:
+        payload = handle.read()
+    if not payload.strip():
+        raise ContractViolation(f"{path}: empty file (rule: file:not_empty)")
+    try:
+        frame = pd.read_csv(io.BytesIO(payload), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ContractViolation(f"{path}: unreadable CSV (rule: file:parseable): {error}") from None
+    frame["_source_line"] = frame.index + 2  # 1-based, after the header line
+    return frame
+
+
+def _quarantine_frame(raw: pd.DataFrame, mask: pd.Series, reasons: pd.Series, source: str):
+    out = raw.loc[mask].copy()
+    out["_rules"] = reasons.loc[mask].astype(str)
+    out["_source_file"] = source
+    return out.astype({c: "string" for c in out.columns if c != "_source_line"})
+
+
+def _drop_exact_duplicates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    data_columns = [c for c in raw.columns if c != "_source_line"]
+    duplicated = raw.duplicated(subset=data_columns, keep="first")
+    return raw.loc[~duplicated], int(duplicated.sum())
+
+
+def _row_dates(raw: pd.DataFrame) -> pd.Series:
+    parts = [pd.to_numeric(raw[p], errors="coerce") for p in DATE_PARTS]
+    stamp = pd.to_datetime(
+        pd.DataFrame({"year": parts[0], "month": parts[1], "day": parts[2]}), errors="coerce"
+    )
+    return stamp.dt.date
+
+
+def _split_rows(
+    raw: pd.DataFrame, contract: Contract, day: date, source: str, allowed_sets: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Typed clean rows and quarantined raw rows of one delivered file."""
+    check_schema(raw, contract, source)
+    missing_parts = [p for p in DATE_PARTS if p not in raw.columns]
+    if missing_parts:
+        raise ContractViolation(
+            f"{source}: missing column(s) {missing_parts} (rule: schema:required_columns)"
+        )
+    typed, reasons = typed_frame_and_violations(raw, contract, allowed_sets)
+    wrong_day = _row_dates(raw) != day
+    reasons = reasons.where(~wrong_day, reasons + ";date:matches_partition")
+    reasons = reasons.str.lstrip(";")
+    typed.insert(0, "date", day)
+    key_duplicate = typed.duplicated(subset=contract.key, keep="first") & (reasons == "")
+    reasons = reasons.where(~key_duplicate, "key:unique")
+    bad = reasons != ""
+    clean = typed.loc[~bad].copy()
+    for rule in contract.source_columns:
+        if rule.type == "int" and not rule.nullable:  # no nulls left: plain int64 for readers
+            clean[rule.name] = clean[rule.name].astype("int64")
+    return clean, _quarantine_frame(raw, bad, reasons, source)
+
+
+def _planes(lake: Lake, dims_dir: str) -> pd.DataFrame:
+    planes = pd.read_csv(lake.fs.open(f"{dims_dir}/planes.csv"), na_values=["", "NA"])
+    planes = planes.drop_duplicates("tailnum")[["tailnum", *PLANE_COLUMNS]]
+    planes = planes.rename(columns=PLANE_COLUMNS)
+    planes["tailnum"] = planes["tailnum"].astype("string")
+    for column in ("plane_type", "manufacturer", "engine"):
+        planes[column] = planes[column].astype("string")
+    for column in ("plane_year", "engines", "seats"):
+        planes[column] = planes[column].astype("float64")
+    return planes
+
+
+def partition_fingerprint(lake: Lake, day: date, dims_dir: str) -> str:
+    """Hash of everything a partition's output depends on: inputs, rules and code."""
+    digest = hashlib.sha256(INGEST_CODE_VERSION.encode())
+    for contract in (load_contract("flights"), load_contract("weather")):
+        digest.update(contract.fingerprint.encode())
+    folder = lake.landing_day(day)
+    for path in (
+        f"{folder}/flights.csv",
+        f"{folder}/weather.csv",
+        f"{dims_dir}/planes.csv",
+        f"{dims_dir}/airlines.csv",
+    ):
+        digest.update(path.rsplit("/", 2)[-2].encode())
+        if lake.exists(path):
+            with lake.fs.open(path, "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
+def clean_day(lake_root: str, day: date, dims_dir: str) -> PartitionReport:
+    """Turn one landed day into clean + quarantine partitions and a manifest; idempotent.
+
+    The manifest is written last, so a partition counts as done only when all of its
+    files are in place; every file is replaced atomically.
+    """
+    started = time.perf_counter()
+    lake = Lake(lake_root)
+    report = PartitionReport(
+        day=day.isoformat(), fingerprint=partition_fingerprint(lake, day, dims_dir)
+    )
+    flights_contract, weather_contract = load_contract("flights"), load_contract("weather")
+    folder = lake.landing_day(day)
+    airlines = pd.read_csv(lake.fs.open(f"{dims_dir}/airlines.csv"), dtype=str)
+    allowed = {"airlines.carrier": airlines["carrier"].dropna().tolist()}
+
+    weather_raw = _read_raw_csv(lake, f"{folder}/weather.csv")
+    report.weather_raw_rows = len(weather_raw)
+    weather_raw, report.weather_duplicates_dropped = _drop_exact_duplicates(weather_raw)
+    weather, weather_quarantine = _split_rows(
+        weather_raw, weather_contract, day, f"{folder}/weather.csv", allowed
+    )
+    report.weather_clean_rows, report.weather_quarantined_rows = (
+        len(weather),
+        len(weather_quarantine),
+    )
+
+    flights_raw = _read_raw_csv(lake, f"{folder}/flights.csv")
+    report.raw_rows = len(flights_raw)
+    flights_raw, report.duplicates_dropped = _drop_exact_duplicates(flights_raw)
+    flights, flights_quarantine = _split_rows(
+        flights_raw, flights_contract, day, f"{folder}/flights.csv", allowed
+    )
+    flights["sched_dep_hour"] = (flights["sched_dep_time"] // 100).astype("Int64")
+    weather_join = weather.rename(columns={"hour": "sched_dep_hour"}).drop(columns=["date"])
+    flights = flights.merge(weather_join, on=["origin", "sched_dep_hour"], how="left")
+    flights = flights.merge(_planes(lake, dims_dir), on="tailnum", how="left")
+    flights = flights.drop(columns=["sched_dep_hour"])
+    report.clean_rows, report.quarantined_rows = len(flights), len(flights_quarantine)
+
+    total = report.clean_rows + report.quarantined_rows + report.duplicates_dropped
+    if total != report.raw_rows:  # a bug here would silently lose rows: refuse to write
+        raise RuntimeError(f"{folder}: accounting broken, raw {report.raw_rows} != {total}")
+
+    lake.write_parquet_atomic(lake.partition_file("clean", "flights", day), flights)
+    lake.write_parquet_atomic(lake.partition_file("quarantine", "flights", day), flights_quarantine)
+    lake.write_parquet_atomic(lake.partition_file("clean", "weather", day), weather)
+    lake.write_parquet_atomic(lake.partition_file("quarantine", "weather", day), weather_quarantine)
+    report.seconds = round(time.perf_counter() - started, 3)
+    lake.write_json_atomic(
+        lake.manifest("flights", day),
+        {**asdict(report), "contracts": [flights_contract.tag, weather_contract.tag]},
+    )
+    return report
+
+
+def _up_to_date(lake: Lake, day: date, dims_dir: str) -> PartitionReport | None:
+    path = lake.manifest("flights", day)
+    if not lake.exists(path):
+        return None
+    stored = lake.read_json(path)
+    if stored.get("fingerprint") != partition_fingerprint(lake, day, dims_dir):
+        return None
+    fields = {k: v for k, v in stored.items() if k in PartitionReport.__dataclass_fields__}
+    return PartitionReport(**{**fields, "skipped": True})
+
+
+@dataclass
+class IngestSummary:
+    """What the nightly run needs to know about ingestion: partitions and accounting."""
+
+    days: list[str]
+    processed: int
+    skipped: int
+    raw_rows: int
+    clean_rows: int
+    quarantined_rows: int
+    duplicates_dropped: int
+    weather_quarantined_rows: int
+    worst_day: str | None
+    worst_quarantine_fraction: float
+
+
+def ingest_days(
+    lake_root: str,
+    days: list[date],
+    dims_dir: str,
+    client: distributed.Client,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> list[PartitionReport]:
+    """Process the days that changed on the Dask cluster; reuse the manifests of the rest."""
+    lake = Lake(lake_root)
+    reports: dict[str, PartitionReport] = {}
+    todo = []
+    for day in days:
+        existing = _up_to_date(lake, day, dims_dir)
+        if existing is None:
+            todo.append(day)
+        else:
+            reports[existing.day] = existing
+    log.info("ingest: %d day(s) to process, %d unchanged", len(todo), len(reports))
+    futures = client.map(
+        clean_day, [lake_root] * len(todo), todo, [dims_dir] * len(todo), pure=False, retries=1
+    )
+    step = max(1, len(futures) // 10)
+    for done, future in enumerate(distributed.as_completed(futures), start=1):
+        try:
+            report = future.result()
+        except Exception:
+            distributed.wait(futures)  # let the other partitions finish before failing
+            raise
+        reports[report.day] = report
+        if done % step == 0 or done == len(futures):
+            log.info("ingest: %d/%d day(s) processed", done, len(futures))
+    return [reports[d.isoformat()] for d in days]
+
+
+@task(name="ingest-flights", retries=1, retry_delay_seconds=5)
+def ingest_flights(
+    lake_root: str, as_of: date, first_day: date, dask_address: str
+) -> IngestSummary:
+    """Ingest every landed day in [first_day, as_of] into clean/ and quarantine/ on Dask."""
+    log = get_run_logger()
+    lake = Lake(lake_root)
+    days = [d for d in lake.landed_days() if first_day <= d <= as_of]
+    if not days:
+        raise FileNotFoundError(
+            f"no landed days between {first_day} and {as_of} under {lake.path('landing', 'daily')}"
+            f"; run `nightshift land --through {as_of}` first"
+        )
+    dims_dir = lake.latest_dimension_snapshot(as_of)
+    with distributed.Client(dask_address) as client:
+        reports = ingest_days(lake_root, days, dims_dir, client, log)
+    worst = max(reports, key=lambda r: r.quarantine_fraction)
+    summary = IngestSummary(
+        days=[r.day for r in reports],
+        processed=sum(not r.skipped for r in reports),
+        skipped=sum(r.skipped for r in reports),
+        raw_rows=sum(r.raw_rows for r in reports),
+        clean_rows=sum(r.clean_rows for r in reports),
+        quarantined_rows=sum(r.quarantined_rows for r in reports),
+        duplicates_dropped=sum(r.duplicates_dropped for r in reports),
+        weather_quarantined_rows=sum(r.weather_quarantined_rows for r in reports),
+        worst_day=worst.day,
+        worst_quarantine_fraction=round(worst.quarantine_fraction, 5),
+    )
+    log.info(
+        "ingest: %d raw rows -> %d clean, %d quarantined, %d duplicates dropped (%d days)",
+        summary.raw_rows,
+        summary.clean_rows,
+        summary.quarantined_rows,
+        summary.duplicates_dropped,
+        len(days),
+    )
+    return summary

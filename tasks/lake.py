@@ -1,0 +1,130 @@
+"""The lake layout, written down once, and atomic writes into it.
+
+Every stage asks this module for paths instead of building strings, so moving the lake
+to object storage (any fsspec URL) never touches a stage.
+
+    landing/daily/<YYYY-MM-DD>/flights.csv, weather.csv    raw, as delivered
+    landing/dimensions/<YYYY-MM-DD>/planes.csv, ...          dimension snapshots
+    clean/flights/date=<YYYY-MM-DD>/part-0.parquet           valid rows
+    quarantine/flights/date=<YYYY-MM-DD>/part-0.parquet      invalid rows + reason
+    manifests/flights/date=<YYYY-MM-DD>.json                 per-partition accounting
+    reports/validation/<as_of>/                              GX results + Data Docs
+    runs/<as_of>/                                            features, model, predictions
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import fsspec
+import pandas as pd
+from fsspec.core import url_to_fs
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A handle on the lake root; cheap to create and picklable (workers rebuild it)."""
+
+    root: str
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return url_to_fs(self.root)[0]
+
+    @property
+    def _base(self) -> str:
+        return url_to_fs(self.root)[1]
+
+    def path(self, *parts: str) -> str:
+        """An absolute path inside the lake (in the filesystem's own notation)."""
+        return posixpath.join(self._base, *parts)
+
+    # --- landing -------------------------------------------------------------------------
+    def landing_day(self, day: date) -> str:
+        return self.path("landing", "daily", day.isoformat())
+
+    def landing_dimensions(self, snapshot: date) -> str:
+        return self.path("landing", "dimensions", snapshot.isoformat())
+
+    def landed_days(self) -> list[date]:
+        """Days delivered to landing, sorted."""
+        base = self.path("landing", "daily")
+        if not self.fs.exists(base):
+            return []
+        days = []
+        for entry in self.fs.ls(base, detail=False):
+            name = posixpath.basename(entry.rstrip("/"))
+            try:
+                days.append(date.fromisoformat(name))
+            except ValueError:
+                continue  # a stray folder is not a delivery
+        return sorted(days)
+
+    def latest_dimension_snapshot(self, as_of: date) -> str:
+        """The newest dimension snapshot delivered on or before `as_of`."""
+        base = self.path("landing", "dimensions")
+        snapshots = []
+        if self.fs.exists(base):
+            for entry in self.fs.ls(base, detail=False):
+                try:
+                    snapshots.append(date.fromisoformat(posixpath.basename(entry.rstrip("/"))))
+                except ValueError:
+                    continue
+        eligible = [s for s in snapshots if s <= as_of]
+        if not eligible:
+            raise FileNotFoundError(
+                f"No dimension snapshot (planes, airports, airlines) on or before {as_of} "
+                f"under {base}; run `nightshift land` first."
+            )
+        return self.landing_dimensions(max(eligible))
+
+    # --- layers ---------------------------------------------------------------------------
+    def partition(self, layer: str, dataset: str, day: date) -> str:
+        return self.path(layer, dataset, f"date={day.isoformat()}")
+
+    def partition_file(self, layer: str, dataset: str, day: date) -> str:
+        return posixpath.join(self.partition(layer, dataset, day), "part-0.parquet")
+
+    def manifest(self, dataset: str, day: date) -> str:
+        return self.path("manifests", dataset, f"date={day.isoformat()}.json")
+
+    def run_dir(self, as_of: date, *parts: str) -> str:
+        return self.path("runs", as_of.isoformat(), *parts)
+
+    def validation_dir(self, as_of: date) -> str:
+        return self.path("reports", "validation", as_of.isoformat())
+
+    # --- atomic writes --------------------------------------------------------------------
+    def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        """Write a file so that readers see the old content or the new, never half of it."""
+        fs = self.fs
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, path)
+
+    def write_json_atomic(self, path: str, payload: Any) -> None:
+        self.write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
+
+    def read_json(self, path: str) -> Any:
+        with self.fs.open(path, "rb") as handle:
+            return json.load(handle)
+
+    def write_parquet_atomic(self, path: str, frame: pd.DataFrame) -> None:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        self.write_bytes_atomic(path, buffer.getvalue())
+
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pd.DataFrame:
+        with self.fs.open(path, "rb") as handle:
+            return pd.read_parquet(handle, columns=columns)
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)

@@ -1,0 +1,90 @@
+"""Report: what an operator reads after a run, published as Prefect artifacts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+
+@dataclass
+class RunSummary:
+    """The run in numbers: data, contract, model quality, registry outcome."""
+
+    as_of: str
+    days: int
+    raw_rows: int
+    clean_rows: int
+    quarantined_rows: int
+    duplicates_dropped: int
+    weather_quarantined_rows: int
+    contracts: list[str]
+    train_rows: int
+    holdout_rows: int
+    holdout_days: tuple[str, str]
+    model_auc: float
+    baseline_auc: float
+    champion_auc: float | None
+    model_name: str
+    version: str
+    alias: str
+    alias_reason: str
+    mlflow_run_id: str
+    tracking_uri: str
+    data_docs: str | None
+
+    def markdown(self) -> str:
+        champion = f"{self.champion_auc:.4f}" if self.champion_auc is not None else "none yet"
+        return "\n".join(
+            [
+                f"# nightly-retrain {self.as_of}",
+                "",
+                "| data | rows |",
+                "|---|---:|",
+                f"| raw (landed, {self.days} days) | {self.raw_rows:,} |",
+                f"| clean | {self.clean_rows:,} |",
+                f"| quarantined | {self.quarantined_rows:,} |",
+                f"| duplicates dropped | {self.duplicates_dropped:,} |",
+                f"| weather readings quarantined | {self.weather_quarantined_rows:,} |",
+                "",
+                f"Contracts: {', '.join(self.contracts)} — passed. Data Docs: `{self.data_docs}`",
+                "",
+                f"| holdout {self.holdout_days[0]}..{self.holdout_days[1]} ({self.holdout_rows:,} rows) "
+                "| ROC AUC |",
+                "|---|---:|",
+                f"| new model | {self.model_auc:.4f} |",
+                f"| baseline (HistGradientBoosting) | {self.baseline_auc:.4f} |",
+                f"| current champion | {champion} |",
+                "",
+                f"Registered **{self.model_name} v{self.version}** as **@{self.alias}** ({self.alias_reason}).",
+                f"MLflow run `{self.mlflow_run_id}` in `{self.tracking_uri}`.",
+            ]
+        )
+
+
+@task(name="publish-summary")
+def publish_summary(summary: RunSummary) -> RunSummary:
+    """Attach the run summary and the metric table to the flow run as artifacts."""
+    create_markdown_artifact(
+        key="nightly-summary",
+        markdown=summary.markdown(),
+        description=f"nightly-retrain as_of {summary.as_of}",
+    )
+    rows = [
+        {"scorer": "model", "roc_auc": round(summary.model_auc, 5)},
+        {"scorer": "baseline", "roc_auc": round(summary.baseline_auc, 5)},
+    ]
+    if summary.champion_auc is not None:
+        rows.append({"scorer": "champion", "roc_auc": round(summary.champion_auc, 5)})
+    create_table_artifact(key="holdout-metrics", table=rows, description="ROC AUC on the holdout")
+    return summary
+
+
+def summary_dict(summary: RunSummary) -> dict:
+    return asdict(summary)
+
+
+def iso(day: date) -> str:
+    return day.isoformat()

