@@ -8,16 +8,14 @@ from __future__ import annotations
 from datetime import date
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import Field
 
-from data_contracts import load_contract
 from tasks.cluster import dask_task_runner, flow_scheduler_address
 from tasks.evaluate import evaluate_on_holdout
 from tasks.features import build_features_task
 from tasks.ingest import ingest_flights
 from tasks.lake import Lake
-from tasks.registry import configure_mlflow, git_commit, register_model_task
+from tasks.registry import configure_mlflow, register_model_task
 from tasks.report import RunSummary, publish_summary
 from tasks.settings import get_settings
 from tasks.train import TrainConfig, train_model
@@ -74,60 +72,27 @@ def nightly_retrain(
         settings.model_name,
     )
 
-    # Register: MLflow run, pyfunc version, alias
-    contracts = [load_contract("flights").tag, load_contract("weather").tag]
+    # Register: MLflow run, pyfunc version, tags, alias
     registration = register_model_task(
         model_name=settings.model_name,
         tracking_uri=settings.tracking_uri,
         experiment_id=experiment_id,
-        run_name=f"nightly-{as_of}",
-        params={
-            "as_of": as_of,
-            "holdout_days": holdout_days,
-            "seed": settings.seed,
-            **train.model_dump(),
-            "train_days": features.train_days,
-            "holdout_days_range": features.holdout_days,
-            "best_epoch": trained.best_epoch,
-        },
-        evaluation=evaluation,
-        trained=trained,
+        as_of=as_of,
+        ingested=ingested,
         features=features,
-        tags={
-            "as_of": str(as_of),
-            "data_window": f"{ingested.days[0]}..{as_of}",
-            "train_rows": str(features.train_rows),
-            "holdout_rows": str(features.holdout_rows),
-            "clean_rows": str(ingested.clean_rows),
-            "quarantined_rows": str(ingested.quarantined_rows),
-            "contracts": ",".join(contracts),
-            "git_commit": git_commit(),
-            "prefect_flow_run_id": str(flow_run.get_id()),
-        },
+        train_config=train,
+        trained=trained,
+        evaluation=evaluation,
+        seed=settings.seed,
     )
 
+    # Report: what an operator reads in the Prefect UI
     return publish_summary(
-        RunSummary(
-            as_of=str(as_of),
-            days=len(ingested.days),
-            raw_rows=ingested.raw_rows,
-            clean_rows=ingested.clean_rows,
-            quarantined_rows=ingested.quarantined_rows,
-            duplicates_dropped=ingested.duplicates_dropped,
-            weather_quarantined_rows=ingested.weather_quarantined_rows,
-            contracts=contracts,
-            train_rows=features.train_rows,
-            holdout_rows=features.holdout_rows,
-            holdout_days=features.holdout_days,
-            model_auc=evaluation.model["roc_auc"],
-            baseline_auc=evaluation.baseline["roc_auc"],
-            champion_auc=evaluation.champion["roc_auc"] if evaluation.champion else None,
-            model_name=settings.model_name,
-            version=registration.version,
-            alias=registration.alias,
-            alias_reason=registration.reason,
-            mlflow_run_id=registration.run_id,
-            tracking_uri=settings.tracking_uri,
-            data_docs=flights_report.docs_index or weather_report.docs_index,
-        )
+        as_of,
+        ingested,
+        [weather_report, flights_report],
+        features,
+        evaluation,
+        registration,
+        settings.tracking_uri,
     )

@@ -94,13 +94,11 @@ class TabularPreprocessor:
     categorical: list[str] = field(default_factory=lambda: list(CATEGORICAL))
     numeric: list[str] = field(default_factory=lambda: list(NUMERIC))
     min_count: int = 20
-    n_bins: int = 16
     vocab: dict[str, list[str]] = field(default_factory=dict)
     medians: dict[str, float] = field(default_factory=dict)
     means: dict[str, float] = field(default_factory=dict)
     stds: dict[str, float] = field(default_factory=dict)
     missing_indicators: list[str] = field(default_factory=list)
-    bin_edges: dict[str, list[float]] = field(default_factory=dict)
 
     def fit(self, features: pd.DataFrame) -> TabularPreprocessor:
         for column in self.categorical:
@@ -115,28 +113,12 @@ class TabularPreprocessor:
             self.medians[column] = median
             self.means[column] = float(filled.mean())
             self.stds[column] = float(filled.std()) or 1.0
-            if self.n_bins:
-                # Quantile bins, embedded like categories: lets the network learn sharp
-                # thresholds (visibility < 1 mile, any precipitation) as trees do.
-                quantiles = np.linspace(0, 1, self.n_bins + 1)[1:-1]
-                edges = (
-                    np.unique(np.nanquantile(values.to_numpy(), quantiles))
-                    if values.notna().any()
-                    else []
-                )
-                self.bin_edges[column] = [float(e) for e in edges]
         return self
 
     @property
-    def binned(self) -> list[str]:
-        return [c for c in self.numeric if c in self.bin_edges]
-
-    @property
     def cardinalities(self) -> list[int]:
-        """Embedding table sizes: vocabulary (or bins) plus the unknown/missing slot."""
-        return [len(self.vocab[c]) + 1 for c in self.categorical] + [
-            len(self.bin_edges[c]) + 2 for c in self.binned
-        ]
+        """Embedding table sizes: the vocabulary plus the unknown slot."""
+        return [len(self.vocab[c]) + 1 for c in self.categorical]
 
     @property
     def n_numeric(self) -> int:
@@ -146,15 +128,11 @@ class TabularPreprocessor:
         """(categorical codes int64 [n, n_cat], numeric float32 [n, n_numeric])."""
         if not self.vocab:
             raise RuntimeError("TabularPreprocessor.transform called before fit")
-        codes = np.zeros((len(features), len(self.categorical) + len(self.binned)), dtype=np.int64)
+        codes = np.zeros((len(features), len(self.categorical)), dtype=np.int64)
         for i, column in enumerate(self.categorical):
             index = pd.Index(self.vocab[column])
             positions = index.get_indexer(features[column].astype("string").fillna("\x00"))
             codes[:, i] = positions + 1  # -1 (unknown) becomes 0
-        for i, column in enumerate(self.binned, start=len(self.categorical)):
-            values = features[column].astype("float64").to_numpy()
-            bins = np.searchsorted(np.asarray(self.bin_edges[column]), values, side="right") + 1
-            codes[:, i] = np.where(np.isnan(values), 0, bins)  # 0: missing
         numeric = np.empty((len(features), self.n_numeric), dtype=np.float32)
         for i, column in enumerate(self.numeric):
             values = features[column].astype("float64")

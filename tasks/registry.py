@@ -13,6 +13,7 @@ import logging
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -169,17 +170,50 @@ def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, float]:
     return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, int | float)}
 
 
+def run_params(as_of: date, features, train_config, trained, seed: int) -> dict[str, Any]:
+    """What the MLflow run records as parameters: the flow's inputs and the split."""
+    return {
+        "as_of": as_of,
+        "seed": seed,
+        **train_config.model_dump(),
+        "train_days": features.train_days,
+        "holdout_days": features.holdout_days,
+        "kept_epoch": trained.kept_epoch,
+        "threshold": trained.threshold,
+    }
+
+
+def version_tags(as_of: date, ingested, features) -> dict[str, str]:
+    """Lineage tags of a model version: which data, contracts, code and run made it."""
+    from prefect.runtime import flow_run
+
+    from data_contracts import load_contract
+
+    return {
+        "as_of": str(as_of),
+        "data_window": f"{ingested.days[0]}..{as_of}",
+        "train_rows": str(features.train_rows),
+        "holdout_rows": str(features.holdout_rows),
+        "clean_rows": str(ingested.clean_rows),
+        "quarantined_rows": str(ingested.quarantined_rows),
+        "contracts": ",".join(load_contract(name).tag for name in ("flights", "weather")),
+        "git_commit": git_commit(),
+        "prefect_flow_run_id": str(flow_run.get_id() or "none"),
+    }
+
+
 def register_model(
     *,
     model_name: str,
     tracking_uri: str,
     experiment_id: str,
-    run_name: str,
-    params: dict[str, Any],
-    evaluation,
-    trained,
+    as_of: date,
+    ingested,
     features,
-    tags: dict[str, str],
+    train_config,
+    trained,
+    evaluation,
+    seed: int,
 ) -> Registration:
     """Log params, metrics, lineage and the pyfunc; register it; set its alias."""
     from tasks.lake import Lake
@@ -191,8 +225,10 @@ def register_model(
     train_rows = lake.read_parquet(features.train_path, columns=MODEL_INPUT_COLUMNS + ["label"])
     example = holdout[MODEL_INPUT_COLUMNS].head(5).reset_index(drop=True)
 
+    params = run_params(as_of, features, train_config, trained, seed)
+    tags = version_tags(as_of, ingested, features)
     with (
-        mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"nightly-{as_of}") as run,
         tempfile.TemporaryDirectory() as scratch,
     ):
         run_id = run.info.run_id

@@ -64,9 +64,44 @@ class RunSummary:
         )
 
 
+def build_summary(
+    as_of: date, ingested, reports, features, evaluation, registration, tracking_uri: str
+) -> RunSummary:
+    """Collect the run's numbers from the stages' results."""
+    docs = next((r.docs_index for r in reports if r.docs_index), None)
+    return RunSummary(
+        as_of=str(as_of),
+        days=len(ingested.days),
+        raw_rows=ingested.raw_rows,
+        clean_rows=ingested.clean_rows,
+        quarantined_rows=ingested.quarantined_rows,
+        duplicates_dropped=ingested.duplicates_dropped,
+        weather_quarantined_rows=ingested.weather_quarantined_rows,
+        contracts=[r.contract for r in reports],
+        train_rows=features.train_rows,
+        holdout_rows=features.holdout_rows,
+        holdout_days=features.holdout_days,
+        model_auc=evaluation.model["roc_auc"],
+        baseline_auc=evaluation.baseline["roc_auc"],
+        champion_auc=evaluation.champion["roc_auc"] if evaluation.champion else None,
+        model_name=registration.model_uri.split("/")[1],
+        version=registration.version,
+        alias=registration.alias,
+        alias_reason=registration.reason,
+        mlflow_run_id=registration.run_id,
+        tracking_uri=tracking_uri,
+        data_docs=docs,
+    )
+
+
 @task(name="publish-summary")
-def publish_summary(summary: RunSummary) -> RunSummary:
+def publish_summary(
+    as_of: date, ingested, reports, features, evaluation, registration, tracking_uri: str
+) -> RunSummary:
     """Attach the run summary and the metric table to the flow run as artifacts."""
+    summary = build_summary(
+        as_of, ingested, reports, features, evaluation, registration, tracking_uri
+    )
     create_markdown_artifact(
         key="nightly-summary",
         markdown=summary.markdown(),
@@ -84,7 +119,3 @@ def publish_summary(summary: RunSummary) -> RunSummary:
 
 def summary_dict(summary: RunSummary) -> dict:
     return asdict(summary)
-
-
-def iso(day: date) -> str:
-    return day.isoformat()

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -31,25 +32,29 @@ logger = logging.getLogger("nightshift.train")
 class TrainConfig(BaseModel):
     """Hyperparameters of the network and its training loop (a form in the Prefect UI)."""
 
-    epochs: int = Field(default=8, ge=1, le=200, description="Passes over the training rows.")
+    epochs: int = Field(default=4, ge=1, le=200, description="Passes over the training rows.")
     batch_size: int = Field(default=1024, ge=32, le=65536, description="Rows per step.")
     learning_rate: float = Field(default=2e-3, gt=0, le=1, description="AdamW peak rate.")
     weight_decay: float = Field(default=1e-5, ge=0, le=1, description="AdamW weight decay.")
     hidden: list[int] = Field(default=[256, 128], min_length=1, description="MLP widths.")
     dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout after each layer.")
     members: int = Field(
-        default=4,
+        default=8,
         ge=1,
         le=32,
         description="Parallel MLP members averaged into one prediction "
         "(1 = a plain MLP); more members, less variance, proportionally more compute.",
     )
-    input_noise: float = Field(
-        default=0.0,
-        ge=0,
-        le=2,
-        description="Std of Gaussian noise added to scaled numeric "
-        "inputs while training; stops the net from memorising single days' weather.",
+    keep: Literal["last", "best_validation"] = Field(
+        default="last",
+        description="Which epoch's weights to keep: the last (learning rate annealed to ~0) "
+        "or the one with the best validation AUC (noisy: late-November AUC is a weak proxy "
+        "for December and picked under-trained epochs).",
+    )
+    bootstrap: bool = Field(
+        default=True,
+        description="Give each member its own online bootstrap of every batch (Poisson(1) "
+        "row weights), so members disagree and their average generalises better.",
     )
     validation_days: int = Field(
         default=14,
@@ -66,7 +71,7 @@ class TrainResult:
 
     weights_path: str
     net_config_path: str
-    best_epoch: int
+    kept_epoch: int
     validation_auc: float
     threshold: float
     epochs_run: int
@@ -141,7 +146,7 @@ def train_network(
         optimizer, max_lr=config.learning_rate, total_steps=steps_per_epoch * config.epochs
     )
     generator = torch.Generator().manual_seed(seed)
-    best_auc, best_epoch, best_state, history = -1.0, 0, None, []
+    kept_auc, kept_epoch, best_state, history = -1.0, 0, None, []
     train_seconds = 0.0
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
@@ -151,12 +156,13 @@ def train_network(
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            inputs = fit_numeric[batch]
-            if config.input_noise > 0:
-                inputs = inputs + config.input_noise * torch.randn(
-                    inputs.shape, generator=generator
-                )
-            loss = member_loss(net(fit_codes[batch], inputs), fit_labels[batch])
+            weights = None
+            if config.bootstrap and config.members > 1:
+                rates = torch.ones(len(batch), config.members)
+                weights = torch.poisson(rates, generator=generator)
+            loss = member_loss(
+                net(fit_codes[batch], fit_numeric[batch]), fit_labels[batch], weights
+            )
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -172,8 +178,8 @@ def train_network(
             val_auc,
             time.perf_counter() - epoch_start,
         )
-        if val_auc > best_auc:
-            best_auc, best_epoch = val_auc, epoch
+        if val_auc > kept_auc or config.keep == "last":
+            kept_auc, kept_epoch = val_auc, epoch
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     assert best_state is not None
     net.load_state_dict(best_state)
@@ -187,8 +193,8 @@ def train_network(
     return TrainResult(
         weights_path=weights_path,
         net_config_path=config_path,
-        best_epoch=best_epoch,
-        validation_auc=round(best_auc, 5),
+        kept_epoch=kept_epoch,
+        validation_auc=round(kept_auc, 5),
         threshold=round(threshold, 5),
         epochs_run=config.epochs,
         train_rows=int(len(fit_labels)),
@@ -226,8 +232,8 @@ def train_model(
     )
     result = train_network(train_path, preprocessor_path, out_dir, config, seed, log)
     log.info(
-        "train: best epoch %d, validation AUC %.4f, %.0f samples/s, %.1f s",
-        result.best_epoch,
+        "train: kept epoch %d, validation AUC %.4f, %.0f samples/s, %.1f s",
+        result.kept_epoch,
         result.validation_auc,
         result.samples_per_second,
         result.seconds,
