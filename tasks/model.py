@@ -78,15 +78,10 @@ class TabularNet(nn.Module):
         return self.mlp(members).squeeze(2)
 
 
-def member_loss(
-    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean BCE over members: each member is trained as an independent model.
-
-    `weights` [n, k] lets each member see its own bootstrap of the batch (bagging).
-    """
+def member_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over members: each member is trained as an independent model."""
     return nn.functional.binary_cross_entropy_with_logits(
-        logits, labels.unsqueeze(1).expand_as(logits), weight=weights
+        logits, labels.unsqueeze(1).expand_as(logits)
     )
 
 

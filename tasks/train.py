@@ -45,16 +45,10 @@ class TrainConfig(BaseModel):
         description="Parallel MLP members averaged into one prediction "
         "(1 = a plain MLP); more members, less variance, proportionally more compute.",
     )
-    keep: Literal["last", "best_validation"] = Field(
-        default="last",
-        description="Which epoch's weights to keep: the last (learning rate annealed to ~0) "
-        "or the one with the best validation AUC (noisy: late-November AUC is a weak proxy "
-        "for December and picked under-trained epochs).",
-    )
-    bootstrap: bool = Field(
-        default=True,
-        description="Give each member its own online bootstrap of every batch (Poisson(1) "
-        "row weights), so members disagree and their average generalises better.",
+    keep: Literal["best_validation", "last"] = Field(
+        default="best_validation",
+        description="Which epoch's weights to keep: the one with the best validation AUC "
+        "(early stopping, blind to the holdout) or the last one (learning rate annealed).",
     )
     validation_days: int = Field(
         default=14,
@@ -156,13 +150,7 @@ def train_network(
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            weights = None
-            if config.bootstrap and config.members > 1:
-                rates = torch.ones(len(batch), config.members)
-                weights = torch.poisson(rates, generator=generator)
-            loss = member_loss(
-                net(fit_codes[batch], fit_numeric[batch]), fit_labels[batch], weights
-            )
+            loss = member_loss(net(fit_codes[batch], fit_numeric[batch]), fit_labels[batch])
             loss.backward()
             optimizer.step()
             scheduler.step()
