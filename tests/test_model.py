@@ -28,9 +28,10 @@ def test_prediction_of_a_row_does_not_depend_on_row_order_or_batch(trained):
     full = predict_proba(net, *pre.transform(feature_frame(holdout)))
     order = np.random.default_rng(1).permutation(len(holdout))
     shuffled = predict_proba(net, *pre.transform(feature_frame(holdout.iloc[order])))
-    np.testing.assert_allclose(shuffled, full[order], atol=1e-9)
+    # float32 arithmetic: BLAS may block a batch differently, so equal up to 1e-6
+    np.testing.assert_allclose(shuffled, full[order], rtol=0, atol=1e-6)
     single = predict_proba(net, *pre.transform(feature_frame(holdout.iloc[[5]])))
-    assert single[0] == pytest.approx(full[5], abs=1e-9)
+    assert single[0] == pytest.approx(full[5], abs=1e-6)
 
 
 @pytest.mark.slow
