@@ -36,17 +36,6 @@ PLANE_COLUMNS = {
     "seats": "seats",
     "engine": "engine",
 }
-WEATHER_MEASUREMENTS = [
-    "temp",
-    "dewp",
-    "humid",
-    "wind_dir",
-    "wind_speed",
-    "wind_gust",
-    "precip",
-    "pressure",
-    "visib",
-]
 DATE_PARTS = ("year", "month", "day")
 
 

@@ -26,32 +26,11 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 
+from tasks.features import INPUT_COLUMNS
+
 CHAMPION, CHALLENGER = "champion", "challenger"
 # Raw clean columns the model reads; everything else in a request is ignored.
-MODEL_INPUT_COLUMNS = [
-    "date",
-    "carrier",
-    "origin",
-    "dest",
-    "sched_dep_time",
-    "sched_arr_time",
-    "distance",
-    "temp",
-    "dewp",
-    "humid",
-    "wind_dir",
-    "wind_speed",
-    "wind_gust",
-    "precip",
-    "pressure",
-    "visib",
-    "plane_year",
-    "plane_type",
-    "manufacturer",
-    "engines",
-    "seats",
-    "engine",
-]
+MODEL_INPUT_COLUMNS = INPUT_COLUMNS
 
 logger = logging.getLogger("nightshift.registry")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -210,6 +211,9 @@ def train_model(
 ) -> TrainResult:
     """Prefect task (submitted to a Dask worker): train the network and report progress."""
     log = get_run_logger()
+    # Dask's nanny starts workers with OMP_NUM_THREADS=1; training is the only work on
+    # the cluster at this point, so let torch use every core this process may run on.
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     log.info(
         "train: %d epochs, batch %d, lr %g, hidden %s, on %d torch thread(s)",
         config.epochs,
