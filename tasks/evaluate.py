@@ -21,15 +21,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from data_contracts import load_contract
 from tasks.features import FeatureSet, TabularPreprocessor, feature_frame
 from tasks.lake import Lake
 from tasks.model import predict_proba
 from tasks.train import TrainResult, load_network
 
 logger = logging.getLogger("nightshift.evaluate")
-
-# What identifies a holdout row in the predictions file (the contract's key).
-ROW_KEY = ["date", "carrier", "flight", "origin", "sched_dep_time"]
 
 
 def classification_metrics(
@@ -94,7 +92,7 @@ def evaluate_models(
     champion_scorer=None,
 ) -> Evaluation:
     """Score model, baseline and (via `champion_scorer(rows) -> (version, proba)`) champion."""
-    lake = Lake("/")
+    lake = Lake.of(out_dir)
     with lake.fs.open(features.preprocessor_path, "r") as handle:
         preprocessor = TabularPreprocessor.from_json(handle.read())
     train = lake.read_parquet(features.train_path)
@@ -104,7 +102,8 @@ def evaluate_models(
     net = load_network(trained.weights_path, trained.net_config_path)
     model_proba = predict_proba(net, *preprocessor.transform(feature_frame(holdout)))
     base_proba = baseline_proba(train, holdout, preprocessor, seed)
-    predictions = holdout[ROW_KEY + ["label"]].copy()
+    # The contract's key identifies each holdout row in the predictions file.
+    predictions = holdout[[*load_contract("flights").key, "label"]].copy()
     predictions["model"] = model_proba
     predictions["baseline"] = base_proba
 

@@ -37,13 +37,20 @@ class Lake:
     def fs(self) -> fsspec.AbstractFileSystem:
         return url_to_fs(self.root)[0]
 
-    @property
-    def _base(self) -> str:
-        return url_to_fs(self.root)[1]
+    @classmethod
+    def of(cls, path: str) -> Lake:
+        """A handle on the filesystem holding `path`, a path some Lake handed out.
+
+        Stages receive paths, not lakes; this is how they open them on the right
+        filesystem, local or remote.
+        """
+        return cls(path)
 
     def path(self, *parts: str) -> str:
-        """An absolute path inside the lake (in the filesystem's own notation)."""
-        return posixpath.join(self._base, *parts)
+        """An absolute path inside the lake: plain for a local lake, a full URL otherwise."""
+        fs, base = url_to_fs(self.root)
+        joined = posixpath.join(base, *parts)
+        return joined if "file" in fs.protocol else fs.unstrip_protocol(joined)
 
     # --- landing -------------------------------------------------------------------------
     def landing_day(self, day: date) -> str:

@@ -12,7 +12,7 @@ import json
 import logging
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -199,7 +199,7 @@ def register_model(
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    lake = Lake("/")
+    lake = Lake.of(features.holdout_path)
     holdout = lake.read_parquet(features.holdout_path)
     train_rows = lake.read_parquet(features.train_path, columns=MODEL_INPUT_COLUMNS + ["label"])
     example = holdout[MODEL_INPUT_COLUMNS].head(5).reset_index(drop=True)
@@ -246,7 +246,7 @@ def register_model(
             mlflow.log_input(dataset, context=context)
         decision = Path(scratch, "decision.json")
         decision.write_text(json.dumps({"threshold": trained.threshold}))
-        signature = infer_signature(example, FlightDelayModel_output_example())
+        signature = infer_signature(example, _output_example())
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=FlightDelayModel(),
@@ -290,7 +290,7 @@ def register_model(
     )
 
 
-def FlightDelayModel_output_example() -> pd.DataFrame:  # noqa: N802 - names what it mirrors
+def _output_example() -> pd.DataFrame:
     """The shape of the pyfunc's answer, for the signature."""
     return pd.DataFrame({"probability_late": [0.1], "predicted_late": [False]})
 
@@ -309,7 +309,3 @@ def register_model_task(**kwargs: Any) -> Registration:
         registration.run_id,
     )
     return registration
-
-
-def registration_dict(registration: Registration) -> dict[str, Any]:
-    return asdict(registration)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
 
 from prefect import task
@@ -115,7 +115,3 @@ def publish_summary(
         rows.append({"scorer": "champion", "roc_auc": round(summary.champion_auc, 5)})
     create_table_artifact(key="holdout-metrics", table=rows, description="ROC AUC on the holdout")
     return summary
-
-
-def summary_dict(summary: RunSummary) -> dict:
-    return asdict(summary)

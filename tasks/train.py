@@ -106,7 +106,7 @@ def train_network(
     """Train, early-stop on the validation days, and write weights + shape to `out_dir`."""
     started = time.perf_counter()
     seed_everything(seed)
-    lake = Lake("/")
+    lake = Lake.of(train_path)
     with lake.fs.open(preprocessor_path, "r") as handle:
         preprocessor = TabularPreprocessor.from_json(handle.read())
     rows = lake.read_parquet(train_path)
@@ -196,7 +196,7 @@ def train_network(
 
 def load_network(weights_path: str, net_config_path: str) -> TabularNet:
     """Rebuild a trained network from its weights and shape files."""
-    lake = Lake("/")
+    lake = Lake.of(weights_path)
     config = NetConfig(**lake.read_json(net_config_path))
     net = TabularNet(config)
     with lake.fs.open(weights_path, "rb") as handle:

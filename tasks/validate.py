@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 
 import pandas as pd
@@ -270,8 +270,6 @@ def validate_clean_batch(
         docs_index=docs_index,
         report_path=f"{out_dir}/{dataset}.json",
     )
-    from dataclasses import asdict
-
     lake.write_json_atomic(report.report_path, asdict(report))
     return report
 
