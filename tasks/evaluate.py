@@ -25,6 +25,7 @@ from data_contracts import load_contract
 from tasks.features import FeatureSet, TabularPreprocessor, feature_frame
 from tasks.lake import Lake
 from tasks.model import predict_proba
+from tasks.registry import champion_scorer
 from tasks.train import TrainResult, load_network
 
 logger = logging.getLogger("nightshift.evaluate")
@@ -89,9 +90,9 @@ def evaluate_models(
     trained: TrainResult,
     out_dir: str,
     seed: int,
-    champion_scorer=None,
+    score_champion=None,
 ) -> Evaluation:
-    """Score model, baseline and (via `champion_scorer(rows) -> (version, proba)`) champion."""
+    """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion."""
     lake = Lake.of(out_dir)
     with lake.fs.open(features.preprocessor_path, "r") as handle:
         preprocessor = TabularPreprocessor.from_json(handle.read())
@@ -108,8 +109,8 @@ def evaluate_models(
     predictions["baseline"] = base_proba
 
     champion_metrics, champion_version = None, None
-    if champion_scorer is not None:
-        scored = champion_scorer(holdout.drop(columns=["label"]))
+    if score_champion is not None:
+        scored = score_champion(holdout.drop(columns=["label"]))
         if scored is not None:
             champion_version, champion_proba = scored
             predictions["champion"] = champion_proba
@@ -137,8 +138,6 @@ def evaluate_on_holdout(
     model_name: str,
 ) -> Evaluation:
     """Prefect task: model vs baseline vs current champion on the same holdout rows."""
-    from tasks.registry import champion_scorer
-
     log = get_run_logger()
     evaluation = evaluate_models(
         features, trained, out_dir, seed, champion_scorer(tracking_uri, model_name)

@@ -152,17 +152,19 @@ def partition_fingerprint(lake: Lake, day: date, dims_dir: str) -> str:
     return digest.hexdigest()
 
 
-def clean_day(lake_root: str, day: date, dims_dir: str) -> PartitionReport:
+def clean_day(
+    lake_root: str, day: date, dims_dir: str, fingerprint: str | None = None
+) -> PartitionReport:
     """Turn one landed day into clean + quarantine partitions and a manifest; idempotent.
 
     The manifest is written last, so a partition counts as done only when all of its
-    files are in place; every file is replaced atomically.
+    files are in place; every file is replaced atomically. `fingerprint` is the caller's
+    `partition_fingerprint` when it already hashed the inputs to decide to come here.
     """
     started = time.perf_counter()
     lake = Lake(lake_root)
-    report = PartitionReport(
-        day=day.isoformat(), fingerprint=partition_fingerprint(lake, day, dims_dir)
-    )
+    fingerprint = fingerprint or partition_fingerprint(lake, day, dims_dir)
+    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint)
     flights_contract, weather_contract = load_contract("flights"), load_contract("weather")
     folder = lake.landing_day(day)
     airlines = pd.read_csv(lake.fs.open(f"{dims_dir}/airlines.csv"), dtype=str)
@@ -208,12 +210,13 @@ def clean_day(lake_root: str, day: date, dims_dir: str) -> PartitionReport:
     return report
 
 
-def _up_to_date(lake: Lake, day: date, dims_dir: str) -> PartitionReport | None:
+def _stored_report(lake: Lake, day: date, fingerprint: str) -> PartitionReport | None:
+    """The manifest's report when it was built from inputs with this fingerprint."""
     path = lake.manifest("flights", day)
     if not lake.exists(path):
         return None
     stored = lake.read_json(path)
-    if stored.get("fingerprint") != partition_fingerprint(lake, day, dims_dir):
+    if stored.get("fingerprint") != fingerprint:
         return None
     fields = {k: v for k, v in stored.items() if k in PartitionReport.__dataclass_fields__}
     return PartitionReport(**{**fields, "skipped": True})
@@ -245,17 +248,19 @@ def ingest_days(
     """Process the days that changed on the Dask cluster; reuse the manifests of the rest."""
     lake = Lake(lake_root)
     reports: dict[str, PartitionReport] = {}
-    todo = []
+    todo: list[tuple[date, str]] = []
     for day in days:
-        existing = _up_to_date(lake, day, dims_dir)
+        fingerprint = partition_fingerprint(lake, day, dims_dir)
+        existing = _stored_report(lake, day, fingerprint)
         if existing is None:
-            todo.append(day)
+            todo.append((day, fingerprint))
         else:
             reports[existing.day] = existing
     log.info("ingest: %d day(s) to process, %d unchanged", len(todo), len(reports))
-    futures = client.map(
-        clean_day, [lake_root] * len(todo), todo, [dims_dir] * len(todo), pure=False, retries=1
-    )
+    futures = [
+        client.submit(clean_day, lake_root, day, dims_dir, fingerprint, pure=False, retries=1)
+        for day, fingerprint in todo
+    ]
     step = max(1, len(futures) // 10)
     for done, future in enumerate(distributed.as_completed(futures), start=1):
         try:

@@ -124,6 +124,7 @@ class Registration:
 
     run_id: str
     experiment_id: str
+    model_name: str
     model_uri: str
     version: str
     alias: str
@@ -282,6 +283,7 @@ def register_model(
     return Registration(
         run_id=run_id,
         experiment_id=experiment_id,
+        model_name=model_name,
         model_uri=f"models:/{model_name}/{version}",
         version=version,
         alias=alias,

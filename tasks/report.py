@@ -84,7 +84,7 @@ def build_summary(
         model_auc=evaluation.model["roc_auc"],
         baseline_auc=evaluation.baseline["roc_auc"],
         champion_auc=evaluation.champion["roc_auc"] if evaluation.champion else None,
-        model_name=registration.model_uri.split("/")[1],
+        model_name=registration.model_name,
         version=registration.version,
         alias=registration.alias,
         alias_reason=registration.reason,
