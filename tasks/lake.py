@@ -37,6 +37,11 @@ class Lake:
     def fs(self) -> fsspec.AbstractFileSystem:
         return url_to_fs(self.root)[0]
 
+    @property
+    def is_local(self) -> bool:
+        """True when the lake is on the local filesystem (plain paths, rename is atomic)."""
+        return "file" in self.fs.protocol
+
     @classmethod
     def of(cls, path: str) -> Lake:
         """A handle on the filesystem holding `path`, a path some Lake handed out.
@@ -50,7 +55,7 @@ class Lake:
         """An absolute path inside the lake: plain for a local lake, a full URL otherwise."""
         fs, base = url_to_fs(self.root)
         joined = posixpath.join(base, *parts)
-        return joined if "file" in fs.protocol else fs.unstrip_protocol(joined)
+        return joined if self.is_local else fs.unstrip_protocol(joined)
 
     # --- landing -------------------------------------------------------------------------
     def landing_day(self, day: date) -> str:

@@ -255,7 +255,7 @@ def validate_clean_batch(
     airlines = pd.read_csv(lake.fs.open(f"{dims_dir}/airlines.csv"), dtype=str)
     allowed_sets = {"airlines.carrier": airlines["carrier"].dropna().tolist()}
     out_dir = lake.validation_dir(as_of)
-    local_docs = f"{out_dir}/docs" if lake.fs.protocol in ("file", ("file", "local")) else None
+    local_docs = f"{out_dir}/docs" if lake.is_local else None
     success, expectations, failures, docs_index = run_suite(
         frame, contract, allowed_sets, local_docs
     )
