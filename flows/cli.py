@@ -2,6 +2,8 @@
 
 nightshift land --through 2013-12-31        deliver raw days into landing/
 nightshift run --as-of 2013-12-31           the nightly flow, end to end
+nightshift promote --version 3              move @champion to a version (history kept)
+nightshift rollback                         move @champion back to the previous champion
 nightshift settings                         the effective configuration
 """
 
@@ -99,6 +101,11 @@ def run(
                 f"model ROC AUC {summary.model_auc:.4f} vs baseline {summary.baseline_auc:.4f} "
                 f"(champion before this run: {champion})",
                 f"  registered {summary.model_name} v{summary.version} as @{summary.alias} ({summary.alias_reason})",
+                f"  served form: {summary.served_variant} ONNX, holdout AUC {summary.served_auc:.4f}, "
+                f"{summary.size_ratio:.1f}x smaller, {summary.speedup_batch1:.1f}x faster at batch 1 "
+                "than fp32 torch"
+                if summary.served_variant
+                else "  served form: fp32",
                 f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {summary.tracking_uri} --port 5000"
                 if summary.tracking_uri.startswith("sqlite")
                 else f"  MLflow UI:  {summary.tracking_uri}",
@@ -107,6 +114,50 @@ def run(
             ]
         )
     )
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option(help="Registered model version to make @champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the version's tags).")] = "manual",
+) -> None:
+    """Move @champion to a registered version by hand; the history allows a rollback."""
+    settings = configure_runtime_environment()
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from tasks.promote import promote_version
+
+    client = MlflowClient(settings.tracking_uri)
+    try:
+        previous = promote_version(
+            client, settings.model_name, str(version), f"manual promotion: {reason}"
+        )
+    except MlflowException as error:
+        typer.echo(f"promote: {settings.model_name} v{version}: {error.message}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(
+        f"{settings.model_name}: @champion v{previous or '-'} -> v{version} "
+        f"({settings.tracking_uri})"
+    )
+
+
+@app.command()
+def rollback() -> None:
+    """Move @champion back to the version that held it before the current one."""
+    settings = configure_runtime_environment()
+    from mlflow.tracking import MlflowClient
+
+    from tasks.promote import rollback_champion
+
+    try:
+        current, target = rollback_champion(
+            MlflowClient(settings.tracking_uri), settings.model_name
+        )
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"{settings.model_name}: @champion v{current} -> v{target} (rolled back)")
 
 
 @app.command("settings")

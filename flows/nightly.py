@@ -1,6 +1,7 @@
 """The nightly retraining flow: a table of contents, one task per stage.
 
-ingest → validate → features → train (Dask worker) → evaluate → register → summary
+ingest → validate → features → train (Dask worker) → evaluate → compress → register (gated)
+→ summary
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from prefect import flow
 from pydantic import Field
 
 from tasks.cluster import dask_task_runner, flow_scheduler_address
+from tasks.compress import compress_network_task
 from tasks.evaluate import evaluate_on_holdout
 from tasks.features import build_features_task
 from tasks.ingest import ingest_flights
 from tasks.lake import Lake
+from tasks.promote import ReleaseConfig
 from tasks.registry import configure_mlflow, register_model_task
 from tasks.report import RunSummary, publish_summary
 from tasks.settings import get_settings
@@ -33,6 +36,9 @@ def nightly_retrain(
     holdout_days: int = Field(default=31, ge=1, le=120, description="Days before as_of held out."),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
     train: TrainConfig = Field(default_factory=TrainConfig, description="Network and loop."),
+    release: ReleaseConfig = Field(
+        default_factory=ReleaseConfig, description="Compression, promotion margins, budgets."
+    ),
 ) -> RunSummary:
     """Retrain the flight-delay model on data up to `as_of` and register it in MLflow."""
     settings = get_settings()
@@ -70,9 +76,15 @@ def nightly_retrain(
         settings.seed,
         settings.tracking_uri,
         settings.model_name,
+        release.slice_min_rows,
     )
 
-    # Register: MLflow run, pyfunc version, tags, alias
+    # Compress: int8 / pruned / low-rank ONNX variants; keep the smallest within budget
+    compression = compress_network_task(
+        features, trained, lake.run_dir(as_of, "compression"), release.compression, settings.seed
+    )
+
+    # Register: MLflow run, ONNX pyfunc as @challenger; @champion only through the gate
     registration = register_model_task(
         model_name=settings.model_name,
         tracking_uri=settings.tracking_uri,
@@ -83,6 +95,8 @@ def nightly_retrain(
         train_config=train,
         trained=trained,
         evaluation=evaluation,
+        compression=compression,
+        release=release,
         seed=settings.seed,
     )
 
@@ -95,4 +109,5 @@ def nightly_retrain(
         evaluation,
         registration,
         settings.tracking_uri,
+        compression,
     )

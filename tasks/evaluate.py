@@ -5,7 +5,7 @@ on the same holdout rows, so every comparison in the run is like with like.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import (
     average_precision_score,
+    brier_score_loss,
     confusion_matrix,
     f1_score,
     log_loss,
@@ -22,6 +23,13 @@ from sklearn.metrics import (
 )
 
 from data_contracts import load_contract
+from tasks.diagnostics import (
+    calibration_bins,
+    expected_calibration_error,
+    save_plots,
+    slice_frame,
+    slice_metrics,
+)
 from tasks.features import FeatureSet, TabularPreprocessor, feature_frame
 from tasks.lake import Lake
 from tasks.model import predict_proba
@@ -41,6 +49,8 @@ def classification_metrics(
         "roc_auc": float(roc_auc_score(y_true, proba)),
         "pr_auc": float(average_precision_score(y_true, proba)),
         "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "brier": float(brier_score_loss(y_true, proba)),
+        "calibration_error": expected_calibration_error(calibration_bins(y_true, proba)),
         "precision": float(precision_score(y_true, predicted, zero_division=0)),
         "recall": float(recall_score(y_true, predicted, zero_division=0)),
         "f1": float(f1_score(y_true, predicted, zero_division=0)),
@@ -75,7 +85,11 @@ def baseline_proba(
 
 @dataclass
 class Evaluation:
-    """Metrics of the new model, the baseline and the champion on one holdout."""
+    """Metrics of the new model, the baseline and the champion on one holdout.
+
+    `slices` has one row per slice with enough rows: `<scorer>_roc_auc` and `<scorer>_brier`
+    for model, baseline and (if any) champion. `calibration` is the model's reliability table.
+    """
 
     model: dict[str, float]
     baseline: dict[str, float]
@@ -83,6 +97,10 @@ class Evaluation:
     champion_version: str | None
     predictions_path: str
     holdout_rows: int
+    slices: list[dict] = field(default_factory=list)
+    slice_min_rows: int = 0
+    calibration: list[dict] = field(default_factory=list)
+    plot_paths: list[str] = field(default_factory=list)
 
 
 def evaluate_models(
@@ -91,8 +109,13 @@ def evaluate_models(
     out_dir: str,
     seed: int,
     score_champion=None,
+    slice_min_rows: int = 300,
 ) -> Evaluation:
-    """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion."""
+    """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion.
+
+    All three are also measured per slice (carrier, origin, departure-hour bucket; slices
+    with at least `slice_min_rows` rows) and plotted into `out_dir/plots`.
+    """
     lake = Lake.of(out_dir)
     with lake.fs.open(features.preprocessor_path, "r") as handle:
         preprocessor = TabularPreprocessor.from_json(handle.read())
@@ -118,6 +141,11 @@ def evaluate_models(
 
     predictions_path = f"{out_dir}/predictions.parquet"
     lake.write_parquet_atomic(predictions_path, predictions)
+    scores = {
+        name: predictions[name].to_numpy()
+        for name in ("model", "baseline", "champion")
+        if name in predictions
+    }
     return Evaluation(
         model=classification_metrics(y_true, model_proba, trained.threshold),
         baseline=classification_metrics(y_true, base_proba, trained.threshold),
@@ -125,6 +153,12 @@ def evaluate_models(
         champion_version=champion_version,
         predictions_path=predictions_path,
         holdout_rows=len(holdout),
+        slices=slice_metrics(y_true, scores, slice_frame(holdout), slice_min_rows),
+        slice_min_rows=slice_min_rows,
+        calibration=calibration_bins(y_true, model_proba),
+        plot_paths=save_plots(y_true, scores, trained.threshold, f"{out_dir}/plots")
+        if lake.is_local
+        else [],
     )
 
 
@@ -136,11 +170,17 @@ def evaluate_on_holdout(
     seed: int,
     tracking_uri: str,
     model_name: str,
+    slice_min_rows: int = 300,
 ) -> Evaluation:
     """Prefect task: model vs baseline vs current champion on the same holdout rows."""
     log = get_run_logger()
     evaluation = evaluate_models(
-        features, trained, out_dir, seed, champion_scorer(tracking_uri, model_name)
+        features,
+        trained,
+        out_dir,
+        seed,
+        champion_scorer(tracking_uri, model_name),
+        slice_min_rows=slice_min_rows,
     )
     champion = (
         f"champion v{evaluation.champion_version} AUC {evaluation.champion['roc_auc']:.4f}"

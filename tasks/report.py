@@ -34,6 +34,11 @@ class RunSummary:
     mlflow_run_id: str
     tracking_uri: str
     data_docs: str | None
+    served_variant: str | None = None
+    served_auc: float | None = None
+    size_ratio: float | None = None
+    speedup_batch1: float | None = None
+    gate: list[dict] | None = None
 
     def markdown(self) -> str:
         champion = f"{self.champion_auc:.4f}" if self.champion_auc is not None else "none yet"
@@ -58,6 +63,23 @@ class RunSummary:
                 f"| baseline (HistGradientBoosting) | {self.baseline_auc:.4f} |",
                 f"| current champion | {champion} |",
                 "",
+                *(
+                    [
+                        f"Served form: **{self.served_variant}** ONNX, holdout AUC "
+                        f"{self.served_auc:.4f}, {self.size_ratio:.1f}x smaller and "
+                        f"{self.speedup_batch1:.1f}x faster at batch 1 than the fp32 torch network.",
+                        "",
+                        "| promotion gate | result | detail |",
+                        "|---|---|---|",
+                        *(
+                            f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |"
+                            for c in self.gate or []
+                        ),
+                        "",
+                    ]
+                    if self.served_variant
+                    else []
+                ),
                 f"Registered **{self.model_name} v{self.version}** as **@{self.alias}** ({self.alias_reason}).",
                 f"MLflow run `{self.mlflow_run_id}` in `{self.tracking_uri}`.",
             ]
@@ -65,7 +87,14 @@ class RunSummary:
 
 
 def build_summary(
-    as_of: date, ingested, reports, features, evaluation, registration, tracking_uri: str
+    as_of: date,
+    ingested,
+    reports,
+    features,
+    evaluation,
+    registration,
+    tracking_uri: str,
+    compression=None,
 ) -> RunSummary:
     """Collect the run's numbers from the stages' results."""
     docs = next((r.docs_index for r in reports if r.docs_index), None)
@@ -91,16 +120,28 @@ def build_summary(
         mlflow_run_id=registration.run_id,
         tracking_uri=tracking_uri,
         data_docs=docs,
+        served_variant=compression.chosen if compression else None,
+        served_auc=compression.chosen_variant.roc_auc if compression else None,
+        size_ratio=compression.size_ratio() if compression else None,
+        speedup_batch1=compression.speedup_batch1() if compression else None,
+        gate=registration.gate,
     )
 
 
 @task(name="publish-summary")
 def publish_summary(
-    as_of: date, ingested, reports, features, evaluation, registration, tracking_uri: str
+    as_of: date,
+    ingested,
+    reports,
+    features,
+    evaluation,
+    registration,
+    tracking_uri: str,
+    compression=None,
 ) -> RunSummary:
     """Attach the run summary and the metric table to the flow run as artifacts."""
     summary = build_summary(
-        as_of, ingested, reports, features, evaluation, registration, tracking_uri
+        as_of, ingested, reports, features, evaluation, registration, tracking_uri, compression
     )
     create_markdown_artifact(
         key="nightly-summary",
@@ -114,4 +155,26 @@ def publish_summary(
     if summary.champion_auc is not None:
         rows.append({"scorer": "champion", "roc_auc": round(summary.champion_auc, 5)})
     create_table_artifact(key="holdout-metrics", table=rows, description="ROC AUC on the holdout")
+    if compression is not None:
+        create_table_artifact(
+            key="compression-variants",
+            table=compression.rows(),
+            description=f"kept {compression.chosen} (smallest within AUC drop "
+            f"{compression.auc_drop_budget:g})",
+        )
+    if registration.gate:
+        create_table_artifact(
+            key="promotion-gate",
+            table=registration.gate,
+            description=f"v{registration.version} -> @{registration.alias}",
+        )
+    if evaluation.slices:
+        create_table_artifact(
+            key="holdout-slices",
+            table=[
+                {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
+                for row in evaluation.slices
+            ],
+            description=f"slices with >= {evaluation.slice_min_rows} holdout rows",
+        )
     return summary

@@ -3,6 +3,8 @@ a real Dask LocalCluster, GX and a SQLite MLflow store; then the registry and th
 model are checked from the outside, as an ML engineer would.
 """
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -37,13 +39,19 @@ def test_model_is_registered_as_champion_with_lineage_tags(nightly_run, settings
     run = client.get_run(tags["mlflow_run_id"])
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(nightly_run.model_auc)
     assert "baseline_roc_auc" in run.data.metrics
+    assert tags["compression_variant"] == nightly_run.served_variant
+    assert len(tags["artifact_sha256"]) == 64 and int(tags["artifact_size_bytes"]) > 0
+    assert tags["gate_passed"] == "true" and float(tags["latency_ms_batch1"]) > 0
+    plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "evaluation/plots")}
+    assert plots == {"roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png"}
+    assert "holdout_brier" in run.data.metrics and "served_roc_auc" in run.data.metrics
     assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {
         f"flights-training-2013-01-01..{AS_OF}",
         f"flights-holdout-2013-01-01..{AS_OF}",
     }
 
 
-def test_champion_pyfunc_reproduces_the_evaluation_from_raw_clean_rows(
+def test_champion_pyfunc_serves_the_compressed_network_from_raw_clean_rows(
     nightly_run, settings, landed_lake
 ):
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -52,12 +60,14 @@ def test_champion_pyfunc_reproduces_the_evaluation_from_raw_clean_rows(
     evaluated = landed_lake.read_parquet(
         landed_lake.run_dir(AS_OF, "evaluation", "predictions.parquet")
     )
+    compressed = np.load(landed_lake.run_dir(AS_OF, "compression", "served_predictions.npy"))
 
     served = model.predict(holdout[MODEL_INPUT_COLUMNS])
 
-    np.testing.assert_allclose(
-        served["probability_late"].to_numpy(), evaluated["model"].to_numpy(), atol=1e-6
-    )
+    # the registered model serves the chosen ONNX variant: its scores, to float32 precision
+    np.testing.assert_allclose(served["probability_late"].to_numpy(), compressed, atol=1e-6)
+    # and that variant stays close to the fp32 network the evaluation scored
+    assert np.corrcoef(compressed, evaluated["model"].to_numpy())[0, 1] > 0.99
     assert served["predicted_late"].dtype == bool
 
 
@@ -75,22 +85,33 @@ def test_flow_run_publishes_the_summary_artifact(nightly_run, prefect_server):
     assert latest is not None, "no nightly-summary artifact"
     assert f"nightly-retrain {AS_OF}" in latest.data
     assert "| new model |" in latest.data and "baseline (HistGradientBoosting)" in latest.data
+    assert "| promotion gate |" in latest.data
+    assert Artifact.get("compression-variants") is not None
+    assert Artifact.get("holdout-slices") is not None
 
 
-def test_rerun_skips_ingestion_and_compares_with_the_champion(nightly_run, settings):
+def test_rerun_skips_ingestion_and_gates_against_the_champion(nightly_run, settings):
     from flows.nightly import nightly_retrain
     from tasks.train import TrainConfig
 
     again = nightly_retrain(as_of=AS_OF, holdout_days=HOLDOUT_DAYS, train=TrainConfig(epochs=1))
 
-    assert again.champion_auc == pytest.approx(nightly_run.model_auc, abs=1e-9)
+    # the champion is re-scored through its registered (compressed) form
+    assert again.champion_auc == pytest.approx(nightly_run.served_auc, abs=1e-6)
     assert int(again.version) == int(nightly_run.version) + 1
-    expected = "champion" if again.model_auc >= again.champion_auc else "challenger"
+    checks = {c["name"]: c["passed"] for c in again.gate}
+    assert set(checks) == {"auc", "slices", "size", "latency", "serving"}
+    assert checks["serving"]
+    expected = "champion" if all(checks.values()) else "challenger"
     assert again.alias == expected
+    # the AUC check compares the served (compressed) model with the champion's served form
+    assert checks["auc"] == (again.served_auc >= again.champion_auc)
     client = MlflowClient(settings.tracking_uri)
     assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == (
         again.version if expected == "champion" else nightly_run.version
     )
+    tags = client.get_model_version(settings.model_name, again.version).tags
+    assert tags["gate_passed"] == str(expected == "champion").lower()
 
 
 def test_broken_contract_fails_the_run_naming_rule_and_partition_and_registers_nothing(
