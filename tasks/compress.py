@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -443,6 +444,10 @@ def compress_network(
         "ms1024": torch_latency_ms(net, *batch, max(5, repeats // 10), threads),
     }
 
+    if not Lake.of(out_dir).is_local:
+        # onnxruntime and the quantizer read and write local files; the variants live on
+        # the flow's machine until registration uploads the chosen one to MLflow
+        out_dir = tempfile.mkdtemp(prefix="nightshift-compression-")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
     paths["fp32"] = export_onnx(ExportNet(net), one, f"{out_dir}/fp32.onnx")
