@@ -139,7 +139,7 @@ def champion_scorer(tracking_uri: str, model_name: str):
         mlflow.set_tracking_uri(tracking_uri)
         model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
         proba = model.predict(rows[MODEL_INPUT_COLUMNS])["probability_late"].to_numpy()
-        return version.version, proba
+        return str(version.version), proba  # MLflow 3 returns versions as int
 
     return score
 

@@ -250,7 +250,7 @@ def test_slice_regression_blocks_promotion(release):
     assert "origin=EWR" in checks["slices"]["detail"]
     assert broken.registration.alias == CHALLENGER
     client = release["client"]
-    assert client.get_model_version_by_alias(MODEL, CHALLENGER).version == "4"
+    assert str(client.get_model_version_by_alias(MODEL, CHALLENGER).version) == "4"
 
 
 # ----------------------------------------------------------------------------- registry
@@ -263,7 +263,7 @@ def test_rollback_and_promote_commands_move_champion_and_keep_history(release, m
     from tasks.settings import get_settings
 
     client = release["client"]
-    assert client.get_model_version_by_alias(MODEL, CHAMPION).version == "2"
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "2"
     assert champion_history(client, MODEL) == ["1", "2"]
     monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", release["tracking_uri"])
     monkeypatch.setenv("NIGHTSHIFT_MODEL_NAME", MODEL)
@@ -271,7 +271,7 @@ def test_rollback_and_promote_commands_move_champion_and_keep_history(release, m
     runner = CliRunner()
     try:
         rolled = runner.invoke(app, ["rollback"])
-        after_rollback = client.get_model_version_by_alias(MODEL, CHAMPION).version
+        after_rollback = str(client.get_model_version_by_alias(MODEL, CHAMPION).version)
         promoted = runner.invoke(app, ["promote", "--version", "2"])
         missing = runner.invoke(app, ["promote", "--version", "99"])
     finally:
@@ -282,7 +282,7 @@ def test_rollback_and_promote_commands_move_champion_and_keep_history(release, m
     assert after_rollback == "1" and "v2 -> v1" in rolled.output
     assert client.get_model_version(MODEL, "2").tags["demoted_at"]
     assert promoted.exit_code == 0, promoted.output
-    assert client.get_model_version_by_alias(MODEL, CHAMPION).version == "2"
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "2"
     assert champion_history(client, MODEL) == ["1", "2"]
     assert missing.exit_code == 1 and "v99" in missing.output
 
@@ -301,7 +301,7 @@ def test_rollback_without_a_previous_champion_is_refused(tmp_path):
 def test_a_failure_mid_release_leaves_the_registry_as_it_was(release):
     client = release["client"]
     before = {
-        a: client.get_model_version_by_alias(MODEL, a).version for a in (CHAMPION, CHALLENGER)
+        a: str(client.get_model_version_by_alias(MODEL, a).version) for a in (CHAMPION, CHALLENGER)
     }
     source = client.get_model_version(MODEL, "2").source
 
@@ -310,15 +310,17 @@ def test_a_failure_mid_release_leaves_the_registry_as_it_was(release):
         registry_transaction(client, MODEL) as created,
     ):
         made = client.create_model_version(MODEL, source)
-        created.append(made.version)
+        created.append(str(made.version))
         client.set_registered_model_alias(MODEL, CHALLENGER, made.version)
         client.set_registered_model_alias(MODEL, CHAMPION, made.version)
         raise RuntimeError("simulated crash between register and alias")
 
-    after = {a: client.get_model_version_by_alias(MODEL, a).version for a in (CHAMPION, CHALLENGER)}
+    after = {
+        a: str(client.get_model_version_by_alias(MODEL, a).version) for a in (CHAMPION, CHALLENGER)
+    }
     assert after == before
-    versions = {v.version for v in client.search_model_versions(f"name='{MODEL}'")}
-    assert made.version not in versions
+    versions = {str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")}
+    assert str(made.version) not in versions
 
 
 # ----------------------------------------------------------------------------- serving
