@@ -1,6 +1,7 @@
 """The nightly retraining flow: a table of contents, one task per stage.
 
-ingest → validate → features → train (Dask worker) → evaluate → register → summary
+ingest → validate → features → tune (Dask workers) → train (DDP on Dask workers) →
+evaluate → register → summary
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from prefect import flow
 from pydantic import Field
 
 from tasks.cluster import dask_task_runner, flow_scheduler_address
+from tasks.distributed_train import train_model_distributed
 from tasks.evaluate import evaluate_on_holdout
 from tasks.features import build_features_task
 from tasks.ingest import ingest_flights
@@ -18,7 +20,8 @@ from tasks.lake import Lake
 from tasks.registry import configure_mlflow, register_model_task
 from tasks.report import RunSummary, publish_summary
 from tasks.settings import get_settings
-from tasks.train import TrainConfig, train_model
+from tasks.train import TrainConfig
+from tasks.tune import TuneConfig, tune_task
 from tasks.validate import validate_contract
 
 
@@ -33,6 +36,10 @@ def nightly_retrain(
     holdout_days: int = Field(default=31, ge=1, le=120, description="Days before as_of held out."),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
     train: TrainConfig = Field(default_factory=TrainConfig, description="Network and loop."),
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search."),
+    world_size: int | None = Field(
+        default=None, ge=1, description="DDP ranks (one per Dask worker); default: all workers."
+    ),
 ) -> RunSummary:
     """Retrain the flight-delay model on data up to `as_of` and register it in MLflow."""
     settings = get_settings()
@@ -50,19 +57,35 @@ def nightly_retrain(
     # Features: time split and preprocessing fitted on the training window
     features = build_features_task(settings.lake_url, ingested.days, as_of, holdout_days)
 
-    # Train: on a Dask worker
-    trained = train_model.submit(
-        features.train_path,
-        features.preprocessor_path,
-        lake.run_dir(as_of, "model"),
-        train,
-        settings.seed,
-    ).result()
-
-    # Evaluate: new model vs baseline vs champion, same holdout
+    # Tune: Optuna trials on the Dask workers, each a nested MLflow run
     experiment_id = configure_mlflow(
         settings.tracking_uri, settings.mlflow_experiment, settings.artifact_root
     )
+    tuned = tune_task(
+        flow_scheduler_address(),
+        settings.lake_url,
+        as_of,
+        features.train_path,
+        features.preprocessor_path,
+        train,
+        tune,
+        settings.seed,
+        settings.tracking_uri,
+        experiment_id,
+    )
+
+    # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
+    trained = train_model_distributed(
+        flow_scheduler_address(),
+        features.train_path,
+        features.preprocessor_path,
+        lake.run_dir(as_of, "model"),
+        tuned.config,
+        settings.seed,
+        world_size,
+    )
+
+    # Evaluate: new model vs baseline vs champion, same holdout
     evaluation = evaluate_on_holdout(
         features,
         trained,
@@ -80,7 +103,7 @@ def nightly_retrain(
         as_of=as_of,
         ingested=ingested,
         features=features,
-        train_config=train,
+        train_config=tuned.config,
         trained=trained,
         evaluation=evaluation,
         seed=settings.seed,

@@ -83,9 +83,16 @@ def nightly_run(prefect_server, landed_lake, settings):
     """One real nightly run on Jan–Feb 2013: the returned summary is shared by many tests."""
     from flows.nightly import nightly_retrain
     from tasks.train import TrainConfig
+    from tasks.tune import TuneConfig
 
     state = nightly_retrain(
-        as_of=AS_OF, holdout_days=HOLDOUT_DAYS, train=TrainConfig(epochs=3), return_state=True
+        as_of=AS_OF,
+        holdout_days=HOLDOUT_DAYS,
+        train=TrainConfig(epochs=3),
+        tune=TuneConfig(
+            n_trials=2, epochs=1, members=1
+        ),  # the search itself: test_distributed_train
+        return_state=True,
     )
     assert state.is_completed(), state.message
     return state.result()
