@@ -132,7 +132,9 @@ def run_trial_batch(
     data = load_training_data(train_path, preprocessor_path, base.validation_days)
     mlflow = MlflowClient(tracking_uri)
     # Seeded per batch and per continuation: a re-run must not replay the first run's samples.
-    study = open_study(storage_path, study_name, config, mix_seed(seed, batch, earlier_trials))
+    study = open_study(
+        storage_path, study_name, config, mix_seed(seed, batch, earlier_trials) % 2**32
+    )
     report = TrialBatchReport(0, 0, 0, 0)
 
     def objective(trial: optuna.Trial) -> float:
