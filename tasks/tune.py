@@ -76,6 +76,24 @@ def best_train_config(params: dict, base: TrainConfig) -> TrainConfig:
     return suggest_train_config(optuna.trial.FixedTrial(params), base)
 
 
+def params_of(config: TrainConfig) -> dict | None:
+    """The search-space point of an existing config, or None when the space cannot express it."""
+    params = {
+        "width": config.hidden[0],
+        "depth": len(config.hidden),
+        "learning_rate": config.learning_rate,
+        "embedding_dim": config.embedding_dim,
+        "dropout": config.dropout,
+        "weight_decay": config.weight_decay,
+        "batch_size": config.batch_size,
+    }
+    try:
+        replayed = best_train_config(params, config)
+    except ValueError:  # a categorical value outside its choices
+        return None
+    return params if replayed == config else None
+
+
 def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     """Successive halving over epochs: keep the best third at each rung (or never prune)."""
     if not config.pruning:
@@ -242,6 +260,10 @@ def tune_hyperparameters(
     storage_path, study_name = f"{tune_dir}/study.journal", f"nightly-{as_of.isoformat()}"
     before = open_study(storage_path, study_name, config, seed)
     known = {t.number for t in before.get_trials(deepcopy=False)}
+    baseline = params_of(base)
+    if not known and baseline is not None:
+        # The hand-tuned defaults are the first trial: the search can only improve on them.
+        before.enqueue_trial(baseline, skip_if_exists=True)
 
     mlflow = MlflowClient(tracking_uri)
     parent = mlflow.create_run(experiment_id, tags={MLFLOW_RUN_NAME: f"tune-{as_of}"})
