@@ -99,8 +99,26 @@ def mix_seed(*parts: int) -> int:
     Dropout masks and shuffles are drawn from seeds derived from the *global* position
     (epoch, step, shard), never from a process's running RNG state, so 2 DDP ranks and one
     process simulating both shards draw the same masks and train the same network.
+    A splitmix64 chain: a few microseconds, as it runs once per step and shard.
     """
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+    state = 0x9E3779B97F4A7C15
+    for part in parts:
+        state = (state ^ (int(part) & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & _MASK64
+        state ^= state >> 29
+    return state >> 1
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def seed_dropout(device: torch.device, value: int) -> None:
+    """Reseed only the generator dropout on `device` draws from (torch.manual_seed costs
+    ~0.8 ms: it also visits every accelerator backend)."""
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index or 0].manual_seed(value)
+    else:
+        torch.default_generator.manual_seed(value)
 
 
 def best_f1_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -295,6 +313,7 @@ def fit_network(
     writes checkpoints; `wrap` turns the network into a DistributedDataParallel module.
     """
     seed_everything(seed)
+    device = torch.device(device)
     net_config = net_config_for(data, config)
     net = TabularNet(net_config).to(device)
     model = wrap(net) if wrap else net
@@ -337,7 +356,7 @@ def fit_network(
             optimizer.zero_grad(set_to_none=True)
             for shard, order in zip(data.shards, orders, strict=True):
                 batch = order[step * local_batch : (step + 1) * local_batch]
-                torch.manual_seed(mix_seed(seed, epoch, step, shard.shard_id))  # dropout masks
+                seed_dropout(device, mix_seed(seed, epoch, step, shard.shard_id))
                 loss = member_loss(
                     model(shard.codes[batch], shard.numeric[batch]), shard.labels[batch]
                 )

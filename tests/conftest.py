@@ -89,9 +89,9 @@ def nightly_run(prefect_server, landed_lake, settings):
         as_of=AS_OF,
         holdout_days=HOLDOUT_DAYS,
         train=TrainConfig(epochs=3),
-        tune=TuneConfig(
-            n_trials=2, epochs=1, members=1
-        ),  # the search itself: test_distributed_train
+        # One trial, the given config (the search is tested in test_distributed_train): a
+        # 1-epoch, 1-member proxy on 6 weeks of winter data picks configs that lose later.
+        tune=TuneConfig(n_trials=1, epochs=1, members=1),
         return_state=True,
     )
     assert state.is_completed(), state.message

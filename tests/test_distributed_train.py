@@ -181,3 +181,46 @@ def test_search_prunes_trials_returns_the_best_and_continues_the_study(
     assert again.trials_total == 12 and again.trials_this_run == 6
     assert again.best_value >= first.best_value
     assert np.isfinite(again.best_value)
+
+
+def test_the_search_space_replays_a_config_and_refuses_what_it_cannot_express():
+    from tasks.tune import params_of
+
+    default = TrainConfig()
+    assert best_train_config(params_of(default), default) == default
+    assert params_of(TrainConfig(hidden=[100])) is None  # 100 is not a width of the space
+
+
+def test_more_ranks_than_workers_is_refused_before_anything_starts(small_features, process_cluster):
+    lake, features = small_features
+    with pytest.raises(ValueError, match="world_size 3 needs as many Dask workers"):
+        train_distributed(
+            process_cluster,
+            features.train_path,
+            features.preprocessor_path,
+            "/nowhere",
+            SMALL,
+            1,
+            3,
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_nccl_ranks_on_a_local_cuda_cluster(small_features):
+    from dask_cuda import LocalCUDACluster
+    from distributed import Client
+
+    lake, features = small_features
+    with LocalCUDACluster(dashboard_address=":0") as cluster, Client(cluster) as client:
+        result = train_distributed(
+            client,
+            features.train_path,
+            features.preprocessor_path,
+            lake.path("runs", "nccl", "model"),
+            SMALL,
+            seed=7,
+        )
+    assert result.world_size == torch.cuda.device_count()
+    assert len(set(result.rank_parameter_digests)) == 1
+    assert result.validation_auc > 0.55
