@@ -1,4 +1,4 @@
-"""Train: fit the PyTorch tabular network on the training window, on a Dask worker.
+"""Train: the training loop (single process, or one DDP rank: see distributed_train.py).
 
 The last `validation_days` of the training window are held back for early stopping and
 for choosing the decision threshold, so the holdout stays untouched until evaluation.
@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
@@ -508,31 +506,3 @@ def load_network(weights_path: str, net_config_path: str) -> TabularNet:
         net.load_state_dict(torch.load(handle, weights_only=True))
     net.eval()
     return net
-
-
-@task(name="train-network", retries=1, retry_delay_seconds=5)
-def train_model(
-    train_path: str, preprocessor_path: str, out_dir: str, config: TrainConfig, seed: int
-) -> TrainResult:
-    """Prefect task (submitted to a Dask worker): train the network and report progress."""
-    log = get_run_logger()
-    # Dask's nanny starts workers with OMP_NUM_THREADS=1; training is the only work on
-    # the cluster at this point, so let torch use every core this process may run on.
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    log.info(
-        "train: %d epochs, batch %d, lr %g, hidden %s, on %d torch thread(s)",
-        config.epochs,
-        config.batch_size,
-        config.learning_rate,
-        config.hidden,
-        torch.get_num_threads(),
-    )
-    result = train_network(train_path, preprocessor_path, out_dir, config, seed, log)
-    log.info(
-        "train: kept epoch %d, validation AUC %.4f, %.0f samples/s, %.1f s",
-        result.kept_epoch,
-        result.validation_auc,
-        result.samples_per_second,
-        result.seconds,
-    )
-    return result
