@@ -143,11 +143,13 @@ def main() -> None:
                 f"({result.pruned_this_run} pruned), {result.epochs_trained_this_run} epochs "
                 f"trained, {searches[pruning][1]:.0f} s, best val AUC {result.best_value:.4f}"
             )
-    (unpruned, t_u), (pruned, t_p) = searches[False], searches[True]
-    print(
-        f"compute ratio pruned/unpruned: epochs {pruned.epochs_trained_this_run / unpruned.epochs_trained_this_run:.2f}, "
-        f"wall {t_p / t_u:.2f}; best AUC {pruned.best_value:.4f} vs {unpruned.best_value:.4f}"
-    )
+        # Printed before the cluster closes: on a loaded box its teardown once timed out first.
+        (unpruned, t_u), (pruned, t_p) = searches[False], searches[True]
+        epochs = pruned.epochs_trained_this_run / unpruned.epochs_trained_this_run
+        print(
+            f"compute ratio pruned/unpruned: epochs {epochs:.2f}, wall {t_p / t_u:.2f}; "
+            f"best AUC {pruned.best_value:.4f} vs {unpruned.best_value:.4f}"
+        )
 
 
 if __name__ == "__main__":
