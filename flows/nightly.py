@@ -35,8 +35,8 @@ def nightly_retrain(
     as_of: date = Field(description="Last day of data to use (the scheduled date)."),
     holdout_days: int = Field(default=31, ge=1, le=120, description="Days before as_of held out."),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Network and loop."),
-    tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search."),
+    train: TrainConfig = Field(default=TrainConfig(), description="Network and loop."),
+    tune: TuneConfig = Field(default=TuneConfig(), description="Hyperparameter search."),
     world_size: int | None = Field(
         default=None, ge=1, description="DDP ranks (one per Dask worker); default: all workers."
     ),
