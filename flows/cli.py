@@ -58,14 +58,24 @@ def run(
     holdout_days: Annotated[int, typer.Option(help="Days up to as_of held out.")] = 31,
     first_day: Annotated[str | None, typer.Option(help="First day of data (default: all).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override training epochs.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Optuna trials this run (0: no search).")
+    ] = None,
+    world_size: Annotated[
+        int | None, typer.Option(help="DDP ranks (default: every Dask worker).")
+    ] = None,
 ) -> None:
     """Run the nightly retraining flow for one date, end to end, and print a summary."""
     settings = configure_runtime_environment()
     from flows.nightly import nightly_retrain
     from flows.runtime import prefect_api
     from tasks.train import TrainConfig
+    from tasks.tune import TuneConfig
 
     train = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    tune = (
+        TuneConfig() if trials is None else TuneConfig(n_trials=max(1, trials), enabled=trials > 0)
+    )
     started = time.perf_counter()
     with prefect_api() as api_url:
         typer.echo(f"Prefect API: {api_url}")
@@ -74,6 +84,8 @@ def run(
             holdout_days=holdout_days,
             first_day=_parse_day(first_day) if first_day else None,
             train=train,
+            tune=tune,
+            world_size=world_size,
             return_state=True,
         )
     if not state.is_completed():

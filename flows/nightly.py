@@ -1,7 +1,7 @@
 """The nightly retraining flow: a table of contents, one task per stage.
 
-ingest → validate → features → train (Dask worker) → evaluate → compress → register (gated)
-→ summary
+ingest → validate → features → tune (Dask workers) → train (DDP on Dask workers) →
+evaluate → compress → register (gated) → summary
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pydantic import Field
 
 from tasks.cluster import dask_task_runner, flow_scheduler_address
 from tasks.compress import compress_network_task
+from tasks.distributed_train import train_model_distributed
 from tasks.evaluate import evaluate_on_holdout
 from tasks.features import build_features_task
 from tasks.ingest import ingest_flights
@@ -21,7 +22,8 @@ from tasks.promote import ReleaseConfig
 from tasks.registry import configure_mlflow, register_model_task
 from tasks.report import RunSummary, publish_summary
 from tasks.settings import get_settings
-from tasks.train import TrainConfig, train_model
+from tasks.train import TrainConfig
+from tasks.tune import TuneConfig, tune_task
 from tasks.validate import validate_contract
 
 
@@ -35,17 +37,20 @@ def nightly_retrain(
     as_of: date = Field(description="Last day of data to use (the scheduled date)."),
     holdout_days: int = Field(default=31, ge=1, le=120, description="Days before as_of held out."),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Network and loop."),
-    # default None, not default_factory: Prefect 3.8.8 unwraps `Field(default=...)` for
-    # parameters the caller leaves out, but hands a default_factory field over unresolved.
-    release: ReleaseConfig | None = Field(
-        default=None, description="Compression, promotion margins, budgets (default: the defaults)."
+    # Field(default=...), never default_factory: Prefect 3.8.8 hands a default_factory
+    # field over unresolved when the caller leaves the parameter out.
+    train: TrainConfig = Field(default=TrainConfig(), description="Network and loop."),
+    tune: TuneConfig = Field(default=TuneConfig(), description="Hyperparameter search."),
+    world_size: int | None = Field(
+        default=None, ge=1, description="DDP ranks (one per Dask worker); default: all workers."
+    ),
+    release: ReleaseConfig = Field(
+        default=ReleaseConfig(), description="Compression, promotion margins and budgets."
     ),
 ) -> RunSummary:
     """Retrain the flight-delay model on data up to `as_of` and register it in MLflow."""
     settings = get_settings()
     lake = Lake(settings.lake_url)
-    release = release or ReleaseConfig()
 
     # Ingest: landing → clean/ + quarantine/ on the Dask cluster
     ingested = ingest_flights(
@@ -59,19 +64,35 @@ def nightly_retrain(
     # Features: time split and preprocessing fitted on the training window
     features = build_features_task(settings.lake_url, ingested.days, as_of, holdout_days)
 
-    # Train: on a Dask worker
-    trained = train_model.submit(
-        features.train_path,
-        features.preprocessor_path,
-        lake.run_dir(as_of, "model"),
-        train,
-        settings.seed,
-    ).result()
-
-    # Evaluate: new model vs baseline vs champion, same holdout
+    # Tune: Optuna trials on the Dask workers, each a nested MLflow run
     experiment_id = configure_mlflow(
         settings.tracking_uri, settings.mlflow_experiment, settings.artifact_root
     )
+    tuned = tune_task(
+        flow_scheduler_address(),
+        settings.lake_url,
+        as_of,
+        features.train_path,
+        features.preprocessor_path,
+        train,
+        tune,
+        settings.seed,
+        settings.tracking_uri,
+        experiment_id,
+    )
+
+    # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
+    trained = train_model_distributed(
+        flow_scheduler_address(),
+        features.train_path,
+        features.preprocessor_path,
+        lake.run_dir(as_of, "model"),
+        tuned.config,
+        settings.seed,
+        world_size,
+    )
+
+    # Evaluate: new model vs baseline vs champion, same holdout
     evaluation = evaluate_on_holdout(
         features,
         trained,
@@ -95,7 +116,7 @@ def nightly_retrain(
         as_of=as_of,
         ingested=ingested,
         features=features,
-        train_config=train,
+        train_config=tuned.config,
         trained=trained,
         evaluation=evaluation,
         compression=compression,

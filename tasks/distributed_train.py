@@ -1,0 +1,221 @@
+"""Distributed training: torch DDP with one rank per Dask worker, dispatched from the flow.
+
+The flow process asks the scheduler for its workers, picks a free port on rank 0's host,
+and submits one pinned task per rank (`workers=[address]`, no other worker allowed, never
+retried by Dask alone: a lone re-run rank would wait for peers that are gone). Each rank
+reads its own shard of the training Parquet from the lake (a path travels, not data),
+keeps its tensors on its device, and runs the same loop as single-process training
+(`tasks.train.fit_network`) under DistributedDataParallel: gloo on CPU, NCCL on GPUs.
+Rank 0 validates, writes a checkpoint per epoch and the final weights.
+
+Dispatch from the flow process, never from a task running on the same cluster: that task
+would hold one of the worker slots the ranks need and the job would deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+
+import distributed
+import torch
+import torch.distributed as dist
+from prefect import get_run_logger, task
+from torch.nn.parallel import DistributedDataParallel
+
+from tasks.train import (
+    TrainConfig,
+    TrainResult,
+    checkpoint_fingerprint,
+    fit_network,
+    load_training_data,
+    write_trained_network,
+)
+
+logger = logging.getLogger("nightshift.distributed_train")
+
+
+def free_port_here() -> tuple[str, int]:
+    """A TCP port free right now on this worker's host (asked on rank 0's worker)."""
+    worker = distributed.get_worker()
+    host = distributed.comm.get_address_host(worker.address)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return host, probe.getsockname()[1]
+
+
+def rank_device() -> torch.device:
+    """`cuda:0` on a GPU worker (dask-cuda rotates CUDA_VISIBLE_DEVICES so 0 is its own)."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(0)
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def train_rank(
+    rank: int,
+    world_size: int,
+    master_host: str,
+    master_port: int,
+    threads: int,
+    train_path: str,
+    preprocessor_path: str,
+    out_dir: str,
+    config: TrainConfig,
+    seed: int,
+    timeout_s: float,
+    fail_after_epoch: int | None = None,
+) -> tuple[str, TrainResult | None]:
+    """One DDP rank, run inside a Dask worker: join the group, train its shard, leave.
+
+    Returns the digest of the rank's last-epoch parameters (all ranks must agree) and,
+    from rank 0, the training result.
+    """
+    started = time.perf_counter()
+    # The nanny starts workers with OMP_NUM_THREADS=1; give each rank its share of the host.
+    torch.set_num_threads(threads)
+    device = rank_device()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://{master_host}:{master_port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    try:
+        is_chief = rank == 0
+        data = load_training_data(
+            train_path,
+            preprocessor_path,
+            config.validation_days,
+            world_size,
+            shard_ids=[rank],
+            device=device,
+            with_validation=is_chief,
+        )
+        outcome = fit_network(
+            data,
+            config,
+            seed,
+            device=device,
+            wrap=lambda net: DistributedDataParallel(
+                net, device_ids=[0] if device.type == "cuda" else None
+            ),
+            is_chief=is_chief,
+            checkpoint_dir=f"{out_dir}/checkpoints",
+            fingerprint=checkpoint_fingerprint(config, seed, world_size, train_path),
+            fail_after_epoch=fail_after_epoch,
+        )
+        if not is_chief:
+            return outcome.last_parameters_digest, None
+        result = write_trained_network(outcome, data, config, out_dir, started, world_size)
+        return outcome.last_parameters_digest, result
+    finally:
+        dist.destroy_process_group()
+
+
+def train_distributed(
+    client: distributed.Client,
+    train_path: str,
+    preprocessor_path: str,
+    out_dir: str,
+    config: TrainConfig,
+    seed: int,
+    world_size: int | None = None,
+    timeout_s: float = 300.0,
+    fail_after_epoch: int | None = None,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> TrainResult:
+    """Run DDP training with one rank per Dask worker and return rank 0's result."""
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    world_size = world_size or len(workers)
+    if world_size > len(workers):
+        raise ValueError(
+            f"world_size {world_size} needs as many Dask workers; the cluster has {len(workers)}"
+        )
+    if config.batch_size < world_size:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than world_size {world_size}")
+    chosen = workers[:world_size]
+    hosts = [distributed.comm.get_address_host(w) for w in chosen]
+    cores = client.run(lambda: len(os.sched_getaffinity(0)), workers=chosen)
+    master_host, master_port = client.submit(
+        free_port_here, workers=[chosen[0]], allow_other_workers=False, pure=False
+    ).result()
+    log.info(
+        "ddp: %d rank(s) on %s, rendezvous tcp://%s:%d",
+        world_size,
+        ", ".join(chosen),
+        master_host,
+        master_port,
+    )
+    futures = [
+        client.submit(
+            train_rank,
+            rank,
+            world_size,
+            master_host,
+            master_port,
+            max(1, cores[address] // hosts.count(hosts[rank])),
+            train_path,
+            preprocessor_path,
+            out_dir,
+            config,
+            seed,
+            timeout_s,
+            fail_after_epoch,
+            workers=[address],
+            allow_other_workers=False,
+            pure=False,
+            retries=0,
+            key=f"ddp-rank-{rank}-{master_port}",
+        )
+        for rank, address in enumerate(chosen)
+    ]
+    try:
+        results = client.gather(futures)
+    except Exception:
+        distributed.wait(futures)  # let the peers time out before the caller retries
+        raise
+    digests = [digest for digest, _ in results]
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ddp: ranks ended with different parameters: {digests}")
+    result = results[0][1]
+    assert result is not None
+    result.rank_parameter_digests = digests
+    return result
+
+
+@task(name="train-network-ddp", retries=1, retry_delay_seconds=5)
+def train_model_distributed(
+    scheduler_address: str,
+    train_path: str,
+    preprocessor_path: str,
+    out_dir: str,
+    config: TrainConfig,
+    seed: int,
+    world_size: int | None = None,
+) -> TrainResult:
+    """Prefect task, called in the flow process: DDP training on the flow's Dask cluster.
+
+    A retry resumes from rank 0's last per-epoch checkpoint under `<out_dir>/checkpoints`.
+    """
+    log = get_run_logger()
+    with distributed.Client(scheduler_address) as client:
+        log.info("train: Dask dashboard %s", client.dashboard_link)
+        result = train_distributed(
+            client, train_path, preprocessor_path, out_dir, config, seed, world_size, log=log
+        )
+    log.info(
+        "train: %d rank(s), kept epoch %d, validation AUC %.4f, %.0f samples/s, %.1f s%s",
+        result.world_size,
+        result.kept_epoch,
+        result.validation_auc,
+        result.samples_per_second,
+        result.seconds,
+        f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "",
+    )
+    return result
