@@ -6,6 +6,7 @@ ingest → validate → features → train (Dask worker) → evaluate → regist
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
 from prefect import flow
 from pydantic import Field
@@ -33,14 +34,22 @@ def nightly_retrain(
     holdout_days: int = Field(default=31, ge=1, le=120, description="Days before as_of held out."),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
     train: TrainConfig = Field(default_factory=TrainConfig, description="Network and loop."),
+    engine: Literal["dask", "spark"] = Field(
+        default="dask", description="Ingestion engine: Dask (per day) or Spark (one job)."
+    ),
 ) -> RunSummary:
     """Retrain the flight-delay model on data up to `as_of` and register it in MLflow."""
     settings = get_settings()
     lake = Lake(settings.lake_url)
 
-    # Ingest: landing → clean/ + quarantine/ on the Dask cluster
+    # Ingest: landing → clean/ + quarantine/ on the Dask cluster or on Spark
     ingested = ingest_flights(
-        settings.lake_url, as_of, first_day or date.min, flow_scheduler_address()
+        settings.lake_url,
+        as_of,
+        first_day or date.min,
+        flow_scheduler_address(),
+        engine,
+        settings.spark_master,
     )
 
     # Validate: the data contracts, with Great Expectations; a breach stops the run here
