@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from datetime import date, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -29,7 +29,7 @@ def _parse_day(value: str) -> date:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
-class Engine(str, Enum):
+class Engine(StrEnum):
     """The ingestion engines (`nightshift run --engine`)."""
 
     dask = "dask"

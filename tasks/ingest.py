@@ -129,6 +129,22 @@ def require_columns(columns: list[str], contract: Contract, source: str) -> None
         )
 
 
+_QUOTED = re.compile(rb'"(?:[^"]|"")*"')
+
+
+def _short_line(payload: bytes) -> tuple[int, int] | None:
+    """(line, fields) of the first line with fewer fields than the header, else None.
+
+    Lines are counted as both engines count them: blank lines are skipped.
+    """
+    lines = [line for line in _QUOTED.sub(b"", payload).splitlines() if line.strip()]
+    expected = lines[0].count(b",")
+    for number, line in enumerate(lines[1:], start=2):
+        if line.count(b",") < expected:
+            return number, line.count(b",") + 1
+    return None
+
+
 _FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -166,12 +182,11 @@ def _read_raw_csv(lake: Lake, path: str) -> pd.DataFrame:
         raise ContractViolation(
             f"{path}: line {line}: expected {expected} fields, found {found} (rule: csv:field_count)"
         ) from error
-    short = frame.isna().any(axis=1)  # pandas pads a short line with NaN
-    if short.any():
-        index = int(short.to_numpy().nonzero()[0][0])
-        found = int(frame.iloc[index].notna().sum())
+    short = _short_line(payload)  # pandas pads a short line with "" instead of failing
+    if short is not None:
+        line, found = short
         raise ContractViolation(
-            f"{path}: line {index + 2}: expected {frame.shape[1]} fields, found {found} "
+            f"{path}: line {line}: expected {frame.shape[1]} fields, found {found} "
             "(rule: csv:field_count)"
         )
     frame["_source_line"] = frame.index + 2  # 1-based, after the header line
@@ -342,6 +357,29 @@ class IngestSummary:
 Engine = Literal["dask", "spark"]
 
 
+def days_to_ingest(
+    lake: Lake,
+    first_day: date,
+    as_of: date,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> list[date]:
+    """Landed days in [first_day, as_of]; partitions dated after `as_of` wait for their run.
+
+    A partition dated in the future is not an error (upstream may deliver early), but it is
+    never read by an earlier run, and the run says so instead of ignoring it silently.
+    """
+    landed = lake.landed_days()
+    future = [d for d in landed if d > as_of]
+    if future:
+        log.warning(
+            "ingest: %d landed partition(s) dated after as_of=%s left for a later run: %s",
+            len(future),
+            as_of,
+            ", ".join(d.isoformat() for d in future[:5]) + (" ..." if len(future) > 5 else ""),
+        )
+    return [d for d in landed if first_day <= d <= as_of]
+
+
 def ingest_days(
     lake_root: str,
     days: list[date],
@@ -414,7 +452,7 @@ def ingest_flights(
     """
     log = get_run_logger()
     lake = Lake(lake_root)
-    days = [d for d in lake.landed_days() if first_day <= d <= as_of]
+    days = days_to_ingest(lake, first_day, as_of, log)
     if not days:
         raise FileNotFoundError(
             f"no landed days between {first_day} and {as_of} under {lake.path('landing', 'daily')}"

@@ -23,7 +23,9 @@ from datetime import date
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
+from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -327,10 +329,29 @@ def clean_days_spark(
     """Turn the landed days `todo` (day, fingerprint) into clean + quarantine + manifests.
 
     Same outputs as calling `tasks.ingest.clean_day` for each day. Accounting per day
-    (raw = clean + quarantined + duplicates) is checked before any manifest is written.
+    (raw = clean + quarantined + duplicates) is checked before anything becomes visible.
+    A failure inside Spark (e.g. a gzip member truncated past what the driver checked) is
+    re-raised naming the days, with the JVM's first line, instead of a bare Java trace.
     """
     if not todo:
         return []
+    try:
+        return _clean_days_spark(spark, lake_root, todo, dims_dir)
+    except (PySparkException, Py4JJavaError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ContractViolation(
+            f"Spark ingestion of landing partitions {todo[0][0]}..{todo[-1][0]} "
+            f"({len(todo)} day(s)) under {Lake(lake_root).path('landing', 'daily')} failed "
+            f"(rule: file:readable): {first_line}"
+        ) from error
+
+
+def _clean_days_spark(
+    spark: SparkSession,
+    lake_root: str,
+    todo: list[tuple[date, str]],
+    dims_dir: str,
+) -> list[PartitionReport]:
     started = time.perf_counter()
     lake = Lake(lake_root)
     days = [d for d, _ in todo]
