@@ -97,31 +97,35 @@ def worker_spark(lake_root: str, n_days: int) -> dict:
 
 
 def _sql_rules(contract, allowed_sets: dict) -> tuple[list[str], list[str]]:
-    """The contract's row rules as DuckDB SQL: typed select list and rule-name expressions."""
+    """The contract's row rules as DuckDB SQL: typed/unparsable columns, then rule names.
+
+    The first list adds `_t_<c>` (typed) and `_b_<c>` (unparsable) per column; the rule
+    expressions refer to those, so each value is parsed once.
+    """
     tokens = "('', 'NA', 'NaN', 'nan', 'NULL', 'null', 'None')"
     typed, rules = [], []
     for rule in contract.source_columns:
         c = f'"{rule.name}"'
+        t, b = f'"_t_{rule.name}"', f'"_b_{rule.name}"'
         missing = f"({c} IS NULL OR {c} IN {tokens})"
         if rule.type == "string":
-            value = f"CASE WHEN NOT {missing} THEN trim({c}) END"
-            bad = "false"
+            typed += [f"CASE WHEN NOT {missing} THEN trim({c}) END AS {t}", f"false AS {b}"]
         else:
-            number = f"CASE WHEN NOT {missing} THEN TRY_CAST({c} AS DOUBLE) END"
-            bad = f"({number} IS NULL AND NOT {missing})"
+            number = f"(CASE WHEN NOT {missing} THEN TRY_CAST({c} AS DOUBLE) END)"
             if rule.type == "int":
-                bad = f"({bad} OR {number} <> floor({number}))"
-                value = f"CASE WHEN NOT {bad} THEN CAST({number} AS BIGINT) END"
+                typed += [
+                    f"CASE WHEN {number} = floor({number}) THEN CAST({number} AS BIGINT) END AS {t}",
+                    f"({number} IS NULL OR {number} <> floor({number})) AND NOT {missing} AS {b}",
+                ]
             else:
-                value = number
-        typed.append(f"{value} AS {c}")
-        rules.append(f"CASE WHEN {bad} THEN '{rule.name}:type[{rule.type}]' END")
-        present = f"({value} IS NOT NULL AND NOT {bad})"
+                typed += [f"{number} AS {t}", f"{number} IS NULL AND NOT {missing} AS {b}"]
+        rules.append(f"CASE WHEN {b} THEN '{rule.name}:type[{rule.type}]' END")
+        present = f"({t} IS NOT NULL AND NOT {b})"
         if not rule.nullable:
-            rules.append(f"CASE WHEN {value} IS NULL AND NOT {bad} THEN '{rule.name}:not_null' END")
+            rules.append(f"CASE WHEN {t} IS NULL AND NOT {b} THEN '{rule.name}:not_null' END")
         if rule.min is not None:
             rules.append(
-                f"CASE WHEN {present} AND NOT ({value} BETWEEN {rule.min} AND {rule.max}) "
+                f"CASE WHEN {present} AND NOT ({t} BETWEEN {rule.min} AND {rule.max}) "
                 f"THEN '{rule.name}:between' END"
             )
         allowed = rule.allowed_values
@@ -129,12 +133,10 @@ def _sql_rules(contract, allowed_sets: dict) -> tuple[list[str], list[str]]:
             allowed = allowed_sets[rule.allowed_values_from]
         if allowed:
             values = ", ".join(f"'{v}'" for v in allowed)
-            rules.append(
-                f"CASE WHEN {present} AND {value} NOT IN ({values}) THEN '{rule.name}:in_set' END"
-            )
+            rules.append(f"CASE WHEN {present} AND {t} NOT IN ({values}) THEN '{rule.name}:in_set' END")
         if rule.regex:
             rules.append(
-                f"CASE WHEN {present} AND NOT regexp_full_match({value}, '{rule.regex}') "
+                f"CASE WHEN {present} AND NOT regexp_full_match({t}, '{rule.regex}') "
                 f"THEN '{rule.name}:regex' END"
             )
     return typed, rules
@@ -150,6 +152,8 @@ def worker_duckdb(lake_root: str, n_days: int) -> dict:
     days = _days(n_days)
     dims = lake.latest_dimension_snapshot(days[-1])
     out = lake.path("reference")
+    for layer in ("clean", "quarantine"):
+        Path(out, layer).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     con.execute("SET threads = 2")
     started = time.perf_counter()
@@ -180,14 +184,15 @@ def worker_duckdb(lake_root: str, n_days: int) -> dict:
                         PARTITION BY {data_cols}
                         ORDER BY _source_line) AS _rn
                     FROM raw_{dataset}) WHERE _rn = 1
+            ), parsed AS (
+                SELECT *, {", ".join(typed)} FROM dedup
             ), typed AS (
                 SELECT *, CAST(regexp_extract(filename, '(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1) AS DATE) AS date,
-                    {", ".join(typed).replace(' AS "', ' AS "_t_')},
                     concat_ws(';', {", ".join(rules)},
                         CASE WHEN make_date(TRY_CAST(year AS INT), TRY_CAST(month AS INT), TRY_CAST(day AS INT))
                              IS DISTINCT FROM CAST(regexp_extract(filename, '(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1) AS DATE)
                         THEN 'date:matches_partition' END) AS _rules
-                FROM dedup
+                FROM parsed
             )
             SELECT *, CASE WHEN _rules = '' AND row_number() OVER (
                     PARTITION BY filename, {key} ORDER BY _source_line) > 1

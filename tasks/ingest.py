@@ -246,6 +246,14 @@ def _planes(lake: Lake, dims_dir: str) -> pd.DataFrame:
     return planes
 
 
+CONTRACT_METADATA_KEY = "nightshift.contract"
+
+
+def contract_metadata(contract: Contract) -> dict[str, str]:
+    """Parquet key/value metadata naming the contract a partition was cleaned under."""
+    return {CONTRACT_METADATA_KEY: contract.tag, "nightshift.ingest_code": INGEST_CODE_VERSION}
+
+
 def partition_fingerprint(lake: Lake, day: date, dims_dir: str) -> str:
     """Hash of everything a partition's output depends on: inputs, rules and code."""
     digest = hashlib.sha256(INGEST_CODE_VERSION.encode())
@@ -314,10 +322,18 @@ def clean_day(
     if total != report.raw_rows:  # a bug here would silently lose rows: refuse to write
         raise RuntimeError(f"{folder}: accounting broken, raw {report.raw_rows} != {total}")
 
-    lake.write_parquet_atomic(lake.partition_file("clean", "flights", day), flights)
-    lake.write_parquet_atomic(lake.partition_file("quarantine", "flights", day), flights_quarantine)
-    lake.write_parquet_atomic(lake.partition_file("clean", "weather", day), weather)
-    lake.write_parquet_atomic(lake.partition_file("quarantine", "weather", day), weather_quarantine)
+    flights_meta, weather_meta = (
+        contract_metadata(flights_contract),
+        contract_metadata(weather_contract),
+    )
+    lake.write_parquet_atomic(lake.partition_file("clean", "flights", day), flights, flights_meta)
+    lake.write_parquet_atomic(
+        lake.partition_file("quarantine", "flights", day), flights_quarantine, flights_meta
+    )
+    lake.write_parquet_atomic(lake.partition_file("clean", "weather", day), weather, weather_meta)
+    lake.write_parquet_atomic(
+        lake.partition_file("quarantine", "weather", day), weather_quarantine, weather_meta
+    )
     report.seconds = round(time.perf_counter() - started, 3)
     lake.write_json_atomic(
         lake.manifest("flights", day),

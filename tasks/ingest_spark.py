@@ -34,6 +34,7 @@ from data_contracts import Contract, load_contract
 from tasks.ingest import (
     PLANE_COLUMNS,
     PartitionReport,
+    contract_metadata,
     landing_file,
     read_head,
     require_columns,
@@ -264,9 +265,12 @@ class _Staged:
     folder: str
     schema: pa.Schema
     rows: dict[date, int]
+    metadata: dict[str, str]
 
 
-def _stage(lake: Lake, frame: DataFrame, layer: str, dataset: str, days: list[date]) -> _Staged:
+def _stage(
+    lake: Lake, frame: DataFrame, layer: str, dataset: str, days: list[date], contract: Contract
+) -> _Staged:
     """Write `frame` partitioned by day into a staging folder; rows per day from the footers."""
     folder = lake.path("_staging", f"{layer}-{dataset}-{uuid.uuid4().hex}")
     schema = _arrow_schema(frame.drop("_day"))
@@ -284,7 +288,7 @@ def _stage(lake: Lake, frame: DataFrame, layer: str, dataset: str, days: list[da
         )
         for day in days
     }
-    return _Staged(layer, dataset, folder, schema, rows)
+    return _Staged(layer, dataset, folder, schema, rows, contract_metadata(contract))
 
 
 def _staged_files(lake: Lake, folder: str, day: date) -> list[str]:
@@ -302,7 +306,8 @@ def _commit(lake: Lake, staged: _Staged, days: list[date]) -> None:
             [t.cast(staged.schema) for t in tables] or [staged.schema.empty_table()]
         )
         buffer = pa.BufferOutputStream()
-        pq.write_table(table, buffer)
+        metadata = {k.encode(): v.encode() for k, v in staged.metadata.items()}
+        pq.write_table(table.replace_schema_metadata(metadata), buffer)
         path = lake.partition_file(staged.layer, staged.dataset, day)
         lake.write_bytes_atomic(path, buffer.getvalue().to_pybytes())
     lake.fs.rm(staged.folder, recursive=True)
@@ -415,12 +420,13 @@ def _clean_days_spark(
     weather = weather.withColumn("_day", F.col("date"))
 
     staged = [
-        _stage(lake, weather, "clean", "weather", days),
-        _stage(lake, joined, "clean", "flights", days),
+        _stage(lake, weather, "clean", "weather", days, weather_contract),
+        _stage(lake, joined, "clean", "flights", days, flights_contract),
     ]
     for dataset in ("weather", "flights"):
         for frame, group_days in quarantines[dataset]:
-            staged.append(_stage(lake, frame, "quarantine", dataset, group_days))
+            contract = load_contract(dataset)
+            staged.append(_stage(lake, frame, "quarantine", dataset, group_days, contract))
     for frame in persisted:
         frame.unpersist()
     written: dict[tuple[str, str], dict[date, int]] = {}

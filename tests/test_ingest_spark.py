@@ -75,7 +75,11 @@ def _outputs(lake):
         for dataset in ("flights", "weather"):
             for day in DAYS:
                 path = lake.partition_file(layer, dataset, day)
-                table = pq.read_table(path).replace_schema_metadata(None)
+                table = pq.read_table(path)
+                assert table.schema.metadata[b"nightshift.contract"].startswith(
+                    f"{dataset}/clean@".encode()
+                ), path
+                table = table.replace_schema_metadata(None)
                 out[(layer, dataset, day)] = (table, table.to_pandas(types_mapper=pd.ArrowDtype))
     return out
 
