@@ -133,7 +133,9 @@ def _sql_rules(contract, allowed_sets: dict) -> tuple[list[str], list[str]]:
             allowed = allowed_sets[rule.allowed_values_from]
         if allowed:
             values = ", ".join(f"'{v}'" for v in allowed)
-            rules.append(f"CASE WHEN {present} AND {t} NOT IN ({values}) THEN '{rule.name}:in_set' END")
+            rules.append(
+                f"CASE WHEN {present} AND {t} NOT IN ({values}) THEN '{rule.name}:in_set' END"
+            )
         if rule.regex:
             rules.append(
                 f"CASE WHEN {present} AND NOT regexp_full_match({t}, '{rule.regex}') "
