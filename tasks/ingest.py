@@ -120,8 +120,14 @@ def unique_header(columns: list[str]) -> list[str]:
 
 
 def require_columns(columns: list[str], contract: Contract, source: str) -> None:
-    """Schema-level check of a delivered file's header: a missing column fails the file."""
-    check_schema(pd.DataFrame(columns=columns), contract, source)
+    """Schema-level check of a delivered file's header against the landing contract of the
+    dataset (every delivered column) and the clean one (every column a rule reads).
+
+    A missing or renamed column fails the file: no row of it could be kept.
+    """
+    frame = pd.DataFrame(columns=columns)
+    check_schema(frame, load_contract(contract.dataset, "landing"), source)
+    check_schema(frame, contract, source)
     missing_parts = [p for p in DATE_PARTS if p not in columns]
     if missing_parts:
         raise ContractViolation(
@@ -257,8 +263,9 @@ def contract_metadata(contract: Contract) -> dict[str, str]:
 def partition_fingerprint(lake: Lake, day: date, dims_dir: str) -> str:
     """Hash of everything a partition's output depends on: inputs, rules and code."""
     digest = hashlib.sha256(INGEST_CODE_VERSION.encode())
-    for contract in (load_contract("flights"), load_contract("weather")):
-        digest.update(contract.fingerprint.encode())
+    for dataset in ("flights", "weather"):
+        for layer in ("landing", "clean"):
+            digest.update(load_contract(dataset, layer).fingerprint.encode())
     for path in (
         landing_file(lake, day, "flights"),
         landing_file(lake, day, "weather"),
@@ -337,7 +344,15 @@ def clean_day(
     report.seconds = round(time.perf_counter() - started, 3)
     lake.write_json_atomic(
         lake.manifest("flights", day),
-        {**asdict(report), "contracts": [flights_contract.tag, weather_contract.tag]},
+        {
+            **asdict(report),
+            "engine": "dask",
+            "contracts": [flights_contract.tag, weather_contract.tag],
+            "landing_contracts": [
+                load_contract("flights", "landing").tag,
+                load_contract("weather", "landing").tag,
+            ],
+        },
     )
     return report
 

@@ -470,6 +470,10 @@ def _clean_days_spark(
                 **asdict(report),
                 "engine": "spark",
                 "contracts": [flights_contract.tag, weather_contract.tag],
+                "landing_contracts": [
+                    load_contract("flights", "landing").tag,
+                    load_contract("weather", "landing").tag,
+                ],
             },
         )
     return [reports[d] for d in days]

@@ -79,6 +79,10 @@ def _missing_column(lake):
     _deliver(lake, _raw(lake).drop(columns=["carrier"]))
 
 
+def _landing_column_dropped(lake):
+    _deliver(lake, _raw(lake).drop(columns=["time_hour"]))  # unused by clean, still promised
+
+
 def _empty_file(lake):
     lake.write_bytes_atomic(_path(lake), b"")
 
@@ -111,6 +115,10 @@ FILE_ERRORS = [
     ),
     (_renamed_column, r"flights\.csv: missing column\(s\) \['dest'\].*schema:required_columns"),
     (_missing_column, r"flights\.csv: missing column\(s\) \['carrier'\].*schema:required_columns"),
+    (
+        _landing_column_dropped,
+        r"flights\.csv: missing column\(s\) \['time_hour'\] required by contract flights/landing@1\.0\.0",
+    ),
     (_empty_file, r"flights\.csv: empty file \(rule: file:not_empty\)"),
     (_non_utf8, r"flights\.csv: line 4: bytes that are not UTF-8 \(rule: file:encoding\)"),
     (
@@ -134,6 +142,15 @@ def test_file_level_breach_fails_with_file_line_and_rule_and_writes_nothing(lake
     assert f"landing/daily/{DAY.isoformat()}/" in str(raised.value)  # the partition
     assert not lake.exists(lake.partition_file("clean", "flights", DAY))
     assert not lake.exists(lake.manifest("flights", DAY))
+
+
+@pytest.mark.parametrize("dataset", ["flights", "weather"])
+def test_landing_contract_names_exactly_the_real_delivered_columns(lake, dataset):
+    from data_contracts import load_contract
+
+    contract = load_contract(dataset, "landing")
+    assert [c.name for c in contract.columns] == list(_raw(lake, dataset).columns)
+    assert contract.tag.startswith(f"{dataset}/landing@")
 
 
 # --- row-level breaches: quarantined with the rule, the rest is clean ------------------------
@@ -231,7 +248,7 @@ def test_gzipped_delivery_is_accepted_like_plain_csv(lake):
 
 
 # --- the Spark engine names the same breaches ---------------------------------------------------
-SPARK_CASES = [FILE_ERRORS[i] for i in (0, 1, 2, 4, 5, 6)]
+SPARK_CASES = [FILE_ERRORS[i] for i in (0, 1, 2, 5, 6, 7)]
 
 
 @pytest.mark.integration
@@ -247,3 +264,21 @@ def test_spark_engine_fails_the_same_breaches_with_the_same_messages(landed_day,
         with pytest.raises(ContractViolation, match=message):
             ingest_days(lake.root, [DAY], dims, engine="spark", spark=spark)
         assert not lake.exists(lake.partition_file("clean", "flights", DAY)), breach.__name__
+
+
+def test_a_failed_rerun_leaves_the_previous_partitions_and_watermark_intact(lake):
+    _clean(lake)
+    paths = [
+        lake.partition_file(layer, dataset, DAY)
+        for layer in ("clean", "quarantine")
+        for dataset in ("flights", "weather")
+    ] + [lake.manifest("flights", DAY)]
+    before = {path: lake.fs.cat(path) for path in paths}
+
+    _too_many_fields(lake)  # a corrected delivery that turns out broken
+    with pytest.raises(ContractViolation, match="csv:field_count"):
+        _clean(lake)
+
+    assert {path: lake.fs.cat(path) for path in paths} == before
+    leftovers = [p for p in lake.fs.find(lake.root) if ".tmp-" in p or "_staging" in p]
+    assert leftovers == []
