@@ -44,3 +44,24 @@ def test_scaled_day_has_n_copies_with_unique_keys_and_is_deterministic(tmp_path)
 def test_scale_factor_out_of_range_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--factor must be between 1 and 60"):
         write_scaled_landing(Lake(str(tmp_path / "lake")), 61, DAY, DAY)
+
+
+def test_scale_and_engine_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    lake = tmp_path / "lake"
+    result = runner.invoke(
+        app,
+        ["scale", "--factor", "2", "--from", "2013-06-01", "--through", "2013-06-01"]
+        + ["--lake-root", str(lake)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "scale x2:" in result.output
+    rows = (lake / "landing" / "daily" / "2013-06-01" / "flights.csv").read_text().splitlines()
+    assert int(result.output.split("scale x2: ")[1].split(" ")[0].replace(",", "")) == len(rows) - 1
+
+    bad = runner.invoke(app, ["run", "--engine", "flink"])
+    assert bad.exit_code == 2 and "flink" in bad.output
