@@ -42,7 +42,7 @@ from tasks.ingest import (
 )
 from tasks.lake import Lake
 from tasks.quality import ContractViolation
-from tasks.quality_spark import typed_columns_and_reasons
+from tasks.quality_spark import rule_columns, typed_columns
 
 logger = logging.getLogger("nightshift.ingest_spark")
 
@@ -198,7 +198,8 @@ def _flag_rows(
     exact = Window.partitionBy("_source_file", *[_col(c) for c in header]).orderBy("_source_line")
     rows = rows.withColumn("_dup", F.row_number().over(exact) > 1)
 
-    typed, reasons = typed_columns_and_reasons(contract, allowed)
+    rows = rows.select("*", *typed_columns(contract))
+    reasons = rule_columns(contract, allowed)
     parts = [F.col(f"`{p}`").try_cast("double") for p in ("year", "month", "day")]
     same_day = (
         (parts[0] == F.year("_day"))
@@ -206,11 +207,7 @@ def _flag_rows(
         & (parts[2] == F.dayofmonth("_day"))
     )
     reasons.append(F.when(~F.coalesce(same_day, F.lit(False)), F.lit("date:matches_partition")))
-    rows = rows.select(
-        "*",
-        *[value.alias(f"_t_{name}") for name, value in typed.items()],
-        F.concat_ws(";", *reasons).alias("_rules"),
-    )
+    rows = rows.select("*", F.concat_ws(";", *reasons).alias("_rules"))
     # Key uniqueness, first occurrence wins. Counting exact duplicates in the window changes
     # nothing for the rows kept: an exact duplicate always follows its own first occurrence.
     key = [F.col(f"_t_{k}") for k in contract.key if k != "date"]

@@ -47,20 +47,32 @@ def parse_column(raw: Column, rule: ColumnRule) -> tuple[Column, Column]:
     raise ValueError(rule.type)  # pragma: no cover - the contract model restricts the literal
 
 
-def typed_columns_and_reasons(
-    contract: Contract, allowed_sets: dict[str, Iterable[str]] | None = None
-) -> tuple[dict[str, Column], list[Column]]:
-    """Typed expression per contract column, and the rule-name expressions in rule order.
+def typed_columns(contract: Contract) -> list[Column]:
+    """Per contract column: `_t_<name>` (typed value) and `_b_<name>` (failed to parse).
 
-    Each rule expression is the rule's name where the row breaks it, else null; joined
-    with `concat_ws(';', ...)` they give the same `_rules` string as the pandas engine.
+    Selected once, before the rules: the rules then refer to these columns by name, so
+    each value is parsed once and the plan stays small (inlining the parse expression into
+    every rule made Spark's optimiser and code generator the bottleneck).
+    """
+    columns: list[Column] = []
+    for rule in contract.source_columns:
+        values, unparsable = parse_column(F.col(f"`{rule.name}`"), rule)
+        columns += [values.alias(f"_t_{rule.name}"), unparsable.alias(f"_b_{rule.name}")]
+    return columns
+
+
+def rule_columns(
+    contract: Contract, allowed_sets: dict[str, Iterable[str]] | None = None
+) -> list[Column]:
+    """The rule-name expressions, in the pandas engine's order, over `typed_columns`.
+
+    Each is the rule's name where the row breaks it, else null; joined with
+    `concat_ws(';', ...)` they give the same `_rules` string as the pandas engine.
     """
     allowed_sets = allowed_sets or {}
-    typed: dict[str, Column] = {}
     reasons: list[Column] = []
     for rule in contract.source_columns:
-        values, unparsable = parse_column(F.col(rule.name), rule)
-        typed[rule.name] = values
+        values, unparsable = F.col(f"_t_{rule.name}"), F.col(f"_b_{rule.name}")
         reasons.append(F.when(unparsable, F.lit(f"{rule.name}:type[{rule.type}]")))
         present = values.isNotNull() & ~unparsable
         if not rule.nullable:
@@ -85,4 +97,4 @@ def typed_columns_and_reasons(
             # pandas uses fullmatch; rlike searches, so anchor the whole pattern
             mismatch = present & ~values.rlike(f"^(?:{rule.regex})$")
             reasons.append(F.when(mismatch, F.lit(f"{rule.name}:regex")))
-    return typed, reasons
+    return reasons
