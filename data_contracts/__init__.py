@@ -78,14 +78,23 @@ class Contract(BaseModel):
 
 
 @cache
-def load_contract(dataset: str) -> Contract:
-    """Load `data_contracts/<dataset>.yaml`; the fingerprint is the file's sha256."""
+def load_contract(dataset: str, layer: str = "clean") -> Contract:
+    """Load a dataset's contract in a layer; the fingerprint is the file's sha256.
+
+    The clean layer's contract is `data_contracts/<dataset>.yaml` (what models depend on);
+    other layers are `data_contracts/<dataset>.<layer>.yaml` (e.g. `flights.landing.yaml`).
+    """
+    name = f"{dataset}.yaml" if layer == "clean" else f"{dataset}.{layer}.yaml"
     try:
-        text = resources.files(__name__).joinpath(f"{dataset}.yaml").read_text()
+        text = resources.files(__name__).joinpath(name).read_text()
     except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"no data contract for dataset {dataset!r} (expected data_contracts/{dataset}.yaml)"
+            f"no data contract for dataset {dataset!r} in layer {layer!r} "
+            f"(expected data_contracts/{name})"
         ) from error
     payload = yaml.safe_load(text)
     payload["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()
-    return Contract.model_validate(payload)
+    contract = Contract.model_validate(payload)
+    if (contract.dataset, contract.layer) != (dataset, layer):
+        raise ValueError(f"data_contracts/{name} declares {contract.dataset}/{contract.layer}")
+    return contract

@@ -1,9 +1,10 @@
 """`nightshift`: the command line. Each stage's entry point, on embedded defaults.
 
 nightshift land --through 2013-12-31        deliver raw days into landing/
-nightshift run --as-of 2013-12-31           the nightly flow, end to end
+nightshift run --as-of 2013-12-31           the nightly flow, end to end (--engine dask|spark)
 nightshift promote --version 3              move @champion to a version (history kept)
 nightshift rollback                         move @champion back to the previous champion
+nightshift scale --factor 10               landing/ with N x the real flights
 nightshift settings                         the effective configuration
 """
 
@@ -13,6 +14,7 @@ import logging
 import sys
 import time
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -27,6 +29,13 @@ def _parse_day(value: str) -> date:
         return datetime.strptime(value, "%Y-%m-%d").date()
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+class Engine(StrEnum):
+    """The ingestion engines (`nightshift run --engine`)."""
+
+    dask = "dask"
+    spark = "spark"
 
 
 Day = Annotated[str, typer.Option(help="A date, YYYY-MM-DD.")]
@@ -53,6 +62,32 @@ def land(
 
 
 @app.command()
+def scale(
+    factor: Annotated[int, typer.Option(help="Copies of each day's flights (1..60).")] = 10,
+    through: Day = "2013-12-31",
+    from_: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")] = "2013-01-01",
+    lake_root: Annotated[
+        str | None, typer.Option(help="Lake to write (default: the configured lake).")
+    ] = None,
+) -> None:
+    """Write a landing zone FACTOR times the real flights (perturbed copies, seeded)."""
+    settings = configure_runtime_environment()
+    from tasks.lake import Lake
+    from tasks.scale import write_scaled_landing
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.perf_counter()
+    lake = Lake(lake_root or settings.lake_url)
+    report = write_scaled_landing(
+        lake, factor, _parse_day(from_), _parse_day(through), seed=settings.seed
+    )
+    typer.echo(
+        f"scale x{factor}: {report.flight_rows:,} flight rows over {report.days} days into "
+        f"{lake.path('landing')} in {time.perf_counter() - started:.1f} s"
+    )
+
+
+@app.command()
 def run(
     as_of: Day = "2013-12-31",
     holdout_days: Annotated[int, typer.Option(help="Days up to as_of held out.")] = 31,
@@ -64,6 +99,9 @@ def run(
     world_size: Annotated[
         int | None, typer.Option(help="DDP ranks (default: every Dask worker).")
     ] = None,
+    engine: Annotated[
+        Engine, typer.Option(help="Ingestion engine (Spark master: NIGHTSHIFT_SPARK_MASTER).")
+    ] = Engine.dask,
 ) -> None:
     """Run the nightly retraining flow for one date, end to end, and print a summary."""
     settings = configure_runtime_environment()
@@ -86,6 +124,7 @@ def run(
             train=train,
             tune=tune,
             world_size=world_size,
+            engine=engine.value,
             return_state=True,
         )
     if not state.is_completed():

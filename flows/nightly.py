@@ -7,6 +7,7 @@ evaluate → compress → register (gated) → summary
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
 from prefect import flow
 from pydantic import Field
@@ -47,14 +48,22 @@ def nightly_retrain(
     release: ReleaseConfig = Field(
         default=ReleaseConfig(), description="Compression, promotion margins and budgets."
     ),
+    engine: Literal["dask", "spark"] = Field(
+        default="dask", description="Ingestion engine: Dask (per day) or Spark (one job)."
+    ),
 ) -> RunSummary:
     """Retrain the flight-delay model on data up to `as_of` and register it in MLflow."""
     settings = get_settings()
     lake = Lake(settings.lake_url)
 
-    # Ingest: landing → clean/ + quarantine/ on the Dask cluster
+    # Ingest: landing → clean/ + quarantine/ on the Dask cluster or on Spark
     ingested = ingest_flights(
-        settings.lake_url, as_of, first_day or date.min, flow_scheduler_address()
+        settings.lake_url,
+        as_of,
+        first_day or date.min,
+        flow_scheduler_address(),
+        engine,
+        settings.spark_master,
     )
 
     # Validate: the data contracts, with Great Expectations; a breach stops the run here

@@ -24,6 +24,7 @@ from typing import Any
 
 import fsspec
 import pandas as pd
+import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 
@@ -129,10 +130,29 @@ class Lake:
         with self.fs.open(path, "rb") as handle:
             return json.load(handle)
 
-    def write_parquet_atomic(self, path: str, frame: pd.DataFrame) -> None:
+    def write_parquet_atomic(
+        self, path: str, frame: pd.DataFrame, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Write a Parquet file atomically; `metadata` joins the file's key/value metadata."""
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
+        if metadata:
+            table = pq.read_table(io.BytesIO(buffer.getvalue()))
+            table = table.replace_schema_metadata(
+                {
+                    **(table.schema.metadata or {}),
+                    **{k.encode(): v.encode() for k, v in metadata.items()},
+                }
+            )
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
         self.write_bytes_atomic(path, buffer.getvalue())
+
+    def parquet_metadata(self, path: str) -> dict[str, str]:
+        """The key/value metadata of a Parquet file (e.g. the contract it was cleaned under)."""
+        with self.fs.open(path, "rb") as handle:
+            raw = pq.read_schema(handle).metadata or {}
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pd.DataFrame:
         with self.fs.open(path, "rb") as handle:

@@ -1,0 +1,330 @@
+"""Benchmark: landing → clean + quarantine + validation on Dask, Spark and a DuckDB reference.
+
+For each scale factor, writes a scaled landing zone (`tasks.scale`) for a slice of days,
+then runs each engine in its own subprocess on 2 cores and samples the resident memory
+of that whole process tree (Dask workers, the Spark JVM) every 0.2 s:
+
+    .venv/bin/python benchmarks/ingest_engines.py --factors 1 10 30 --days 31
+
+Prints a Markdown table (rows/s of flights through cleaning, validation seconds and its
+share of the cleaning time, peak RSS of the tree). The DuckDB reference applies the same
+contract rules (compiled to SQL from the same YAML) in one process: the upper bound of
+what one machine does with a vectorised engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+FIRST = date(2013, 1, 1)
+OUTPUT_DIRS = ("clean", "quarantine", "manifests", "reports", "_staging", "reference")
+
+
+# --- workers (run in a subprocess) ----------------------------------------------------------
+def _days(n: int) -> list[date]:
+    return [FIRST + timedelta(days=i) for i in range(n)]
+
+
+def _validate(lake_root: str, days: list[date]) -> float:
+    from tasks.validate import validate_clean_batch
+
+    started = time.perf_counter()
+    for dataset in ("weather", "flights"):
+        validate_clean_batch(lake_root, dataset, days, days[-1])
+    return time.perf_counter() - started
+
+
+def worker_dask(lake_root: str, n_days: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    from tasks.ingest import ingest_days
+    from tasks.lake import Lake
+
+    days = _days(n_days)
+    dims = Lake(lake_root).latest_dimension_snapshot(days[-1])
+    started = time.perf_counter()
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        startup = time.perf_counter() - started
+        started = time.perf_counter()
+        reports = ingest_days(lake_root, days, dims, client)
+        clean = time.perf_counter() - started
+    return {
+        "startup_s": startup,
+        "clean_s": clean,
+        "validate_s": _validate(lake_root, days),
+        "rows": sum(r.raw_rows for r in reports),
+        "quarantined": sum(r.quarantined_rows for r in reports),
+    }
+
+
+def worker_spark(lake_root: str, n_days: int) -> dict:
+    from tasks.ingest import ingest_days
+    from tasks.ingest_spark import spark_session
+    from tasks.lake import Lake
+
+    days = _days(n_days)
+    dims = Lake(lake_root).latest_dimension_snapshot(days[-1])
+    started = time.perf_counter()
+    spark = spark_session("local[2]", shuffle_partitions=4)
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    reports = ingest_days(lake_root, days, dims, engine="spark", spark=spark)
+    clean = time.perf_counter() - started
+    spark.stop()
+    return {
+        "startup_s": startup,
+        "clean_s": clean,
+        "validate_s": _validate(lake_root, days),
+        "rows": sum(r.raw_rows for r in reports),
+        "quarantined": sum(r.quarantined_rows for r in reports),
+    }
+
+
+def _sql_rules(contract, allowed_sets: dict) -> tuple[list[str], list[str]]:
+    """The contract's row rules as DuckDB SQL: typed/unparsable columns, then rule names.
+
+    The first list adds `_t_<c>` (typed) and `_b_<c>` (unparsable) per column; the rule
+    expressions refer to those, so each value is parsed once.
+    """
+    tokens = "('', 'NA', 'NaN', 'nan', 'NULL', 'null', 'None')"
+    typed, rules = [], []
+    for rule in contract.source_columns:
+        c = f'"{rule.name}"'
+        t, b = f'"_t_{rule.name}"', f'"_b_{rule.name}"'
+        missing = f"({c} IS NULL OR {c} IN {tokens})"
+        if rule.type == "string":
+            typed += [f"CASE WHEN NOT {missing} THEN trim({c}) END AS {t}", f"false AS {b}"]
+        else:
+            number = f"(CASE WHEN NOT {missing} THEN TRY_CAST({c} AS DOUBLE) END)"
+            if rule.type == "int":
+                typed += [
+                    f"CASE WHEN {number} = floor({number}) THEN CAST({number} AS BIGINT) END AS {t}",
+                    f"({number} IS NULL OR {number} <> floor({number})) AND NOT {missing} AS {b}",
+                ]
+            else:
+                typed += [f"{number} AS {t}", f"{number} IS NULL AND NOT {missing} AS {b}"]
+        rules.append(f"CASE WHEN {b} THEN '{rule.name}:type[{rule.type}]' END")
+        present = f"({t} IS NOT NULL AND NOT {b})"
+        if not rule.nullable:
+            rules.append(f"CASE WHEN {t} IS NULL AND NOT {b} THEN '{rule.name}:not_null' END")
+        if rule.min is not None:
+            rules.append(
+                f"CASE WHEN {present} AND NOT ({t} BETWEEN {rule.min} AND {rule.max}) "
+                f"THEN '{rule.name}:between' END"
+            )
+        allowed = rule.allowed_values
+        if rule.allowed_values_from:
+            allowed = allowed_sets[rule.allowed_values_from]
+        if allowed:
+            values = ", ".join(f"'{v}'" for v in allowed)
+            rules.append(
+                f"CASE WHEN {present} AND {t} NOT IN ({values}) THEN '{rule.name}:in_set' END"
+            )
+        if rule.regex:
+            rules.append(
+                f"CASE WHEN {present} AND NOT regexp_full_match({t}, '{rule.regex}') "
+                f"THEN '{rule.name}:regex' END"
+            )
+    return typed, rules
+
+
+def worker_duckdb(lake_root: str, n_days: int) -> dict:
+    import duckdb
+
+    from data_contracts import load_contract
+    from tasks.lake import Lake
+
+    lake = Lake(lake_root)
+    days = _days(n_days)
+    dims = lake.latest_dimension_snapshot(days[-1])
+    out = lake.path("reference")
+    for layer in ("clean", "quarantine"):
+        Path(out, layer).mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    started = time.perf_counter()
+    carriers = [
+        r[0] for r in con.execute(f"SELECT carrier FROM read_csv('{dims}/airlines.csv')").fetchall()
+    ]
+    allowed = {"airlines.carrier": carriers}
+    for dataset in ("weather", "flights"):
+        contract = load_contract(dataset)
+        files = [f"{lake.landing_day(d)}/{dataset}.csv" for d in days]
+        typed, rules = _sql_rules(contract, allowed)
+        key = ", ".join(f'"_t_{k}"' for k in contract.key if k != "date")
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE raw_{dataset} AS
+            SELECT *, row_number() OVER (PARTITION BY filename) + 1 AS _source_line
+            FROM read_csv({files!r}, all_varchar = true, header = true, filename = true)
+            """
+        )
+        columns = [r[0] for r in con.execute(f"DESCRIBE raw_{dataset}").fetchall()]
+        data_cols = ", ".join(f'"{c}"' for c in columns if c != "_source_line")
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE flagged_{dataset} AS
+            WITH dedup AS (
+                SELECT * EXCLUDE (_rn) FROM (
+                    SELECT *, row_number() OVER (
+                        PARTITION BY {data_cols}
+                        ORDER BY _source_line) AS _rn
+                    FROM raw_{dataset}) WHERE _rn = 1
+            ), parsed AS (
+                SELECT *, {", ".join(typed)} FROM dedup
+            ), typed AS (
+                SELECT *, CAST(regexp_extract(filename, '(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1) AS DATE) AS date,
+                    concat_ws(';', {", ".join(rules)},
+                        CASE WHEN make_date(TRY_CAST(year AS INT), TRY_CAST(month AS INT), TRY_CAST(day AS INT))
+                             IS DISTINCT FROM CAST(regexp_extract(filename, '(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1) AS DATE)
+                        THEN 'date:matches_partition' END) AS _rules
+                FROM parsed
+            )
+            SELECT *, CASE WHEN _rules = '' AND row_number() OVER (
+                    PARTITION BY filename, {key} ORDER BY _source_line) > 1
+                THEN 'key:unique' ELSE _rules END AS _final
+            FROM typed
+            """
+        )
+        clean_cols = ", ".join(f'"_t_{c.name}" AS "{c.name}"' for c in contract.source_columns)
+        con.execute(
+            f"COPY (SELECT date, {clean_cols} FROM flagged_{dataset} WHERE _final = '') "
+            f"TO '{out}/clean/{dataset}' (FORMAT parquet, PARTITION_BY (date), OVERWRITE_OR_IGNORE)"
+        )
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (date), date AS _partition FROM flagged_{dataset} WHERE _final <> '') "
+            f"TO '{out}/quarantine/{dataset}' (FORMAT parquet, PARTITION_BY (_partition), OVERWRITE_OR_IGNORE)"
+        )
+    rows = con.execute("SELECT count(*) FROM raw_flights").fetchone()[0]
+    quarantined = con.execute("SELECT count(*) FROM flagged_flights WHERE _final <> ''").fetchone()[
+        0
+    ]
+    clean = time.perf_counter() - started
+    return {
+        "startup_s": 0.0,
+        "clean_s": clean,
+        "validate_s": None,
+        "rows": rows,
+        "quarantined": quarantined,
+    }
+
+
+WORKERS = {"dask": worker_dask, "spark": worker_spark, "duckdb": worker_duckdb}
+
+
+# --- driver -----------------------------------------------------------------------------------
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total
+
+
+def measure(engine: str, lake_root: str, n_days: int) -> dict:
+    """Run one engine in a subprocess; its result plus the peak RSS of its process tree."""
+    for name in OUTPUT_DIRS:
+        shutil.rmtree(Path(lake_root) / name, ignore_errors=True)
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        engine,
+        "--lake",
+        lake_root,
+        "--days",
+        str(n_days),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(process.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, _ = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{engine} failed (exit {process.returncode})")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {**result, "engine": engine, "peak_rss_mib": peak / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 30])
+    parser.add_argument("--days", type=int, default=31, help="days from 2013-01-01")
+    parser.add_argument("--engines", nargs="+", default=["duckdb", "dask", "spark"])
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--lake", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args.lake, args.days)))
+        return
+
+    from tasks.lake import Lake
+    from tasks.scale import write_scaled_landing
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nightshift-bench-"))
+    results = []
+    for factor in args.factors:
+        lake_root = str(workdir / f"lake-x{factor}")
+        started = time.perf_counter()
+        scaled = write_scaled_landing(
+            Lake(lake_root), factor, FIRST, FIRST + timedelta(days=args.days - 1)
+        )
+        print(
+            f"x{factor}: {scaled.flight_rows:,} flight rows landed in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+        for engine in args.engines:
+            result = {**measure(engine, lake_root, args.days), "factor": factor}
+            print(json.dumps(result), file=sys.stderr)
+            results.append(result)
+    print(
+        "| factor | engine | flight rows | clean s | rows/s | validate s | validate/clean | peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        share = f"{r['validate_s'] / r['clean_s']:.2f}" if r["validate_s"] is not None else "-"
+        validate = f"{r['validate_s']:.1f}" if r["validate_s"] is not None else "-"
+        print(
+            f"| {r['factor']} | {r['engine']} | {r['rows']:,} | {r['clean_s']:.1f} | "
+            f"{r['rows'] / r['clean_s']:,.0f} | {validate} | {share} | {r['peak_rss_mib']:,.0f} |"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
