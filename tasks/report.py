@@ -8,6 +8,8 @@ from datetime import date
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tasks.links import run_links_markdown
+
 
 @dataclass
 class RunSummary:
@@ -114,4 +116,19 @@ def publish_summary(
     if summary.champion_auc is not None:
         rows.append({"scorer": "champion", "roc_auc": round(summary.champion_auc, 5)})
     create_table_artifact(key="holdout-metrics", table=rows, description="ROC AUC on the holdout")
+    create_markdown_artifact(
+        key="nightly-links",
+        markdown=run_links_markdown(
+            as_of=summary.as_of,
+            tracking_uri=tracking_uri,
+            experiment_id=registration.experiment_id,
+            run_id=summary.mlflow_run_id,
+            model_name=summary.model_name,
+            version=summary.version,
+            alias=summary.alias,
+            alias_reason=summary.alias_reason,
+            docs_index=summary.data_docs,
+        ),
+        description="MLflow run and model version, Data Docs, promotion decision",
+    )
     return summary
