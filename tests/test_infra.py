@@ -112,7 +112,8 @@ def test_k8s_references_resolve(k8s):
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]
         assert (
-            deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+            deployment["spec"]["selector"]["matchLabels"].items()
+            <= pod["metadata"]["labels"].items()
         ), f"Deployment {name}: selector does not match its pods"
         ports = set()
         texts = []

@@ -167,3 +167,19 @@ def test_links_point_at_the_mlflow_server_and_the_data_docs(tmp_path):
         "http" not in embedded
         and "mlflow ui --backend-store-uri sqlite:////x/mlflow.db" in embedded
     )
+
+
+def test_serve_and_deploy_need_a_prefect_server(monkeypatch):
+    from flows.cli import app
+    from tasks.settings import get_settings
+
+    monkeypatch.delenv("NIGHTSHIFT_PREFECT_API_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        served = CliRunner().invoke(app, ["serve"])
+        deployed = CliRunner().invoke(app, ["deploy", "--pool", "p"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert served.exit_code == 2 and "NIGHTSHIFT_PREFECT_API_URL is not set" in served.output
+    assert deployed.exit_code == 2 and "deploy to which server" in deployed.output

@@ -234,20 +234,22 @@ def test_run_started_from_the_prefect_ui_completes_with_its_artifacts(stack, tmp
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
             page.goto(f"{stack['ui']}/deployments")
+            # The first link is the deployment, the second its flow.
             page.get_by_role("link", name="nightly-retrain", exact=True).first.click()
-            page.get_by_role("button", name="Run").first.click()
-            page.get_by_text("Quick run").click()
-            # The toast links the new run; follow it like a user would.
-            page.get_by_role("link", name="View run").first.click()
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_role("button", name="Quick run", exact=True).click()
+            # The toast offers the new run; follow it like a user would.
+            page.get_by_role("button", name="View run", exact=True).click()
             page.wait_for_url("**/runs/flow-run/**")
-            flow_run_id = page.url.rstrip("/").split("/")[-1]
+            flow_run_id = page.url.split("/runs/flow-run/")[1].split("?")[0].strip("/")
             finished = _wait_final(stack, flow_run_id)
             assert finished.state.is_completed(), f"{finished.state_name}: {finished.state.message}"
             page.reload()
+            expect(page.get_by_text(f"nightly-{AS_OF}").first).to_be_visible(timeout=30_000)
             expect(page.get_by_text("Completed").first).to_be_visible(timeout=30_000)
-            expect(page.get_by_text(f"nightly-{AS_OF}").first).to_be_visible()
-            page.get_by_role("tab", name="Artifacts").click()
+            page.get_by_text("Artifacts", exact=True).first.click()
             expect(page.get_by_text("nightly-summary").first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("nightly-links").first).to_be_visible()
         finally:
             page.screenshot(path=str(tmp_path / "prefect-ui.png"))
             browser.close()
