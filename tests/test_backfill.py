@@ -45,7 +45,7 @@ def test_backfill_runs_only_the_nights_without_a_registered_version(
         versions = client.search_model_versions(f"name='{model_name}'")
         assert sorted(v.tags["as_of"] for v in versions) == ["2013-03-05", "2013-03-06"]
         new = next(v for v in versions if v.tags["as_of"] == "2013-03-06")
-        assert new.version == night.version and new.tags["prefect_flow_run_id"]
+        assert str(new.version) == night.version and new.tags["prefect_flow_run_id"]
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
