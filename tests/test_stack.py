@@ -149,6 +149,25 @@ def _wait_final(stack, flow_run_id, timeout: float = RUN_TIMEOUT_S):
             time.sleep(2)
 
 
+def _first_run_created_after(stack, moment: datetime):
+    """The earliest flow run of the nightly deployment created after `moment`."""
+    from prefect.client.orchestration import get_client
+
+    with _on(stack), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("nightly-retrain/nightly-retrain")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            runs = [
+                r
+                for r in client.read_flow_runs(limit=50)
+                if r.deployment_id == deployment.id and r.created and r.created > moment
+            ]
+            if runs:
+                return min(runs, key=lambda r: r.created).id
+            time.sleep(1)
+    pytest.fail("the UI's Quick run created no flow run")
+
+
 def test_schedule_on_the_server_creates_nightly_runs_at_two_local_time(stack):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -237,12 +256,13 @@ def test_run_started_from_the_prefect_ui_completes_with_its_artifacts(stack, tmp
             # The first link is the deployment, the second its flow.
             page.get_by_role("link", name="nightly-retrain", exact=True).first.click()
             page.get_by_role("button", name="Run", exact=True).click()
+            started_after = datetime.now(UTC)
             page.get_by_role("button", name="Quick run", exact=True).click()
-            # The toast offers the new run; follow it like a user would.
-            # (a slow page may show the toast twice; both link the same new run)
-            page.get_by_role("button", name="View run", exact=True).first.click()
-            page.wait_for_url("**/runs/flow-run/**")
-            flow_run_id = page.url.split("/runs/flow-run/")[1].split("?")[0].strip("/")
+            # The UI confirms with a toast; toasts animate and stack, so open the new run's
+            # page by its id rather than by clicking the toast.
+            expect(page.get_by_text("scheduled to start").first).to_be_visible(timeout=30_000)
+            flow_run_id = _first_run_created_after(stack, started_after)
+            page.goto(f"{stack['ui']}/runs/flow-run/{flow_run_id}")
             finished = _wait_final(stack, flow_run_id)
             assert finished.state.is_completed(), f"{finished.state_name}: {finished.state.message}"
             page.reload()
