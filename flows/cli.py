@@ -6,6 +6,10 @@ nightshift promote --version 3              move @champion to a version (history
 nightshift rollback                         move @champion back to the previous champion
 nightshift scale --factor 10               landing/ with N x the real flights
 nightshift settings                         the effective configuration
+nightshift serve                            serve the nightly + backfill deployments (one process)
+nightshift deploy                           register them on a process work pool (server path)
+nightshift schedule                         the next scheduled runs and their as_of dates
+nightshift backfill --start D --end D       run the nightly flow for dates not yet done
 """
 
 from __future__ import annotations
@@ -219,6 +223,98 @@ def show_settings() -> None:
         typer.echo(f"NIGHTSHIFT_{name.upper():<22} {value}")
     typer.echo(f"{'(lake)':<33} {settings.lake_url}")
     typer.echo(f"{'(mlflow tracking)':<33} {settings.tracking_uri}")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the nightly-retrain (cron) and backfill deployments from this process."""
+    settings = configure_runtime_environment()
+    if not settings.prefect_api_url:
+        typer.echo(
+            "NIGHTSHIFT_PREFECT_API_URL is not set: a schedule needs a Prefect server that "
+            "outlives this command (`make stack`, or `prefect server start`).",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import build_deployments
+
+    prefect_serve(*build_deployments(settings))
+
+
+@app.command()
+def deploy(
+    pool: Annotated[
+        str | None, typer.Option(help="Process work pool (default NIGHTSHIFT_WORK_POOL).")
+    ] = None,
+    parameters: Annotated[
+        str | None,
+        typer.Option(help="Default nightly parameters as JSON, e.g. '{\"holdout_days\": 14}'."),
+    ] = None,
+) -> None:
+    """Register both deployments on a process work pool; start `prefect worker` to run them."""
+    import json
+
+    settings = configure_runtime_environment()
+    if not settings.prefect_api_url:
+        typer.echo("NIGHTSHIFT_PREFECT_API_URL is not set: deploy to which server?", err=True)
+        raise typer.Exit(code=2)
+    try:
+        nightly_parameters = json.loads(parameters) if parameters else None
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"--parameters is not JSON: {error}") from None
+    from flows.deployments import deploy as deploy_all
+
+    pool = pool or settings.work_pool
+    for name in deploy_all(settings, pool, nightly_parameters):
+        typer.echo(f"deployed {name} to work pool {pool!r}")
+    typer.echo(f"run them with: prefect worker start --pool {pool}")
+
+
+@app.command()
+def schedule(count: Annotated[int, typer.Option(help="How many runs.")] = 3) -> None:
+    """Print the next scheduled nightly runs and the as_of date each will use."""
+    from datetime import UTC
+
+    from flows.deployments import next_nightly_runs
+
+    settings = get_settings()
+    typer.echo(f"cron {settings.schedule_cron!r} in {settings.schedule_timezone}")
+    for start, as_of in next_nightly_runs(settings, count, datetime.now(UTC)):
+        typer.echo(f"{start.isoformat()}  as_of={as_of}")
+
+
+@app.command()
+def backfill(
+    start: Day,
+    end: Day,
+    rerun_done: Annotated[bool, typer.Option(help="Also re-run dates already done.")] = False,
+    holdout_days: Annotated[int, typer.Option(help="Days up to as_of held out.")] = 31,
+    epochs: Annotated[int | None, typer.Option(help="Override training epochs.")] = None,
+) -> None:
+    """Run the nightly flow for each date of start..end without a registered version."""
+    configure_runtime_environment()
+    from flows.backfill import backfill as backfill_flow
+    from flows.runtime import prefect_api
+    from tasks.train import TrainConfig
+
+    train = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    with prefect_api():
+        state = backfill_flow(
+            start=_parse_day(start),
+            end=_parse_day(end),
+            rerun_done=rerun_done,
+            holdout_days=holdout_days,
+            train=train,
+            return_state=True,
+        )
+    if not state.is_completed():
+        typer.echo(f"backfill {start}..{end} FAILED: {state.message}", err=True)
+        raise typer.Exit(code=1)
+    for night in state.result():
+        typer.echo(f"{night.as_of}: {night.state}, v{night.version} @{night.alias}")
+    typer.echo(f"backfill {start}..{end}: {len(state.result())} night(s) run")
 
 
 def main() -> None:  # pragma: no cover - console entry point

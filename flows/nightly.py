@@ -7,7 +7,7 @@ evaluate → compress → register (gated) → summary
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect import flow
 from pydantic import Field
@@ -22,6 +22,7 @@ from tasks.lake import Lake
 from tasks.promote import ReleaseConfig
 from tasks.registry import configure_mlflow, register_model_task
 from tasks.report import RunSummary, publish_summary
+from tasks.schedule import nightly_run_name, resolve_as_of
 from tasks.settings import get_settings
 from tasks.train import TrainConfig
 from tasks.tune import TuneConfig, tune_task
@@ -30,20 +31,28 @@ from tasks.validate import validate_contract
 
 @flow(
     name="nightly-retrain",
-    flow_run_name="nightly-{as_of}",
+    flow_run_name=nightly_run_name,  # nightly-<as_of>, also when the schedule sets the date
     task_runner=dask_task_runner(get_settings()),
     log_prints=True,
 )
 def nightly_retrain(
-    as_of: date = Field(description="Last day of data to use (the scheduled date)."),
-    holdout_days: int = Field(default=31, ge=1, le=120, description="Days before as_of held out."),
+    as_of: date | None = Field(
+        default=None,
+        description="Last day of data to use. Empty: the date the run was scheduled for "
+        "(in NIGHTSHIFT_SCHEDULE_TIMEZONE), so the nightly schedule needs no parameter.",
+    ),
+    # Bounds go in Annotated, the description in the default: Prefect's parameter schema
+    # (the UI form) drops bounds given in a Field default and descriptions in Annotated.
+    holdout_days: Annotated[int, Field(ge=1, le=120)] = Field(
+        default=31, description="Days before as_of held out."
+    ),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
     # Field(default=...), never default_factory: Prefect 3.8.8 hands a default_factory
     # field over unresolved when the caller leaves the parameter out.
     train: TrainConfig = Field(default=TrainConfig(), description="Network and loop."),
     tune: TuneConfig = Field(default=TuneConfig(), description="Hyperparameter search."),
-    world_size: int | None = Field(
-        default=None, ge=1, description="DDP ranks (one per Dask worker); default: all workers."
+    world_size: Annotated[int | None, Field(ge=1)] = Field(
+        default=None, description="DDP ranks (one per Dask worker); default: all workers."
     ),
     release: ReleaseConfig = Field(
         default=ReleaseConfig(), description="Compression, promotion margins and budgets."
@@ -54,6 +63,7 @@ def nightly_retrain(
 ) -> RunSummary:
     """Retrain the flight-delay model on data up to `as_of` and register it in MLflow."""
     settings = get_settings()
+    as_of = resolve_as_of(as_of, settings.schedule_timezone)
     lake = Lake(settings.lake_url)
 
     # Ingest: landing → clean/ + quarantine/ on the Dask cluster or on Spark

@@ -8,6 +8,8 @@ from datetime import date
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tasks.links import run_links_markdown
+
 
 @dataclass
 class RunSummary:
@@ -177,4 +179,25 @@ def publish_summary(
             ],
             description=f"slices with >= {evaluation.slice_min_rows} holdout rows",
         )
+    create_markdown_artifact(
+        key="nightly-links",
+        markdown=run_links_markdown(
+            as_of=summary.as_of,
+            tracking_uri=tracking_uri,
+            experiment_id=registration.experiment_id,
+            run_id=summary.mlflow_run_id,
+            model_name=summary.model_name,
+            version=summary.version,
+            alias=summary.alias,
+            alias_reason=summary.alias_reason,
+            docs_index=summary.data_docs,
+            compression=(
+                f"{summary.served_variant}: {summary.size_ratio:.1f}x smaller, "
+                f"{summary.speedup_batch1:.1f}x faster at batch 1 than fp32"
+                if summary.served_variant
+                else None
+            ),
+        ),
+        description="MLflow run and model version, Data Docs, promotion decision",
+    )
     return summary

@@ -63,12 +63,36 @@ class Settings(BaseSettings):
         default="nycflights-delay", description="Registered model name in the MLflow registry."
     )
     seed: int = Field(default=42, description="Seed for every random number generator.")
+    schedule_cron: str = Field(
+        default="0 2 * * *", description="Cron of the nightly-retrain deployment."
+    )
+    schedule_timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of the nightly cron; a scheduled run's as_of is its "
+        "scheduled date in this zone.",
+    )
+    work_pool: str = Field(
+        default="nightshift-process", description="Prefect work pool `nightshift deploy` uses."
+    )
 
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         # Dask workers and subprocess servers may run in another working directory.
         return value.expanduser().resolve()
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone (UTC, America/New_York)"
+            ) from None
+        return value
 
     @property
     def lake_url(self) -> str:

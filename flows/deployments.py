@@ -1,0 +1,120 @@
+"""The deployments, declared once: `nightshift serve` and `nightshift deploy` both use them.
+
+    nightly-retrain/nightly-retrain   cron NIGHTSHIFT_SCHEDULE_CRON (02:00) in
+                                      NIGHTSHIFT_SCHEDULE_TIMEZONE; as_of = the scheduled date
+    backfill/backfill                 on demand: start..end, only the dates not yet done
+
+`serve` runs both from one long-lived process (one machine, no work pool). `deploy`
+registers the same two on a `process` work pool, whose `prefect worker` processes start
+each run in a fresh subprocess (the server path). Entry points are module paths
+(`flows.nightly.nightly_retrain`), so a worker needs this package installed, not a checkout
+at the same relative path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron, Schedule
+
+from flows.backfill import backfill
+from flows.nightly import nightly_retrain
+from tasks.schedule import scheduled_as_of
+from tasks.settings import Settings
+
+NIGHTLY_DEPLOYMENT = "nightly-retrain/nightly-retrain"
+BACKFILL_DEPLOYMENT = "backfill/backfill"
+
+
+def nightly_schedule(settings: Settings) -> Schedule:
+    """The nightly cron, in the configured time zone."""
+    return Cron(settings.schedule_cron, timezone=settings.schedule_timezone)
+
+
+def build_deployments(
+    settings: Settings,
+    *,
+    work_pool: str | None = None,
+    nightly_parameters: dict[str, Any] | None = None,
+) -> list[RunnerDeployment]:
+    """Both deployments; on `work_pool` when given (runs start in `working_dir` = here)."""
+    pool_args: dict[str, Any] = {}
+    if work_pool:
+        # Relative settings (NIGHTSHIFT_HOME=.nightshift, ./nightshift.env) resolve as they
+        # do for `nightshift run` started here, not in the worker's temporary directory.
+        pool_args = {"work_pool_name": work_pool, "job_variables": {"working_dir": str(Path.cwd())}}
+    common: dict[str, Any] = {
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+        "concurrency_limit": 1,  # two runs of one date would race for the same partitions
+        **pool_args,
+    }
+    nightly = nightly_retrain.to_deployment(
+        name="nightly-retrain",
+        schedules=[nightly_schedule(settings)],
+        parameters=nightly_parameters or {},
+        tags=["nightshift", "nightly"],
+        description="Retrain on data up to the scheduled date; register; compare with the "
+        "champion. Leave as_of empty to use the scheduled date.",
+        **common,
+    )
+    backfilling = backfill.to_deployment(
+        name="backfill",
+        tags=["nightshift", "backfill"],
+        description="Run nightly-retrain for every date of start..end without a registered "
+        "model version, oldest first.",
+        **common,
+    )
+    return [nightly, backfilling]
+
+
+def ensure_process_work_pool(name: str) -> None:
+    """Create the `process` work pool `name` unless it exists (what `prefect work-pool create` does)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    async def create() -> None:
+        async with get_client() as client:
+            with contextlib.suppress(ObjectAlreadyExists):
+                await client.create_work_pool(
+                    WorkPoolCreate(
+                        name=name,
+                        type="process",
+                        base_job_template=ProcessWorker.get_default_base_job_template(),
+                    )
+                )
+
+    asyncio.run(create())
+
+
+def deploy(
+    settings: Settings, work_pool: str, nightly_parameters: dict[str, Any] | None = None
+) -> list[str]:
+    """Register both deployments on the process work pool; returns their names."""
+    ensure_process_work_pool(work_pool)
+    deployments = build_deployments(
+        settings, work_pool=work_pool, nightly_parameters=nightly_parameters
+    )
+    for deployment in deployments:
+        deployment.apply(work_pool_name=work_pool)
+    return [f"{d.flow_name}/{d.name}" for d in deployments]
+
+
+def next_nightly_runs(
+    settings: Settings, count: int, after: datetime
+) -> list[tuple[datetime, date]]:
+    """The next `count` scheduled starts after `after`, with the `as_of` each run will use.
+
+    Uses the server's own schedule model, so this is what the Prefect scheduler creates.
+    """
+    from prefect.server.schemas.schedules import CronSchedule
+
+    schedule = CronSchedule(cron=settings.schedule_cron, timezone=settings.schedule_timezone)
+    starts = asyncio.run(schedule.get_dates(n=count, start=after))
+    return [(start, scheduled_as_of(start, settings.schedule_timezone)) for start in starts]
