@@ -8,7 +8,7 @@ later nights compare against earlier ones.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 from prefect import flow
 from pydantic import Field
@@ -17,6 +17,7 @@ from flows.nightly import nightly_retrain
 from tasks.backfill import BackfillResult, plan_backfill, publish_backfill
 from tasks.settings import get_settings
 from tasks.train import TrainConfig
+from tasks.tune import TuneConfig
 
 
 @flow(name="backfill", flow_run_name="backfill-{start}..{end}", log_prints=True)
@@ -32,6 +33,8 @@ def backfill(
     ),
     first_day: date | None = Field(default=None, description="First day of data; default: all."),
     train: TrainConfig = Field(default=TrainConfig(), description="Network and loop."),
+    tune: TuneConfig = Field(default=TuneConfig(), description="Hyperparameter search."),
+    engine: Literal["dask", "spark"] = Field(default="dask", description="Ingestion engine."),
 ) -> list[BackfillResult]:
     """Run the nightly flow for each date of [start, end] not yet done, oldest first."""
     settings = get_settings()
@@ -47,6 +50,8 @@ def backfill(
             holdout_days=holdout_days,
             first_day=first_day,
             train=train,
+            tune=tune,
+            engine=engine,
             return_state=True,
         )
         results.append(BackfillResult.of(as_of, state))

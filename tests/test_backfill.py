@@ -18,6 +18,7 @@ def test_backfill_runs_only_the_nights_without_a_registered_version(
     from tasks.landing import land_days
     from tasks.settings import get_settings
     from tasks.train import TrainConfig
+    from tasks.tune import TuneConfig
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("NIGHTSHIFT_LAKE_ROOT", str(tmp_path / "lake"))
@@ -36,6 +37,7 @@ def test_backfill_runs_only_the_nights_without_a_registered_version(
             end=date(2013, 3, 6),
             holdout_days=2,
             train=TrainConfig(epochs=1, members=1, validation_days=1),
+            tune=TuneConfig(enabled=False),
             return_state=True,
         )
 

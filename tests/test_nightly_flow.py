@@ -93,8 +93,14 @@ def test_flow_run_publishes_the_summary_artifact(nightly_run, prefect_server):
 def test_rerun_skips_ingestion_and_gates_against_the_champion(nightly_run, settings):
     from flows.nightly import nightly_retrain
     from tasks.train import TrainConfig
+    from tasks.tune import TuneConfig
 
-    again = nightly_retrain(as_of=AS_OF, holdout_days=HOLDOUT_DAYS, train=TrainConfig(epochs=1))
+    again = nightly_retrain(
+        as_of=AS_OF,
+        holdout_days=HOLDOUT_DAYS,
+        train=TrainConfig(epochs=1),
+        tune=TuneConfig(n_trials=1, epochs=1, members=1),
+    )
 
     # the champion is re-scored through its registered (compressed) form
     assert again.champion_auc == pytest.approx(nightly_run.served_auc, abs=1e-6)

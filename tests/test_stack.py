@@ -33,6 +33,7 @@ NIGHTLY_PARAMETERS = {
     "first_day": str(FIRST_DAY),
     "holdout_days": 3,
     "train": {"epochs": 1, "members": 1, "validation_days": 2},
+    "tune": {"enabled": False},
 }
 # A ceiling, not an expectation: on a 2-core box shared with other test suites one run
 # took up to 8 min (idle it should be well under 2).
