@@ -118,6 +118,24 @@ def train_rank(
         dist.destroy_process_group()
 
 
+def one_worker_per_process(client: distributed.Client) -> list[str]:
+    """Worker addresses, sorted, keeping one per (host, process id).
+
+    torch.distributed allows one default process group per process, so two ranks must never
+    land in one process: a threads-only cluster (`processes=False`), or a client that
+    Prefect's Dask runner picked up from the caller, has several workers in one process.
+    """
+    pids = client.run(os.getpid)
+    seen: set[tuple[str, int]] = set()
+    chosen = []
+    for address in sorted(pids):
+        place = (distributed.comm.get_address_host(address), pids[address])
+        if place not in seen:
+            seen.add(place)
+            chosen.append(address)
+    return chosen
+
+
 def train_distributed(
     client: distributed.Client,
     train_path: str,
@@ -131,11 +149,13 @@ def train_distributed(
     log: logging.Logger | logging.LoggerAdapter = logger,
 ) -> TrainResult:
     """Run DDP training with one rank per Dask worker and return rank 0's result."""
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = one_worker_per_process(client)
     world_size = world_size or len(workers)
     if world_size > len(workers):
         raise ValueError(
-            f"world_size {world_size} needs as many Dask workers; the cluster has {len(workers)}"
+            f"world_size {world_size} needs as many Dask worker processes; the cluster at "
+            f"{client.scheduler.address} has {len(workers)} (workers that share a process, "
+            "as in a threads-only LocalCluster, count once: a process holds one DDP rank)"
         )
     if config.batch_size < world_size:
         raise ValueError(f"batch_size {config.batch_size} is smaller than world_size {world_size}")

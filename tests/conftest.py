@@ -64,7 +64,9 @@ def dask_client():
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
         ) as cluster,
-        Client(cluster) as client,
+        # not the default client: Prefect's DaskTaskRunner adopts a default client's
+        # cluster, and the flows under test must get their own process cluster
+        Client(cluster, set_as_default=False) as client,
     ):
         yield client
 

@@ -224,3 +224,11 @@ def test_nccl_ranks_on_a_local_cuda_cluster(small_features):
     assert result.world_size == torch.cuda.device_count()
     assert len(set(result.rank_parameter_digests)) == 1
     assert result.validation_auc > 0.55
+
+
+def test_ranks_never_share_a_process(dask_client):
+    """A threads-only cluster has two workers in one process: it offers one DDP rank."""
+    from tasks.distributed_train import one_worker_per_process
+
+    assert len(dask_client.scheduler_info(n_workers=-1)["workers"]) == 2
+    assert len(one_worker_per_process(dask_client)) == 1
