@@ -198,7 +198,7 @@ def train_distributed(
     try:
         results = client.gather(futures)
     except Exception:
-        distributed.wait(futures)  # let the peers time out before the caller retries
+        client.gather(futures, errors="skip")  # let the peers time out before a retry
         raise
     digests = [digest for digest, _ in results]
     if len(set(digests)) != 1:

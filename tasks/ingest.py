@@ -455,11 +455,11 @@ def ingest_days(
         for day, fingerprint in todo
     ]
     step = max(1, len(futures) // 10)
-    for done, future in enumerate(distributed.as_completed(futures), start=1):
+    for done, future in enumerate(distributed.as_completed(futures, loop=client.loop), start=1):
         try:
             report = future.result()
         except Exception:
-            distributed.wait(futures)  # let the other partitions finish before failing
+            client.gather(futures, errors="skip")  # let the other partitions finish first
             raise
         reports[report.day] = report
         if done % step == 0 or done == len(futures):

@@ -193,7 +193,7 @@ def test_the_search_space_replays_a_config_and_refuses_what_it_cannot_express():
 
 def test_more_ranks_than_workers_is_refused_before_anything_starts(small_features, process_cluster):
     lake, features = small_features
-    with pytest.raises(ValueError, match="world_size 3 needs as many Dask workers"):
+    with pytest.raises(ValueError, match="world_size 3 needs as many Dask worker processes"):
         train_distributed(
             process_cluster,
             features.train_path,
