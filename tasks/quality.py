@@ -59,6 +59,21 @@ def parse_column(raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, pd.Series
     return typed, bad
 
 
+def allowed_values(contract: Contract, rule: ColumnRule, allowed_sets) -> list | None:
+    """The values a column may take: inline in the contract, or from a delivered dimension.
+
+    Shared by the pandas and the Spark rules so both engines refuse the same values.
+    """
+    if rule.allowed_values_from is None:
+        return rule.allowed_values
+    if rule.allowed_values_from not in allowed_sets:
+        raise ContractViolation(
+            f"contract {contract.tag}: column {rule.name} takes its allowed values "
+            f"from {rule.allowed_values_from}, which was not delivered"
+        )
+    return list(allowed_sets[rule.allowed_values_from])
+
+
 def _append(reasons: pd.Series, mask: pd.Series, rule_name: str) -> pd.Series:
     if mask.any():
         reasons = reasons.where(~mask, reasons + np.where(reasons == "", "", ";") + rule_name)
@@ -91,14 +106,7 @@ def typed_frame_and_violations(
             high = np.inf if rule.max is None else rule.max
             outside = present & ~numeric.between(low, high)
             reasons = _append(reasons, outside, f"{rule.name}:between[{low:g},{high:g}]")
-        allowed = rule.allowed_values
-        if rule.allowed_values_from is not None:
-            if rule.allowed_values_from not in allowed_sets:
-                raise ContractViolation(
-                    f"contract {contract.tag}: column {rule.name} takes its allowed values "
-                    f"from {rule.allowed_values_from}, which was not delivered"
-                )
-            allowed = list(allowed_sets[rule.allowed_values_from])
+        allowed = allowed_values(contract, rule, allowed_sets)
         if allowed is not None:
             outside = present & ~values.isin(allowed)
             reasons = _append(reasons, outside.fillna(False), f"{rule.name}:in_set")

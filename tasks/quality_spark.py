@@ -14,7 +14,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from data_contracts import ColumnRule, Contract
-from tasks.quality import NULL_TOKENS, ContractViolation
+from tasks.quality import NULL_TOKENS, allowed_values
 
 
 def _is_null_token(raw: Column) -> Column:
@@ -83,14 +83,7 @@ def rule_columns(
             number = values.cast("double")
             outside = present & ~((number >= F.lit(low)) & (number <= F.lit(high)))
             reasons.append(F.when(outside, F.lit(f"{rule.name}:between[{low:g},{high:g}]")))
-        allowed = rule.allowed_values
-        if rule.allowed_values_from is not None:
-            if rule.allowed_values_from not in allowed_sets:
-                raise ContractViolation(
-                    f"contract {contract.tag}: column {rule.name} takes its allowed values "
-                    f"from {rule.allowed_values_from}, which was not delivered"
-                )
-            allowed = list(allowed_sets[rule.allowed_values_from])
+        allowed = allowed_values(contract, rule, allowed_sets)
         if allowed is not None:
             reasons.append(F.when(present & ~values.isin(*allowed), F.lit(f"{rule.name}:in_set")))
         if rule.regex is not None:
