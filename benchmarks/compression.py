@@ -17,11 +17,13 @@ import platform
 import tempfile
 from datetime import date
 
-from tasks.compress import CompressionConfig, compress_network
-from tasks.features import FeatureSet
-from tasks.lake import Lake
-from tasks.settings import get_settings
-from tasks.train import TrainResult
+from tasks.core.context import RunContext
+from tasks.core.results import read_result
+from tasks.core.settings import get_settings
+from tasks.features.build import FeatureSet
+from tasks.release.compress import compress_network
+from tasks.release.config import CompressionConfig
+from tasks.training.loop import TrainResult
 
 
 def main() -> None:
@@ -31,36 +33,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--budget", type=float, default=0.002)
     args = parser.parse_args()
-    as_of = date.fromisoformat(args.as_of)
-    lake = Lake(get_settings().lake_url)
-    features_dir, model_dir = lake.run_dir(as_of, "features"), lake.run_dir(as_of, "model")
-    if not lake.fs.exists(f"{model_dir}/weights.pt"):
-        raise SystemExit(
-            f"no trained model under {model_dir}: run `nightshift run --as-of {args.as_of}` first"
-        )
-    holdout = lake.read_parquet(f"{features_dir}/holdout.parquet", columns=["date"])
-    features = FeatureSet(
-        train_path=f"{features_dir}/train.parquet",
-        holdout_path=f"{features_dir}/holdout.parquet",
-        preprocessor_path=f"{features_dir}/preprocessor.json",
-        train_days=("", ""),
-        holdout_days=(str(holdout["date"].min()), str(holdout["date"].max())),
-        train_rows=0,
-        holdout_rows=len(holdout),
-        unlabelled_rows=0,
-        positive_rate_train=0.0,
-        positive_rate_holdout=0.0,
-    )
-    trained = TrainResult(
-        f"{model_dir}/weights.pt", f"{model_dir}/net_config.json", 0, 0.0, 0.5, 0, 0, 0, 0, 0, []
-    )
+    ctx = RunContext.from_settings(get_settings(), date.fromisoformat(args.as_of), "flights")
+    try:  # the results the nightly run recorded for its features and its trained network
+        features = read_result(ctx, "features", FeatureSet)
+        trained = read_result(ctx, "train", TrainResult)
+    except FileNotFoundError as error:
+        raise SystemExit(f"{error}; e.g. `make run`") from None
     config = CompressionConfig(
         auc_drop_budget=args.budget, latency_threads=args.threads, latency_repeats=args.repeats
     )
     cores = os.cpu_count()
     ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     with tempfile.TemporaryDirectory(prefix="nightshift-compress-") as out:
-        compression = compress_network(features, trained, out, config, seed=0)
+        compression = compress_network(ctx.spec, features, trained, out, config, seed=0)
     print(
         f"machine: {platform.machine()}, {cores} cores, {ram_gib:.0f} GiB RAM, no GPU; "
         f"{date.today()}; holdout {features.holdout_days[0]}..{features.holdout_days[1]} "

@@ -1,6 +1,6 @@
 """Benchmark: landing → clean + quarantine + validation on Dask, Spark and a DuckDB reference.
 
-For each scale factor, writes a scaled landing zone (`tasks.scale`) for a slice of days,
+For each scale factor, writes a scaled landing zone (`tasks.landing.scale`) for a slice of days,
 then runs each engine in its own subprocess on 2 cores and samples the resident memory
 of that whole process tree (Dask workers, the Spark JVM) every 0.2 s:
 
@@ -37,22 +37,25 @@ def _days(n: int) -> list[date]:
 
 
 def _validate(lake_root: str, days: list[date]) -> float:
-    from tasks.validate import validate_clean_batch
+    from tasks.core.context import RunContext
+    from tasks.core.settings import get_settings
+    from tasks.quality.validate import validate_table
 
+    ctx = RunContext.from_settings(get_settings(), days[-1], "flights").with_(lake_root=lake_root)
     started = time.perf_counter()
-    for dataset in ("weather", "flights"):
-        validate_clean_batch(lake_root, dataset, days, days[-1])
+    for table in ("weather", "flights"):
+        validate_table(ctx, table, days)
     return time.perf_counter() - started
 
 
 def worker_dask(lake_root: str, n_days: int) -> dict:
     from distributed import Client, LocalCluster
 
-    from tasks.ingest import ingest_days
-    from tasks.lake import Lake
+    from tasks.core.lake import Lake
+    from tasks.ingest.stage import ingest_days
 
     days = _days(n_days)
-    dims = Lake(lake_root).latest_dimension_snapshot(days[-1])
+    dims = Lake(lake_root).latest_dimension_snapshot("flights", days[-1])
     started = time.perf_counter()
     with (
         LocalCluster(
@@ -62,7 +65,7 @@ def worker_dask(lake_root: str, n_days: int) -> dict:
     ):
         startup = time.perf_counter() - started
         started = time.perf_counter()
-        reports = ingest_days(lake_root, days, dims, client)
+        reports = ingest_days(lake_root, "flights", days, dims, client)
         clean = time.perf_counter() - started
     return {
         "startup_s": startup,
@@ -74,17 +77,17 @@ def worker_dask(lake_root: str, n_days: int) -> dict:
 
 
 def worker_spark(lake_root: str, n_days: int) -> dict:
-    from tasks.ingest import ingest_days
-    from tasks.ingest_spark import spark_session
-    from tasks.lake import Lake
+    from tasks.core.lake import Lake
+    from tasks.ingest.spark_engine import spark_session
+    from tasks.ingest.stage import ingest_days
 
     days = _days(n_days)
-    dims = Lake(lake_root).latest_dimension_snapshot(days[-1])
+    dims = Lake(lake_root).latest_dimension_snapshot("flights", days[-1])
     started = time.perf_counter()
     spark = spark_session("local[2]", shuffle_partitions=4)
     startup = time.perf_counter() - started
     started = time.perf_counter()
-    reports = ingest_days(lake_root, days, dims, engine="spark", spark=spark)
+    reports = ingest_days(lake_root, "flights", days, dims, engine="spark", spark=spark)
     clean = time.perf_counter() - started
     spark.stop()
     return {
@@ -96,51 +99,54 @@ def worker_spark(lake_root: str, n_days: int) -> dict:
     }
 
 
+def _sql_broken(rule, t: str, b: str) -> str:
+    """One catalogue rule as a DuckDB condition over the typed (`t`) / unparsable (`b`) columns."""
+    present = f"({t} IS NOT NULL AND NOT {b})"
+    if rule.check == "type":
+        return b
+    if rule.check == "not_null":
+        return f"{t} IS NULL AND NOT {b}"
+    if rule.check == "between":
+        low, high = rule.bounds
+        bounds = [f"{t} >= {low}" if low != float("-inf") else "true"]
+        bounds.append(f"{t} <= {high}" if high != float("inf") else "true")
+        return f"{present} AND NOT ({' AND '.join(bounds)})"
+    if rule.check == "in_set":
+        values = ", ".join(f"'{v}'" for v in rule.values)
+        return f"{present} AND {t} NOT IN ({values})"
+    return f"{present} AND NOT regexp_full_match({t}, '{rule.pattern}')"
+
+
 def _sql_rules(contract, allowed_sets: dict) -> tuple[list[str], list[str]]:
-    """The contract's row rules as DuckDB SQL: typed/unparsable columns, then rule names.
+    """The contract's rule catalogue as DuckDB SQL: typed/unparsable columns, then rule names.
 
     The first list adds `_t_<c>` (typed) and `_b_<c>` (unparsable) per column; the rule
-    expressions refer to those, so each value is parsed once.
+    expressions refer to those, so each value is parsed once. The rules themselves (names,
+    order, bounds) come from `tasks.quality.rules`, as for the pandas, Spark and GX engines.
     """
-    tokens = "('', 'NA', 'NaN', 'nan', 'NULL', 'null', 'None')"
-    typed, rules = [], []
-    for rule in contract.source_columns:
-        c = f'"{rule.name}"'
-        t, b = f'"_t_{rule.name}"', f'"_b_{rule.name}"'
+    from tasks.quality.rules import NULL_TOKENS, row_rules
+
+    tokens = "(" + ", ".join(f"'{v}'" for v in NULL_TOKENS) + ")"
+    typed = []
+    for column in contract.source_columns:
+        c = f'"{column.name}"'
+        t, b = f'"_t_{column.name}"', f'"_b_{column.name}"'
         missing = f"({c} IS NULL OR {c} IN {tokens})"
-        if rule.type == "string":
+        if column.type == "string":
             typed += [f"CASE WHEN NOT {missing} THEN trim({c}) END AS {t}", f"false AS {b}"]
+            continue
+        number = f"(CASE WHEN NOT {missing} THEN TRY_CAST({c} AS DOUBLE) END)"
+        if column.type == "int":
+            typed += [
+                f"CASE WHEN {number} = floor({number}) THEN CAST({number} AS BIGINT) END AS {t}",
+                f"({number} IS NULL OR {number} <> floor({number})) AND NOT {missing} AS {b}",
+            ]
         else:
-            number = f"(CASE WHEN NOT {missing} THEN TRY_CAST({c} AS DOUBLE) END)"
-            if rule.type == "int":
-                typed += [
-                    f"CASE WHEN {number} = floor({number}) THEN CAST({number} AS BIGINT) END AS {t}",
-                    f"({number} IS NULL OR {number} <> floor({number})) AND NOT {missing} AS {b}",
-                ]
-            else:
-                typed += [f"{number} AS {t}", f"{number} IS NULL AND NOT {missing} AS {b}"]
-        rules.append(f"CASE WHEN {b} THEN '{rule.name}:type[{rule.type}]' END")
-        present = f"({t} IS NOT NULL AND NOT {b})"
-        if not rule.nullable:
-            rules.append(f"CASE WHEN {t} IS NULL AND NOT {b} THEN '{rule.name}:not_null' END")
-        if rule.min is not None:
-            rules.append(
-                f"CASE WHEN {present} AND NOT ({t} BETWEEN {rule.min} AND {rule.max}) "
-                f"THEN '{rule.name}:between' END"
-            )
-        allowed = rule.allowed_values
-        if rule.allowed_values_from:
-            allowed = allowed_sets[rule.allowed_values_from]
-        if allowed:
-            values = ", ".join(f"'{v}'" for v in allowed)
-            rules.append(
-                f"CASE WHEN {present} AND {t} NOT IN ({values}) THEN '{rule.name}:in_set' END"
-            )
-        if rule.regex:
-            rules.append(
-                f"CASE WHEN {present} AND NOT regexp_full_match({t}, '{rule.regex}') "
-                f"THEN '{rule.name}:regex' END"
-            )
+            typed += [f"{number} AS {t}", f"{number} IS NULL AND NOT {missing} AS {b}"]
+    rules = []
+    for rule in row_rules(contract, allowed_sets):
+        condition = _sql_broken(rule, f'"_t_{rule.column}"', f'"_b_{rule.column}"')
+        rules.append(f"CASE WHEN {condition} THEN '{rule.name}' END")
     return typed, rules
 
 
@@ -148,11 +154,11 @@ def worker_duckdb(lake_root: str, n_days: int) -> dict:
     import duckdb
 
     from data_contracts import load_contract
-    from tasks.lake import Lake
+    from tasks.core.lake import Lake
 
     lake = Lake(lake_root)
     days = _days(n_days)
-    dims = lake.latest_dimension_snapshot(days[-1])
+    dims = lake.latest_dimension_snapshot("flights", days[-1])
     out = lake.path("reference")
     for layer in ("clean", "quarantine"):
         Path(out, layer).mkdir(parents=True, exist_ok=True)
@@ -165,7 +171,7 @@ def worker_duckdb(lake_root: str, n_days: int) -> dict:
     allowed = {"airlines.carrier": carriers}
     for dataset in ("weather", "flights"):
         contract = load_contract(dataset)
-        files = [f"{lake.landing_day(d)}/{dataset}.csv" for d in days]
+        files = [f"{lake.landing_day('flights', d)}/{dataset}.csv" for d in days]
         typed, rules = _sql_rules(contract, allowed)
         key = ", ".join(f'"_t_{k}"' for k in contract.key if k != "date")
         con.execute(
@@ -293,8 +299,9 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](args.lake, args.days)))
         return
 
-    from tasks.lake import Lake
-    from tasks.scale import write_scaled_landing
+    from tasks.core.lake import Lake
+    from tasks.datasets import get_dataset
+    from tasks.landing.scale import write_scaled_landing
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nightshift-bench-"))
     results = []
@@ -302,10 +309,14 @@ def main() -> None:
         lake_root = str(workdir / f"lake-x{factor}")
         started = time.perf_counter()
         scaled = write_scaled_landing(
-            Lake(lake_root), factor, FIRST, FIRST + timedelta(days=args.days - 1)
+            Lake(lake_root),
+            get_dataset("flights"),
+            factor,
+            FIRST,
+            FIRST + timedelta(days=args.days - 1),
         )
         print(
-            f"x{factor}: {scaled.flight_rows:,} flight rows landed in {time.perf_counter() - started:.0f} s",
+            f"x{factor}: {scaled.fact_rows:,} flight rows landed in {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
         )
         for engine in args.engines:

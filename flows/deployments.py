@@ -24,8 +24,8 @@ from prefect.schedules import Cron, Schedule
 
 from flows.backfill import backfill
 from flows.nightly import nightly_retrain
-from tasks.schedule import scheduled_as_of
-from tasks.settings import Settings
+from tasks.core.settings import Settings
+from tasks.ops.schedule import scheduled_as_of
 
 NIGHTLY_DEPLOYMENT = "nightly-retrain/nightly-retrain"
 BACKFILL_DEPLOYMENT = "backfill/backfill"

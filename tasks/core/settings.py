@@ -1,0 +1,144 @@
+"""One settings object for every stage: where the lake is and which engines to talk to.
+
+Defaults are embedded (a local folder, a SQLite MLflow store, Prefect's ephemeral API and
+a Dask LocalCluster) so `make run` needs no server. Every field can be overridden by an
+environment variable `NIGHTSHIFT_<FIELD>` (e.g. `NIGHTSHIFT_MLFLOW_TRACKING_URI`) or by a
+`.env`-style profile file named by `NIGHTSHIFT_PROFILE` (default `nightshift.env`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where data lives and which engines run it; read once from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTSHIFT_",
+        env_file=os.environ.get("NIGHTSHIFT_PROFILE", "nightshift.env"),
+        extra="ignore",
+    )
+
+    home: Path = Field(
+        default=Path(".nightshift"),
+        description="Folder for embedded state: the lake, the MLflow store, Prefect's database.",
+    )
+    lake_root: str | None = Field(
+        default=None,
+        description="Root of the data lake: a local path or any fsspec URL (s3://bucket/lake). "
+        "Default: <home>/lake.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (http://127.0.0.1:5000, postgresql://...). "
+        "Default: a SQLite store at <home>/mlflow.db.",
+    )
+    mlflow_artifact_root: str | None = Field(
+        default=None,
+        description="Artifact root for new MLflow experiments when the store is SQLite. "
+        "Default: <home>/mlartifacts. Ignored by a tracking server (it has its own).",
+    )
+    mlflow_experiment: str = Field(default="nightshift", description="MLflow experiment name.")
+    prefect_api_url: str | None = Field(
+        default=None,
+        description="Prefect API URL (http://127.0.0.1:4200/api). Default: a private embedded "
+        "Prefect server for the duration of the run, its database under <home>/prefect.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler address (tcp://host:8786). Default: a LocalCluster "
+        "(LocalCUDACluster when GPUs and dask-cuda are present).",
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, description="Workers of the local cluster. Default: CPU cores (max 4)."
+    )
+    spark_master: str = Field(default="local[*]", description="Spark master URL.")
+    model_name: str | None = Field(
+        default=None,
+        description="Registered model name in the MLflow registry. Default: the dataset's "
+        "own (flights: nycflights-delay).",
+    )
+    seed: int = Field(default=42, description="Seed for every random number generator.")
+    schedule_cron: str = Field(
+        default="0 2 * * *", description="Cron of the nightly-retrain deployment."
+    )
+    schedule_timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of the nightly cron; a scheduled run's as_of is its "
+        "scheduled date in this zone.",
+    )
+    work_pool: str = Field(
+        default="nightshift-process", description="Prefect work pool `nightshift deploy` uses."
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # Dask workers and subprocess servers may run in another working directory.
+        return value.expanduser().resolve()
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone (UTC, America/New_York)"
+            ) from None
+        return value
+
+    @property
+    def lake_url(self) -> str:
+        """The lake root as a string URL or absolute path."""
+        return self.lake_root or str(self.home / "lake")
+
+    @property
+    def tracking_uri(self) -> str:
+        """The effective MLflow tracking URI."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        """Where a new MLflow experiment stores artifacts when the store is embedded."""
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+
+    @property
+    def prefect_home(self) -> Path:
+        """PREFECT_HOME for the embedded server, so its database stays with the project."""
+        return self.home / "prefect"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call `get_settings.cache_clear()` after changing env)."""
+    return Settings()
+
+
+def configure_runtime_environment(settings: Settings | None = None) -> Settings:
+    """Set the environment Prefect, MLflow and Dask read at import, before they are imported.
+
+    Prefect reads its settings when it is first imported, and Dask workers inherit the
+    environment of the process that starts them, so this must run first in the CLI.
+    """
+    settings = settings or get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.prefect_api_url:
+        os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+    else:
+        os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    # Offline machines: no telemetry and no update checks that fail and log errors.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "nightshift")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    return settings

@@ -1,0 +1,200 @@
+"""Evaluate: score the new network, a gradient-boosting baseline and the current champion
+on the same holdout rows, so every comparison in the run is like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from data_contracts import load_contract
+from tasks.core.context import RunContext
+from tasks.core.lake import Lake
+from tasks.core.results import write_result
+from tasks.datasets.spec import DatasetSpec
+from tasks.evaluation.champion import champion_scorer
+from tasks.evaluation.diagnostics import (
+    calibration_bins,
+    expected_calibration_error,
+    save_plots,
+    slice_metrics,
+)
+from tasks.features.build import FeatureSet, load_preprocessor
+from tasks.features.preprocessor import TabularPreprocessor
+from tasks.training.loop import TrainResult, load_network
+from tasks.training.model import predict_proba
+
+logger = logging.getLogger("nightshift.evaluate")
+
+
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Ranking, calibration and thresholded metrics of one scorer on one set of rows."""
+    predicted = (proba >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)),
+        "pr_auc": float(average_precision_score(y_true, proba)),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "brier": float(brier_score_loss(y_true, proba)),
+        "calibration_error": expected_calibration_error(calibration_bins(y_true, proba)),
+        "precision": float(precision_score(y_true, predicted, zero_division=0)),
+        "recall": float(recall_score(y_true, predicted, zero_division=0)),
+        "f1": float(f1_score(y_true, predicted, zero_division=0)),
+        "threshold": float(threshold),
+        "true_positives": int(tp),
+        "false_positives": int(fp),
+        "true_negatives": int(tn),
+        "false_negatives": int(fn),
+        "rows": int(len(y_true)),
+    }
+
+
+def baseline_proba(
+    spec: DatasetSpec,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    preprocessor: TabularPreprocessor,
+    seed: int,
+) -> np.ndarray:
+    """HistGradientBoosting on the same features and vocabularies: the bar to clear."""
+
+    def encode(rows: pd.DataFrame) -> pd.DataFrame:
+        features = spec.feature_frame(rows)
+        codes, _ = preprocessor.transform(features)
+        encoded = features[preprocessor.numeric].astype("float64").copy()
+        for i, column in enumerate(preprocessor.categorical):
+            encoded[column] = codes[:, i]
+        return encoded
+
+    model = HistGradientBoostingClassifier(
+        categorical_features=list(preprocessor.categorical), max_iter=300, random_state=seed
+    )
+    model.fit(encode(train), train["label"].to_numpy())
+    return model.predict_proba(encode(holdout))[:, 1]
+
+
+@dataclass
+class Evaluation:
+    """Metrics of the new model, the baseline and the champion on one holdout.
+
+    `slices` has one row per slice with enough rows: `<scorer>_roc_auc` and `<scorer>_brier`
+    for model, baseline and (if any) champion. `calibration` is the model's reliability table.
+    """
+
+    model: dict[str, float]
+    baseline: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: str | None
+    predictions_path: str
+    holdout_rows: int
+    slices: list[dict] = field(default_factory=list)
+    slice_min_rows: int = 0
+    calibration: list[dict] = field(default_factory=list)
+    plot_paths: list[str] = field(default_factory=list)
+
+
+def evaluate_models(
+    spec: DatasetSpec,
+    features: FeatureSet,
+    trained: TrainResult,
+    out_dir: str,
+    seed: int,
+    score_champion=None,
+    slice_min_rows: int = 300,
+) -> Evaluation:
+    """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion.
+
+    All three are also measured per slice (the dataset's slices; those with at least
+    `slice_min_rows` rows) and plotted into `out_dir/plots`.
+    """
+    lake = Lake.of(out_dir)
+    preprocessor = load_preprocessor(features.preprocessor_path)
+    train = lake.read_parquet(features.train_path)
+    holdout = lake.read_parquet(features.holdout_path)
+    y_true = holdout["label"].to_numpy().astype(int)
+
+    net = load_network(trained.weights_path, trained.net_config_path)
+    model_proba = predict_proba(net, *preprocessor.transform(spec.feature_frame(holdout)))
+    base_proba = baseline_proba(spec, train, holdout, preprocessor, seed)
+    # The contract's key identifies each holdout row in the predictions file.
+    predictions = holdout[[*load_contract(spec.fact.name).key, "label"]].copy()
+    predictions["model"] = model_proba
+    predictions["baseline"] = base_proba
+
+    champion_metrics, champion_version = None, None
+    if score_champion is not None:
+        scored = score_champion(holdout[list(spec.input_columns)])
+        if scored is not None:
+            champion_version, champion_proba = scored
+            predictions["champion"] = champion_proba
+            champion_metrics = classification_metrics(y_true, champion_proba, trained.threshold)
+
+    predictions_path = f"{out_dir}/predictions.parquet"
+    lake.write_parquet_atomic(predictions_path, predictions)
+    scores = {
+        name: predictions[name].to_numpy()
+        for name in ("model", "baseline", "champion")
+        if name in predictions
+    }
+    return Evaluation(
+        model=classification_metrics(y_true, model_proba, trained.threshold),
+        baseline=classification_metrics(y_true, base_proba, trained.threshold),
+        champion=champion_metrics,
+        champion_version=champion_version,
+        predictions_path=predictions_path,
+        holdout_rows=len(holdout),
+        slices=slice_metrics(y_true, scores, spec.slice_frame(holdout), slice_min_rows),
+        slice_min_rows=slice_min_rows,
+        calibration=calibration_bins(y_true, model_proba),
+        plot_paths=save_plots(y_true, scores, trained.threshold, f"{out_dir}/plots")
+        if lake.is_local
+        else [],
+    )
+
+
+def evaluate(
+    ctx: RunContext,
+    features: FeatureSet,
+    trained: TrainResult,
+    slice_min_rows: int = 300,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> Evaluation:
+    """The evaluate stage: model vs baseline vs current champion on the same holdout rows."""
+    evaluation = evaluate_models(
+        ctx.spec,
+        features,
+        trained,
+        ctx.run_dir("evaluation"),
+        ctx.seed,
+        champion_scorer(ctx.tracking_uri, ctx.model_name),
+        slice_min_rows=slice_min_rows,
+    )
+    champion = (
+        f"champion v{evaluation.champion_version} AUC {evaluation.champion['roc_auc']:.4f}"
+        if evaluation.champion
+        else "no champion yet"
+    )
+    log.info(
+        "evaluate: %d holdout rows; model AUC %.4f, baseline AUC %.4f, %s",
+        evaluation.holdout_rows,
+        evaluation.model["roc_auc"],
+        evaluation.baseline["roc_auc"],
+        champion,
+    )
+    return write_result(ctx, "evaluate", evaluation)

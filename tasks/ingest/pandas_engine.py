@@ -1,0 +1,270 @@
+"""The pandas engine: clean one landed day of a dataset, one Dask task per day.
+
+`clean_day` is a plain function (testable without Prefect or Dask): it reads every source
+the dataset delivers for the day, types and checks each row against the source's contract,
+drops exact duplicates, joins the side sources and dimensions into the fact rows as the
+dataset spec declares, and writes clean + quarantine partitions and the day's manifest.
+`ingest_days` fans the changed days out to a Dask cluster and reuses the unchanged ones.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from datetime import date
+
+import distributed
+import pandas as pd
+
+from data_contracts import Contract, load_contract
+from tasks.core.lake import Lake
+from tasks.datasets import get_dataset
+from tasks.datasets.spec import DatasetSpec, Join, Source
+from tasks.ingest.plan import (
+    PartitionReport,
+    SourceCounts,
+    check_accounting,
+    contract_metadata,
+    landing_file,
+    partition_fingerprint,
+    write_manifest,
+)
+from tasks.ingest.reader import open_delivery, require_columns
+from tasks.quality.dimensions import allowed_sets
+from tasks.quality.pandas_rules import typed_frame_and_violations
+from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
+
+logger = logging.getLogger("nightshift.ingest")
+
+
+_QUOTED = re.compile(rb'"(?:[^"]|"")*"')
+
+
+def _short_line(payload: bytes) -> tuple[int, int] | None:
+    """(line, fields) of the first line with fewer fields than the header, else None.
+
+    Lines are counted as both engines count them: blank lines are skipped.
+    """
+    lines = [line for line in _QUOTED.sub(b"", payload).splitlines() if line.strip()]
+    expected = lines[0].count(b",")
+    for number, line in enumerate(lines[1:], start=2):
+        if line.count(b",") < expected:
+            return number, line.count(b",") + 1
+    return None
+
+
+_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def read_raw_csv(lake: Lake, path: str) -> pd.DataFrame:
+    """Read a delivered CSV as text, keeping each row's line number for the quarantine.
+
+    A file that cannot be read row by row (empty, corrupt gzip, not UTF-8, a line with
+    the wrong number of fields) fails with the file, the line and the rule named.
+    """
+    try:
+        with open_delivery(lake, path) as handle:
+            payload = handle.read()
+    except (OSError, EOFError) as error:
+        raise ContractViolation(
+            f"{path}: corrupt or truncated compressed file (rule: file:readable): {error}"
+        ) from error
+    if not payload.strip():
+        raise ContractViolation(f"{path}: empty file (rule: file:not_empty)")
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = payload[: error.start].count(b"\n") + 1
+        raise ContractViolation(
+            f"{path}: line {line}: bytes that are not UTF-8 (rule: file:encoding)"
+        ) from error
+    try:
+        frame = pd.read_csv(io.BytesIO(payload), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as error:
+        match = _FIELD_COUNT.search(str(error))
+        if match is None:
+            raise ContractViolation(
+                f"{path}: unreadable CSV (rule: file:parseable): {error}"
+            ) from error
+        expected, line, found = match.groups()
+        raise ContractViolation(
+            f"{path}: line {line}: expected {expected} fields, found {found} (rule: csv:field_count)"
+        ) from error
+    short = _short_line(payload)  # pandas pads a short line with "" instead of failing
+    if short is not None:
+        line, found = short
+        raise ContractViolation(
+            f"{path}: line {line}: expected {frame.shape[1]} fields, found {found} "
+            "(rule: csv:field_count)"
+        )
+    frame["_source_line"] = frame.index + 2  # 1-based, after the header line
+    return frame
+
+
+def _quarantine_frame(raw: pd.DataFrame, mask: pd.Series, reasons: pd.Series, source: str):
+    out = raw.loc[mask].copy()
+    out["_rules"] = reasons.loc[mask].astype(str)
+    out["_source_file"] = source
+    return out.astype({c: "string" for c in out.columns if c != "_source_line"})
+
+
+def _drop_exact_duplicates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    data_columns = [c for c in raw.columns if c != "_source_line"]
+    duplicated = raw.duplicated(subset=data_columns, keep="first")
+    return raw.loc[~duplicated], int(duplicated.sum())
+
+
+def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
+    """Each raw row's own date (NaT where it cannot be read), from the source's date columns."""
+    if source.date_parts:
+        parts = [pd.to_numeric(raw[p], errors="coerce") for p in source.date_parts]
+        frame = pd.DataFrame({"year": parts[0], "month": parts[1], "day": parts[2]})
+        stamp = pd.to_datetime(frame, errors="coerce")
+    else:
+        stamp = pd.to_datetime(raw[source.date_column], errors="coerce", format="%Y-%m-%d")
+    return stamp.dt.date
+
+
+def split_rows(
+    raw: pd.DataFrame, contract: Contract, source: Source, day: date, path: str, allowed: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Typed clean rows and quarantined raw rows of one delivered file."""
+    require_columns(list(raw.columns), contract, source, path)
+    typed, reasons = typed_frame_and_violations(raw, contract, allowed)
+    wrong_day = row_dates(raw, source) != day
+    reasons = reasons.where(~wrong_day, reasons + ";" + DATE_MATCHES_PARTITION)
+    reasons = reasons.str.lstrip(";")
+    typed.insert(0, "date", day)
+    key_duplicate = typed.duplicated(subset=contract.key, keep="first") & (reasons == "")
+    reasons = reasons.where(~key_duplicate, KEY_UNIQUE)
+    bad = reasons != ""
+    clean = typed.loc[~bad].copy()
+    for column in contract.source_columns:
+        if column.type == "int" and not column.nullable:  # no nulls left: plain int64
+            clean[column.name] = clean[column.name].astype("int64")
+    return clean, _quarantine_frame(raw, bad, reasons, path)
+
+
+def read_dimension(lake: Lake, dims_dir: str, join: Join) -> pd.DataFrame:
+    """A dimension's kept columns by key, typed as the join declares (first row wins)."""
+    with lake.fs.open(f"{dims_dir}/{join.table}.csv") as handle:
+        table = pd.read_csv(handle, na_values=["", "NA"])
+    keys = list(join.on.values())
+    table = table.drop_duplicates(keys)[[*keys, *join.columns]].rename(columns=join.columns)
+    for key in keys:
+        table[key] = table[key].astype("string")
+    for column, kind in join.types.items():
+        table[column] = table[column].astype("float64" if kind == "float" else "string")
+    return table
+
+
+def join_tables(
+    fact: pd.DataFrame,
+    spec: DatasetSpec,
+    daily: dict[str, pd.DataFrame],
+    dimension: dict[str, pd.DataFrame],
+) -> pd.DataFrame:
+    """Left-join the day's side sources and the dimensions into the fact rows, as declared."""
+    for join in spec.joins:
+        left_on = []
+        for fact_column, divisor in ((c, join.floordiv.get(c)) for c in join.on):
+            if divisor:
+                helper = f"_join_{fact_column}"
+                fact[helper] = (fact[fact_column] // divisor).astype("Int64")
+                left_on.append(helper)
+            else:
+                left_on.append(fact_column)
+        right_on = list(join.on.values())
+        if join.table in daily:
+            right = daily[join.table].drop(columns=["date"])
+            kept = [c for c in right.columns if c not in right_on]
+            right = right[[*right_on, *kept]].rename(columns=join.columns)
+        else:
+            right = dimension[join.table]
+        # join keys named after the fact's own columns never clash with the fact's names
+        right = right.rename(columns={r: f"_key_{i}" for i, r in enumerate(right_on)})
+        fact = fact.merge(
+            right,
+            left_on=left_on,
+            right_on=[f"_key_{i}" for i in range(len(right_on))],
+            how="left",
+        )
+        fact = fact.drop(columns=[c for c in fact.columns if c.startswith(("_join_", "_key_"))])
+    return fact
+
+
+def clean_day(
+    lake_root: str, dataset: str, day: date, dims_dir: str | None, fingerprint: str | None = None
+) -> PartitionReport:
+    """Turn one landed day into clean + quarantine partitions and a manifest; idempotent.
+
+    The manifest is written last, so a partition counts as done only when all of its
+    files are in place; every file is replaced atomically. `fingerprint` is the caller's
+    `partition_fingerprint` when it already hashed the inputs to decide to come here.
+    """
+    started = time.perf_counter()
+    spec = get_dataset(dataset)
+    lake = Lake(lake_root)
+    fingerprint = fingerprint or partition_fingerprint(lake, dataset, day, dims_dir)
+    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
+    allowed = allowed_sets(lake, spec, dims_dir)
+    outputs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for source in spec.sources:
+        contract = load_contract(source.name)
+        path = landing_file(lake, dataset, day, source.name)
+        raw = read_raw_csv(lake, path)
+        counts = SourceCounts(raw_rows=len(raw))
+        raw, counts.duplicates_dropped = _drop_exact_duplicates(raw)
+        clean, quarantine = split_rows(raw, contract, source, day, path, allowed)
+        counts.clean_rows, counts.quarantined_rows = len(clean), len(quarantine)
+        report.sources[source.name] = counts
+        outputs[source.name] = (clean, quarantine)
+
+    daily = {s.name: outputs[s.name][0] for s in spec.side_sources}
+    dimensions = {
+        j.table: read_dimension(lake, str(dims_dir), j) for j in spec.joins if j.table not in daily
+    }
+    fact_clean, fact_quarantine = outputs[spec.fact.name]
+    outputs[spec.fact.name] = (join_tables(fact_clean, spec, daily, dimensions), fact_quarantine)
+    check_accounting(report, lake.landing_day(dataset, day))
+
+    for source in spec.sources:
+        metadata = contract_metadata(load_contract(source.name))
+        clean, quarantine = outputs[source.name]
+        lake.write_parquet_atomic(lake.partition_file("clean", source.name, day), clean, metadata)
+        lake.write_parquet_atomic(
+            lake.partition_file("quarantine", source.name, day), quarantine, metadata
+        )
+    report.seconds = round(time.perf_counter() - started, 3)
+    write_manifest(lake, spec, report, "dask")
+    return report
+
+
+def clean_days_dask(
+    client: distributed.Client,
+    lake_root: str,
+    dataset: str,
+    todo: list[tuple[date, str]],
+    dims_dir: str | None,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> list[PartitionReport]:
+    """Clean the days `todo` (day, fingerprint) on the Dask cluster, one task per day."""
+    futures = [
+        client.submit(
+            clean_day, lake_root, dataset, day, dims_dir, fingerprint, pure=False, retries=1
+        )
+        for day, fingerprint in todo
+    ]
+    reports = []
+    step = max(1, len(futures) // 10)
+    for done, future in enumerate(distributed.as_completed(futures, loop=client.loop), start=1):
+        try:
+            reports.append(future.result())
+        except Exception:
+            client.gather(futures, errors="skip")  # let the other partitions finish first
+            raise
+        if done % step == 0 or done == len(futures):
+            log.info("ingest: %d/%d day(s) processed", done, len(futures))
+    return reports

@@ -1,0 +1,260 @@
+"""What ingestion does for a dataset, engine-free: which days, which files, what changed,
+and the accounting each partition must close (raw = clean + quarantined + duplicates).
+
+Both engines (pandas on Dask, Spark) use these pieces, so they read the same files,
+skip the same unchanged days (the content-hash watermark in the manifests) and write the
+same manifests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Literal
+
+from data_contracts import Contract, load_contract
+from tasks.core.lake import Lake
+from tasks.datasets import get_dataset
+from tasks.datasets.spec import DatasetSpec
+
+logger = logging.getLogger("nightshift.ingest")
+
+# Bump when the cleaning logic changes, so every partition is rebuilt on the next run.
+INGEST_CODE_VERSION = "2"
+CONTRACT_METADATA_KEY = "nightshift.contract"
+
+Engine = Literal["dask", "spark"]
+
+
+@dataclass
+class SourceCounts:
+    """Accounting of one source on one day: raw rows = clean + quarantined + duplicates."""
+
+    raw_rows: int = 0
+    clean_rows: int = 0
+    quarantined_rows: int = 0
+    duplicates_dropped: int = 0
+
+    @property
+    def quarantine_fraction(self) -> float:
+        return self.quarantined_rows / self.raw_rows if self.raw_rows else 0.0
+
+    def closes(self) -> bool:
+        return self.raw_rows == self.clean_rows + self.quarantined_rows + self.duplicates_dropped
+
+
+@dataclass
+class PartitionReport:
+    """One day of a dataset: the counts of every source; the fact's are the headline."""
+
+    day: str
+    fingerprint: str
+    fact: str
+    sources: dict[str, SourceCounts] = field(default_factory=dict)
+    skipped: bool = False
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> SourceCounts:
+        return self.sources[self.fact]
+
+    @property
+    def raw_rows(self) -> int:
+        return self.counts.raw_rows
+
+    @property
+    def clean_rows(self) -> int:
+        return self.counts.clean_rows
+
+    @property
+    def quarantined_rows(self) -> int:
+        return self.counts.quarantined_rows
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self.counts.duplicates_dropped
+
+    @property
+    def quarantine_fraction(self) -> float:
+        return self.counts.quarantine_fraction
+
+    @classmethod
+    def from_manifest(cls, stored: dict) -> PartitionReport:
+        return cls(
+            day=stored["day"],
+            fingerprint=stored["fingerprint"],
+            fact=stored["fact"],
+            sources={k: SourceCounts(**v) for k, v in stored["sources"].items()},
+            skipped=True,
+            seconds=stored.get("seconds", 0.0),
+        )
+
+
+def contract_metadata(contract: Contract) -> dict[str, str]:
+    """Parquet key/value metadata naming the contract a partition was cleaned under."""
+    return {CONTRACT_METADATA_KEY: contract.tag, "nightshift.ingest_code": INGEST_CODE_VERSION}
+
+
+def landing_file(lake: Lake, dataset: str, day: date, source: str) -> str:
+    """The delivered file of `source` for `day`: `<source>.csv`, or gzipped `<source>.csv.gz`.
+
+    Upstream may compress a delivery; both engines read gzip natively. When neither exists
+    the plain name is returned, so the error names the file that was expected.
+    """
+    folder = lake.landing_day(dataset, day)
+    for name in (f"{source}.csv", f"{source}.csv.gz"):
+        if lake.exists(f"{folder}/{name}"):
+            return f"{folder}/{name}"
+    return f"{folder}/{source}.csv"
+
+
+def dimension_tables(spec: DatasetSpec) -> list[str]:
+    """The dimensions a partition's output depends on: joined ones and allowed-value sets."""
+    used = {j.table for j in spec.joins if j.table in spec.dimensions}
+    for source in spec.sources:
+        for column in load_contract(source.name).columns:
+            if column.allowed_values_from:
+                used.add(column.allowed_values_from.split(".", 1)[0])
+    return sorted(used)
+
+
+def partition_fingerprint(lake: Lake, dataset: str, day: date, dims_dir: str | None) -> str:
+    """Hash of everything a partition's output depends on: inputs, rules and code."""
+    spec = get_dataset(dataset)
+    digest = hashlib.sha256(INGEST_CODE_VERSION.encode())
+    paths = [landing_file(lake, dataset, day, s.name) for s in spec.sources]
+    for source in spec.sources:
+        for layer in ("landing", "clean"):
+            digest.update(load_contract(source.name, layer).fingerprint.encode())
+    if dims_dir is not None:
+        paths += [f"{dims_dir}/{table}.csv" for table in dimension_tables(spec)]
+    for path in paths:
+        digest.update(path.rsplit("/", 2)[-2].encode())
+        if lake.exists(path):
+            with lake.fs.open(path, "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
+def stored_report(lake: Lake, dataset: str, day: date, fingerprint: str) -> PartitionReport | None:
+    """The manifest's report when it was built from inputs with this fingerprint."""
+    path = lake.manifest(dataset, day)
+    if not lake.exists(path):
+        return None
+    stored = lake.read_json(path)
+    if stored.get("fingerprint") != fingerprint or "sources" not in stored:
+        return None
+    return PartitionReport.from_manifest(stored)
+
+
+def changed_days(
+    lake: Lake, dataset: str, days: list[date], dims_dir: str | None
+) -> tuple[dict[str, PartitionReport], list[tuple[date, str]]]:
+    """Split `days` into unchanged (their stored reports, by day) and changed ones to
+    process (with their new fingerprints): the content-hash watermark both engines share."""
+    unchanged: dict[str, PartitionReport] = {}
+    todo: list[tuple[date, str]] = []
+    for day in days:
+        fingerprint = partition_fingerprint(lake, dataset, day, dims_dir)
+        existing = stored_report(lake, dataset, day, fingerprint)
+        if existing is None:
+            todo.append((day, fingerprint))
+        else:
+            unchanged[existing.day] = existing
+    return unchanged, todo
+
+
+def check_accounting(report: PartitionReport, where: str) -> None:
+    """Refuse to write a partition whose rows do not add up: a bug would silently lose rows."""
+    for name, counts in report.sources.items():
+        if not counts.closes():
+            raise RuntimeError(
+                f"{where}: accounting broken for {name}: raw {counts.raw_rows} != "
+                f"{counts.clean_rows} clean + {counts.quarantined_rows} quarantined + "
+                f"{counts.duplicates_dropped} duplicates"
+            )
+
+
+def write_manifest(lake: Lake, spec: DatasetSpec, report: PartitionReport, engine: Engine) -> None:
+    """The partition's manifest, written last: the day counts as done only once it exists."""
+    payload = asdict(report)
+    payload.pop("skipped")
+    lake.write_json_atomic(
+        lake.manifest(spec.name, date.fromisoformat(report.day)),
+        {
+            **payload,
+            "engine": engine,
+            "contracts": [load_contract(t).tag for t in spec.tables],
+            "landing_contracts": [load_contract(t, "landing").tag for t in spec.tables],
+        },
+    )
+
+
+def days_to_ingest(
+    lake: Lake,
+    dataset: str,
+    first_day: date,
+    as_of: date,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> list[date]:
+    """Landed days in [first_day, as_of]; partitions dated after `as_of` wait for their run.
+
+    A partition dated in the future is not an error (upstream may deliver early), but it is
+    never read by an earlier run, and the run says so instead of ignoring it silently.
+    """
+    landed = lake.landed_days(dataset)
+    future = [d for d in landed if d > as_of]
+    if future:
+        log.warning(
+            "ingest: %d landed partition(s) dated after as_of=%s left for a later run: %s",
+            len(future),
+            as_of,
+            ", ".join(d.isoformat() for d in future[:5]) + (" ..." if len(future) > 5 else ""),
+        )
+    return [d for d in landed if first_day <= d <= as_of]
+
+
+@dataclass
+class IngestSummary:
+    """What the rest of the run needs to know about ingestion: partitions and accounting."""
+
+    dataset: str
+    days: list[str]
+    processed: int
+    skipped: int
+    raw_rows: int
+    clean_rows: int
+    quarantined_rows: int
+    duplicates_dropped: int
+    # quarantined rows of the side sources (e.g. weather readings), by source
+    side_quarantined_rows: dict[str, int]
+    worst_day: str | None
+    worst_quarantine_fraction: float
+    engine: str = "dask"
+
+    @classmethod
+    def of(cls, spec: DatasetSpec, reports: list[PartitionReport], engine: str) -> IngestSummary:
+        worst = max(reports, key=lambda r: r.quarantine_fraction)
+        return cls(
+            dataset=spec.name,
+            days=[r.day for r in reports],
+            processed=sum(not r.skipped for r in reports),
+            skipped=sum(r.skipped for r in reports),
+            raw_rows=sum(r.raw_rows for r in reports),
+            clean_rows=sum(r.clean_rows for r in reports),
+            quarantined_rows=sum(r.quarantined_rows for r in reports),
+            duplicates_dropped=sum(r.duplicates_dropped for r in reports),
+            side_quarantined_rows={
+                s.name: sum(r.sources[s.name].quarantined_rows for r in reports)
+                for s in spec.side_sources
+            },
+            worst_day=worst.day,
+            worst_quarantine_fraction=round(worst.quarantine_fraction, 5),
+            engine=engine,
+        )
+
+    @property
+    def day_dates(self) -> list[date]:
+        return [date.fromisoformat(d) for d in self.days]

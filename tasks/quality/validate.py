@@ -1,0 +1,114 @@
+"""Validate: check a clean batch against its data contract with Great Expectations.
+
+The suite is compiled from the contract's rule catalogue (the same rules that drove the
+row-level quarantine), plus the batch-level rules: key uniqueness, row counts and the
+contract's quarantine threshold per day. A broken contract fails the run with the rule
+and the partitions named; no model is trained on that data. Results and GX Data Docs
+(HTML) land in `reports/validation/<dataset>/<as_of>/` in the lake.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date
+
+import pandas as pd
+
+from data_contracts import Contract, load_contract
+from tasks.core.context import RunContext
+from tasks.core.lake import Lake
+from tasks.quality.dimensions import allowed_sets, dimensions_dir
+from tasks.quality.gx_suite import RuleFailure, run_suite
+from tasks.quality.rules import quarantine_fraction_rule
+
+logger = logging.getLogger("nightshift.validate")
+
+
+class ContractBroken(RuntimeError):
+    """The clean batch breaks its data contract: the run must stop before training."""
+
+
+@dataclass
+class ValidationReport:
+    """What GX concluded about one table's clean batch."""
+
+    dataset: str
+    contract: str
+    success: bool
+    rows: int
+    expectations: int
+    failures: list[RuleFailure]
+    docs_index: str | None
+    report_path: str
+
+
+def quarantine_threshold_failures(
+    lake: Lake, dataset: str, contract: Contract, days: list[date]
+) -> list[RuleFailure]:
+    """Days whose quarantined share of raw rows is above the contract's threshold."""
+    limit = contract.thresholds.max_quarantine_fraction
+    over: list[str] = []
+    worst = 0.0
+    for day in days:
+        counts = lake.read_json(lake.manifest(dataset, day))["sources"][contract.dataset]
+        raw, quarantined = counts["raw_rows"], counts["quarantined_rows"]
+        fraction = quarantined / raw if raw else 0.0
+        worst = max(worst, fraction)
+        if fraction > limit:
+            over.append(day.isoformat())
+    if not over:
+        return []
+    return [
+        RuleFailure(
+            rule=quarantine_fraction_rule(limit),
+            column=None,
+            unexpected_count=len(over),
+            partitions=over,
+            observed=f"{worst:.4f}",
+        )
+    ]
+
+
+def validate_table(ctx: RunContext, table: str, days: list[date]) -> ValidationReport:
+    """Validate the clean partitions of `days` of one table; writes report + Data Docs."""
+    lake = ctx.lake
+    contract = load_contract(table)
+    frames = [lake.read_parquet(lake.partition_file("clean", table, d)) for d in days]
+    frame = pd.concat(frames, ignore_index=True)
+    allowed = allowed_sets(lake, ctx.spec, dimensions_dir(lake, ctx.spec, ctx.as_of))
+    out_dir = lake.validation_dir(ctx.dataset, ctx.as_of)
+    local_docs = f"{out_dir}/docs" if lake.is_local else None
+    success, expectations, failures, docs_index = run_suite(frame, contract, allowed, local_docs)
+    failures += quarantine_threshold_failures(lake, ctx.dataset, contract, days)
+    report = ValidationReport(
+        dataset=table,
+        contract=contract.tag,
+        success=not failures,
+        rows=len(frame),
+        expectations=expectations + 1,
+        failures=failures,
+        docs_index=docs_index,
+        report_path=f"{out_dir}/{table}.json",
+    )
+    lake.write_json_atomic(report.report_path, asdict(report))
+    return report
+
+
+def validate(ctx: RunContext, table: str, days: list[date]) -> ValidationReport:
+    """The validate stage for one table: raises ContractBroken naming rules and partitions."""
+    report = validate_table(ctx, table, days)
+    if not report.success:
+        lines = "\n".join(f"  - {failure.describe()}" for failure in report.failures)
+        raise ContractBroken(
+            f"clean {table} broke contract {report.contract} ({len(report.failures)} rule(s)):\n"
+            f"{lines}\nreport: {report.report_path}; Data Docs: {report.docs_index}"
+        )
+    logger.info(
+        "validate: %s passed %d expectations on %d rows (contract %s)",
+        table,
+        report.expectations,
+        report.rows,
+        report.contract,
+    )
+    return report

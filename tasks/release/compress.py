@@ -1,0 +1,510 @@
+"""Compress: smaller and faster forms of the trained network, kept only within an AUC budget.
+
+Every variant is served by onnxruntime and measured the same way: artifact size, batch-1
+and batch-1024 CPU latency (median of repeats, threads fixed), holdout ROC AUC. The
+smallest variant whose AUC drop against the fp32 network stays within the budget is kept;
+its ONNX file becomes part of the registered model.
+
+Why a separate export graph: `MemberLinear` is one `torch.einsum`, which exports as an
+ONNX `Einsum` node that onnxruntime's quantizer leaves in fp32. The export graph computes
+the same function with plain matrix products: the first layer's members all read the same
+input, so they fuse into one `[in, k*out]` MatMul; deeper layers are one MatMul per member.
+Every weight is then a 2-D constant MatMul operand, which `quantize_dynamic` turns into
+integer ops (`DynamicQuantizeLinear` + `MatMulInteger`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from tasks.core.context import RunContext
+from tasks.core.lake import Lake
+from tasks.core.results import write_result
+from tasks.datasets.spec import DatasetSpec
+from tasks.features.build import FeatureSet, load_preprocessor
+from tasks.release.config import CompressionConfig
+from tasks.release.pyfunc import INPUT_NAMES, OUTPUT_NAME, onnx_proba, session, sha256_file
+from tasks.training.loop import TrainResult, load_network, seed_everything
+from tasks.training.model import MemberLinear, TabularNet, member_loss, predict_proba
+
+logger = logging.getLogger("nightshift.compress")
+
+ONNX_OPSET = 18
+
+
+# ----------------------------------------------------------------------------- export graph
+
+
+class ExportNet(nn.Module):
+    """The trained network re-expressed with 2-D matmuls; returns the members' mean probability.
+
+    Same function as `TabularNet` + `predict_proba` (checked by a test to 1e-6), but every
+    layer is a plain matmul, so ONNX gets MatMul nodes that quantize.
+    """
+
+    def __init__(self, net: TabularNet, ranks: list[int] | None = None) -> None:
+        super().__init__()
+        self.members = net.config.members
+        self.embeddings = net.embeddings
+        layers = [m for m in net.mlp if isinstance(m, MemberLinear)]
+        first = layers[0]
+        k, width, out = first.weight.shape
+        # [k, in, out] -> [in, k*out]: column block m is member m's layer
+        self.first = MatMulLinear(
+            first.weight.detach().permute(1, 0, 2).reshape(width, k * out),
+            first.bias.detach().reshape(k * out),
+        )
+        self.first_out = out
+        self.rest = nn.ModuleList()
+        for index, layer in enumerate(layers[1:], start=1):
+            rank = ranks[index] if ranks else 0
+            self.rest.append(
+                nn.ModuleList(
+                    _member_linear(layer.weight[m], layer.bias[m], rank) for m in range(k)
+                )
+            )
+
+    def forward(self, codes: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        embedded = [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
+        hidden = torch.relu(self.first(torch.cat([*embedded, numeric], dim=1)))
+        chunks = torch.split(hidden, self.first_out, dim=1)
+        for depth, member_layers in enumerate(self.rest):
+            last = depth == len(self.rest) - 1
+            chunks = [
+                layer(chunk) if last else torch.relu(layer(chunk))
+                for layer, chunk in zip(member_layers, chunks, strict=True)
+            ]
+        logits = torch.cat(chunks, dim=1)  # [n, k]
+        return torch.sigmoid(logits).mean(dim=1)
+
+
+class MatMulLinear(nn.Module):
+    """y = x @ W (+ b) written as a plain matmul: exports as ONNX MatMul (+ Add), which the
+    dynamic quantizer handles; nn.Linear may export as Gemm, which it leaves in fp32."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone().contiguous())  # [in, out]
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.matmul(x, self.weight)
+        return out if self.bias is None else out + self.bias
+
+
+def _member_linear(weight: torch.Tensor, bias: torch.Tensor, rank: int) -> nn.Module:
+    """One member's layer [in, out], or two thin ones (rank-r SVD) if 0 < rank < min(in, out)."""
+    in_features, out_features = weight.shape
+    with torch.no_grad():
+        if rank <= 0 or rank >= min(in_features, out_features):
+            return MatMulLinear(weight, bias)
+        u, s, vh = torch.linalg.svd(weight, full_matrices=False)  # weight = u diag(s) vh
+        root = s[:rank].sqrt()
+        down = MatMulLinear(u[:, :rank] * root[None, :], None)  # [in, r]
+        up = MatMulLinear(root[:, None] * vh[:rank], bias)  # [r, out]
+        return nn.Sequential(down, up)
+
+
+def export_onnx(module: ExportNet, example: tuple[np.ndarray, np.ndarray], path: str) -> str:
+    """Write the export graph as ONNX with a dynamic batch dimension."""
+    module.eval()
+    codes, numeric = (torch.from_numpy(a) for a in example)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    torch.onnx.export(
+        module,
+        (codes, numeric),
+        path,
+        input_names=INPUT_NAMES,
+        output_names=[OUTPUT_NAME],
+        dynamo=True,
+        opset_version=ONNX_OPSET,
+        dynamic_shapes=({0: batch}, {0: batch}),
+        external_data=False,
+        verbose=False,
+    )
+    strip_debug_info(path)
+    return path
+
+
+def strip_debug_info(path: str) -> str:
+    """Drop what only debugging needs (stack traces and names of the torch source per node,
+    intermediate shapes): on a small network it is a third of the file."""
+    model = onnx.load(path)
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.metadata_props[:]
+    model.graph.doc_string = ""
+    onnx.save(model, path)
+    return path
+
+
+def quantize_int8(fp32_path: str, int8_path: str) -> str:
+    """Dynamic int8: weights stored as int8, activations quantized per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        fp32_path, int8_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+    )
+    return strip_debug_info(int8_path)
+
+
+def integer_ops(path: str) -> dict[str, int]:
+    """Counts of the integer op types in an ONNX graph (proof a quantized graph is quantized)."""
+    counts: dict[str, int] = {}
+    for node in onnx.load(path).graph.node:
+        if "Integer" in node.op_type or node.op_type in (
+            "DynamicQuantizeLinear",
+            "DynamicQuantizeMatMul",
+        ):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def prune_and_finetune(
+    net: TabularNet,
+    codes: np.ndarray,
+    numeric: np.ndarray,
+    labels: np.ndarray,
+    sparsity: float,
+    epochs: int,
+    seed: int,
+    batch_size: int = 1024,
+    learning_rate: float = 5e-4,
+) -> TabularNet:
+    """Zero the smallest-magnitude weights of each member layer, then fine-tune with the mask."""
+    seed_everything(seed)
+    pruned = TabularNet(net.config)
+    pruned.load_state_dict(net.state_dict())
+    masks = {}
+    for name, param in pruned.named_parameters():
+        if name.startswith("mlp.") and name.endswith("weight"):
+            # per member: each member is an independent model
+            flat = param.detach().abs().reshape(param.shape[0], -1)
+            cut = torch.quantile(flat, sparsity, dim=1, keepdim=True)
+            masks[name] = (flat > cut).reshape(param.shape).float()
+            with torch.no_grad():
+                param.mul_(masks[name])
+    params = dict(pruned.named_parameters())
+    optimizer = torch.optim.AdamW(pruned.parameters(), lr=learning_rate, weight_decay=0.0)
+    t_codes, t_numeric = torch.from_numpy(codes), torch.from_numpy(numeric)
+    t_labels = torch.from_numpy(labels.astype(np.float32))
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        pruned.train()
+        order = torch.randperm(len(t_labels), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            member_loss(pruned(t_codes[batch], t_numeric[batch]), t_labels[batch]).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for name, mask in masks.items():
+                    params[name].mul_(mask)
+    pruned.eval()
+    return pruned
+
+
+def low_rank_ranks(net: TabularNet, fraction: float) -> list[int]:
+    """SVD rank per member layer (0 = keep full): the first layer is fused and kept full."""
+    layers = [m for m in net.mlp if isinstance(m, MemberLinear)]
+    ranks = [0]
+    for layer in layers[1:]:
+        _, in_features, out_features = layer.weight.shape
+        smallest = min(in_features, out_features)
+        rank = max(1, int(round(smallest * fraction)))
+        # a factorisation only pays when r*(in+out) < in*out
+        ranks.append(
+            rank if rank * (in_features + out_features) < in_features * out_features else 0
+        )
+    return ranks
+
+
+def torch_latency_ms(
+    net: TabularNet, codes: np.ndarray, numeric: np.ndarray, repeats: int, threads: int
+) -> float:
+    """Median wall time of one fp32 torch forward pass (eval, no grad) on these rows."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        c, x = torch.from_numpy(codes), torch.from_numpy(numeric)
+        net.eval()
+        times = []
+        with torch.no_grad():
+            for _ in range(3):
+                torch.sigmoid(net(c, x)).mean(dim=1)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.sigmoid(net(c, x)).mean(dim=1)
+                times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+    finally:
+        torch.set_num_threads(previous)
+
+
+def onnx_latency_ms(
+    sess: ort.InferenceSession, codes: np.ndarray, numeric: np.ndarray, repeats: int
+) -> float:
+    """Median wall time of one onnxruntime run on these rows."""
+    feed = {"codes": codes.astype(np.int64), "numeric": numeric}
+    for _ in range(3):
+        sess.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+@dataclass
+class Variant:
+    """One compressed form of the network, measured on the holdout."""
+
+    name: str
+    onnx_path: str
+    size_bytes: int
+    latency_ms_batch1: float
+    latency_ms_batch1024: float
+    roc_auc: float
+    auc_drop: float
+    integer_ops: dict[str, int] = field(default_factory=dict)
+    within_budget: bool = False
+
+
+@dataclass
+class Compression:
+    """The variants table, the reference fp32 torch model's numbers and the one kept."""
+
+    variants: list[Variant]
+    chosen: str
+    chosen_onnx_path: str
+    chosen_sha256: str
+    reference_size_bytes: int
+    reference_latency_ms_batch1: float
+    reference_latency_ms_batch1024: float
+    reference_auc: float
+    auc_drop_budget: float
+    predictions_path: str
+    table_path: str
+
+    @property
+    def chosen_variant(self) -> Variant:
+        return next(v for v in self.variants if v.name == self.chosen)
+
+    def size_ratio(self) -> float:
+        return self.reference_size_bytes / self.chosen_variant.size_bytes
+
+    def speedup_batch1(self) -> float:
+        return self.reference_latency_ms_batch1 / self.chosen_variant.latency_ms_batch1
+
+    def rows(self) -> list[dict]:
+        """The table as rows, with ratios vs the fp32 torch model (for artifacts and MLflow)."""
+        out = [
+            {
+                "variant": "fp32-torch (reference)",
+                "size_bytes": self.reference_size_bytes,
+                "size_ratio": 1.0,
+                "ms_batch1": round(self.reference_latency_ms_batch1, 4),
+                "speedup_batch1": 1.0,
+                "ms_batch1024": round(self.reference_latency_ms_batch1024, 3),
+                "speedup_batch1024": 1.0,
+                "roc_auc": round(self.reference_auc, 5),
+                "auc_drop": 0.0,
+                "within_budget": True,
+                "chosen": False,
+            }
+        ]
+        for v in self.variants:
+            out.append(
+                {
+                    "variant": v.name,
+                    "size_bytes": v.size_bytes,
+                    "size_ratio": round(self.reference_size_bytes / v.size_bytes, 2),
+                    "ms_batch1": round(v.latency_ms_batch1, 4),
+                    "speedup_batch1": round(
+                        self.reference_latency_ms_batch1 / v.latency_ms_batch1, 2
+                    ),
+                    "ms_batch1024": round(v.latency_ms_batch1024, 3),
+                    "speedup_batch1024": round(
+                        self.reference_latency_ms_batch1024 / v.latency_ms_batch1024, 2
+                    ),
+                    "roc_auc": round(v.roc_auc, 5),
+                    "auc_drop": round(v.auc_drop, 5),
+                    "within_budget": v.within_budget,
+                    "chosen": v.name == self.chosen,
+                }
+            )
+        return out
+
+
+def choose_variant(variants: list[Variant], budget: float) -> Variant:
+    """The smallest variant whose AUC drop is within budget (fp32 ONNX always qualifies).
+
+    Ties in size (a pruned dense graph is as large as the unpruned one) go to the smaller
+    AUC drop: sparsity buys nothing without sparse kernels or a compressed file format.
+    """
+    eligible = [v for v in variants if v.auc_drop <= budget]
+    if not eligible:  # cannot happen while fp32 ONNX is a variant, but say so if it does
+        raise ValueError(
+            f"compression: no variant within the AUC drop budget {budget:g}: "
+            + ", ".join(f"{v.name} drop {v.auc_drop:.4f}" for v in variants)
+        )
+    return min(eligible, key=lambda v: (v.size_bytes, v.auc_drop))
+
+
+def compress_network(
+    spec: DatasetSpec,
+    features: FeatureSet,
+    trained: TrainResult,
+    out_dir: str,
+    config: CompressionConfig,
+    seed: int,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> Compression:
+    """Build, measure and choose among the variants; write their ONNX files to `out_dir`.
+
+    Long on purpose: it reads as the list of variants it builds and the one table that
+    measures them all the same way.
+    """
+    lake = Lake.of(features.holdout_path)
+    preprocessor = load_preprocessor(features.preprocessor_path)
+    holdout = lake.read_parquet(features.holdout_path)
+    y_true = holdout["label"].to_numpy().astype(int)
+    codes, numeric = preprocessor.transform(spec.feature_frame(holdout))
+    codes = codes.astype(np.int64)
+    one = (codes[:1], numeric[:1])
+    rows_1024 = np.arange(1024) % len(codes)
+    batch = (codes[rows_1024], numeric[rows_1024])
+
+    net = load_network(trained.weights_path, trained.net_config_path)
+    reference_auc = float(roc_auc_score(y_true, predict_proba(net, codes, numeric)))
+    threads, repeats = config.latency_threads, config.latency_repeats
+    reference = {
+        "size": len(Lake.of(trained.weights_path).fs.cat(trained.weights_path)),
+        "ms1": torch_latency_ms(net, *one, repeats, threads),
+        "ms1024": torch_latency_ms(net, *batch, max(5, repeats // 10), threads),
+    }
+
+    if not Lake.of(out_dir).is_local:
+        # onnxruntime and the quantizer read and write local files; the variants live on
+        # the flow's machine until registration uploads the chosen one to MLflow
+        out_dir = tempfile.mkdtemp(prefix="nightshift-compression-")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str] = {}
+    paths["fp32"] = export_onnx(ExportNet(net), one, f"{out_dir}/fp32.onnx")
+    paths["int8"] = quantize_int8(paths["fp32"], f"{out_dir}/int8.onnx")
+
+    if config.prune_sparsity > 0:
+        train = lake.read_parquet(features.train_path)
+        t_codes, t_numeric = preprocessor.transform(spec.feature_frame(train))
+        pruned = prune_and_finetune(
+            net,
+            t_codes.astype(np.int64),
+            t_numeric,
+            train["label"].to_numpy(),
+            config.prune_sparsity,
+            config.prune_finetune_epochs,
+            seed,
+        )
+        pruned_fp32 = export_onnx(ExportNet(pruned), one, f"{out_dir}/pruned-fp32.onnx")
+        paths["pruned-int8"] = quantize_int8(pruned_fp32, f"{out_dir}/pruned-int8.onnx")
+        os.remove(pruned_fp32)
+
+    ranks = low_rank_ranks(net, config.low_rank_fraction)
+    if any(ranks):
+        low_rank = export_onnx(ExportNet(net, ranks), one, f"{out_dir}/lowrank-fp32.onnx")
+        paths["lowrank-fp32"] = low_rank
+        paths["lowrank-int8"] = quantize_int8(low_rank, f"{out_dir}/lowrank-int8.onnx")
+
+    variants, probas = [], {}
+    for name, path in paths.items():
+        sess = session(path, threads)
+        proba = onnx_proba(sess, codes, numeric)
+        probas[name] = proba
+        auc = float(roc_auc_score(y_true, proba))
+        variants.append(
+            Variant(
+                name=name,
+                onnx_path=path,
+                size_bytes=_stored_size(path),
+                latency_ms_batch1=onnx_latency_ms(sess, *one, repeats),
+                latency_ms_batch1024=onnx_latency_ms(sess, *batch, max(5, repeats // 10)),
+                roc_auc=auc,
+                auc_drop=reference_auc - auc,
+                integer_ops=integer_ops(path),
+                within_budget=reference_auc - auc <= config.auc_drop_budget,
+            )
+        )
+    chosen = choose_variant(variants, config.auc_drop_budget)
+    predictions_path = f"{out_dir}/served_predictions.npy"
+    np.save(predictions_path, probas[chosen.name])
+    compression = Compression(
+        variants=variants,
+        chosen=chosen.name,
+        chosen_onnx_path=chosen.onnx_path,
+        chosen_sha256=sha256_file(chosen.onnx_path),
+        reference_size_bytes=reference["size"],
+        reference_latency_ms_batch1=reference["ms1"],
+        reference_latency_ms_batch1024=reference["ms1024"],
+        reference_auc=reference_auc,
+        auc_drop_budget=config.auc_drop_budget,
+        predictions_path=predictions_path,
+        table_path=f"{out_dir}/compression.json",
+    )
+    Path(compression.table_path).write_text(
+        json.dumps({"chosen": chosen.name, "rows": compression.rows()}, indent=2)
+    )
+    for row in compression.rows():
+        log.info("compress: %s", row)
+    return compression
+
+
+def _stored_size(path: str) -> int:
+    """Bytes the artifact takes on disk (the ONNX file; weights are embedded)."""
+    return os.path.getsize(path)
+
+
+def to_dict(compression: Compression) -> dict:
+    return asdict(compression)
+
+
+def compress(
+    ctx: RunContext,
+    features: FeatureSet,
+    trained: TrainResult,
+    config: CompressionConfig,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> Compression:
+    """The compress stage: build the variants, measure them, keep the smallest within budget."""
+    compression = compress_network(
+        ctx.spec, features, trained, ctx.run_dir("compression"), config, ctx.seed, log
+    )
+    chosen = compression.chosen_variant
+    log.info(
+        "compress: kept %s: %d bytes (%.1fx smaller), %.3f ms at batch 1 (%.1fx faster), "
+        "AUC drop %.4f (budget %.4f)",
+        chosen.name,
+        chosen.size_bytes,
+        compression.size_ratio(),
+        chosen.latency_ms_batch1,
+        compression.speedup_batch1(),
+        chosen.auc_drop,
+        compression.auc_drop_budget,
+    )
+    return write_result(ctx, "compress", compression)

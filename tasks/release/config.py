@@ -1,0 +1,51 @@
+"""The release parameters: compression budget, promotion margins and serving budgets.
+
+Pydantic models the Prefect UI shows as forms; kept apart from the release code so the
+CLI and the flow's parameter schema load without torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class CompressionConfig(BaseModel):
+    """What compression may try and how much quality it may cost (a form in the Prefect UI)."""
+
+    auc_drop_budget: float = Field(
+        default=0.002, ge=0, le=0.1, description="Largest holdout AUC drop vs fp32 to accept."
+    )
+    prune_sparsity: float = Field(
+        default=0.6, ge=0, lt=1, description="Fraction of each layer's weights zeroed."
+    )
+    prune_finetune_epochs: int = Field(
+        default=1, ge=0, le=10, description="Fine-tune epochs after pruning (mask kept)."
+    )
+    low_rank_fraction: float = Field(
+        default=0.25, gt=0, le=1, description="SVD rank as a fraction of min(in, out)."
+    )
+    latency_threads: int = Field(
+        default=1, ge=1, le=64, description="onnxruntime intra-op threads when timing."
+    )
+    latency_repeats: int = Field(default=200, ge=5, le=10000, description="Batch-1 repeats.")
+
+
+class ReleaseConfig(BaseModel):
+    """Margins and budgets of the release stage (a form in the Prefect UI)."""
+
+    auc_margin: float = Field(
+        default=0.0, ge=0, le=0.1, description="Challenger AUC may trail the champion by this."
+    )
+    slice_margin: float = Field(
+        default=0.02, ge=0, le=0.5, description="Largest AUC drop allowed in any slice."
+    )
+    slice_min_rows: int = Field(
+        default=300, ge=10, description="Slices with fewer holdout rows are not judged."
+    )
+    max_size_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1, description="Largest served network artifact (bytes)."
+    )
+    max_latency_ms_batch1: float = Field(
+        default=2.0, gt=0, description="Largest batch-1 CPU latency of the served network (ms)."
+    )
+    compression: CompressionConfig = Field(default=CompressionConfig())

@@ -1,0 +1,107 @@
+"""The promotion gate: what a challenger must pass to become `champion`.
+
+Every new version is registered as `challenger`. It becomes `champion` only if, on the
+same holdout rows, its served form (the compressed ONNX) is at least as good as the
+champion overall (within `auc_margin`), no slice with enough rows regresses by more than
+`slice_margin`, it meets the size and batch-1 latency budgets, and the registered
+`models:/<name>/<version>` loads and reproduces the evaluation's predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tasks.release.config import ReleaseConfig
+
+if TYPE_CHECKING:  # the gate reads a Compression; importing it would load torch
+    from tasks.release.compress import Compression
+
+
+@dataclass
+class GateCheck:
+    """One condition of the promotion gate and what was measured."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+def gate_checks(
+    *,
+    served_auc: float,
+    champion_auc: float | None,
+    slices: list[dict],
+    compression: Compression,
+    smoke: GateCheck,
+    config: ReleaseConfig,
+) -> list[GateCheck]:
+    """Evaluate every gate condition; all must pass for `champion`.
+
+    `slices` rows carry `served_roc_auc` and (with a champion) `champion_roc_auc`.
+    """
+    checks = []
+    if champion_auc is None:
+        checks.append(GateCheck("auc", True, f"no champion yet; served AUC {served_auc:.4f}"))
+    else:
+        floor = champion_auc - config.auc_margin
+        checks.append(
+            GateCheck(
+                "auc",
+                served_auc >= floor,
+                f"served AUC {served_auc:.4f} {'>=' if served_auc >= floor else '<'} "
+                f"champion {champion_auc:.4f} - margin {config.auc_margin:g}",
+            )
+        )
+        regressed = [
+            f"{s['slice']} ({s['rows']} rows): {s['served_roc_auc']:.4f} vs "
+            f"{s['champion_roc_auc']:.4f}"
+            for s in slices
+            if s["served_roc_auc"] < s["champion_roc_auc"] - config.slice_margin
+        ]
+        checks.append(
+            GateCheck(
+                "slices",
+                not regressed,
+                f"{len(regressed)} of {len(slices)} slices with >= {config.slice_min_rows} rows "
+                f"regress by more than {config.slice_margin:g}"
+                + (": " + "; ".join(regressed) if regressed else ""),
+            )
+        )
+    chosen = compression.chosen_variant
+    checks.append(
+        GateCheck(
+            "size",
+            chosen.size_bytes <= config.max_size_bytes,
+            f"{chosen.name} {chosen.size_bytes:,} bytes (budget {config.max_size_bytes:,})",
+        )
+    )
+    checks.append(
+        GateCheck(
+            "latency",
+            chosen.latency_ms_batch1 <= config.max_latency_ms_batch1,
+            f"{chosen.name} {chosen.latency_ms_batch1:.3f} ms at batch 1 "
+            f"(budget {config.max_latency_ms_batch1:g} ms)",
+        )
+    )
+    checks.append(smoke)
+    return checks
+
+
+def serving_smoke_test(model_uri: str, rows, expected: np.ndarray, atol: float = 1e-5) -> GateCheck:
+    """Load the registered pyfunc in-process and check it reproduces the evaluation's scores."""
+    from tasks.evaluation.champion import load_in_process
+
+    try:
+        model = load_in_process(model_uri)
+        served = model.predict(rows).iloc[:, 0].to_numpy()  # the probability column
+    except Exception as error:  # any failure to load or predict fails the gate, with its cause
+        return GateCheck("serving", False, f"{model_uri} failed to serve: {error}")
+    worst = float(np.max(np.abs(served - expected))) if len(expected) else 0.0
+    return GateCheck(
+        "serving",
+        worst <= atol,
+        f"{model_uri} served {len(served)} holdout rows, max abs diff vs evaluation {worst:.2e}",
+    )

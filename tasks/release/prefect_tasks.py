@@ -1,0 +1,85 @@
+"""The release steps as Prefect tasks (the only module of this package importing Prefect)."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from tasks.core.context import RunContext
+from tasks.evaluation.evaluate import Evaluation
+from tasks.features.build import FeatureSet
+from tasks.ingest.plan import IngestSummary
+from tasks.release.compress import Compression, compress
+from tasks.release.config import CompressionConfig, ReleaseConfig
+from tasks.release.register import (
+    Challenger,
+    GateResult,
+    Registration,
+    gate_challenger,
+    promote_challenger,
+    register_challenger,
+)
+from tasks.training.loop import TrainResult
+from tasks.training.tune import TuneResult
+
+
+@task(name="compress-network")
+def compress_network_task(
+    ctx: RunContext, features: FeatureSet, trained: TrainResult, config: CompressionConfig
+) -> Compression:
+    """ONNX variants (fp32, int8, pruned, low-rank); keep the smallest within the AUC budget."""
+    return compress(ctx, features, trained, config, get_run_logger())
+
+
+@task(name="register-challenger")
+def register_challenger_task(
+    ctx: RunContext,
+    ingested: IngestSummary,
+    features: FeatureSet,
+    tuned: TuneResult,
+    trained: TrainResult,
+    evaluation: Evaluation,
+    compression: Compression,
+    release: ReleaseConfig,
+) -> Challenger:
+    """MLflow run + the served pyfunc registered as a new version, alias @challenger."""
+    challenger = register_challenger(
+        ctx, ingested, features, tuned, trained, evaluation, compression, release
+    )
+    get_run_logger().info(
+        "register: %s v%s -> @challenger; MLflow run %s",
+        challenger.model_name,
+        challenger.version,
+        challenger.run_id,
+    )
+    return challenger
+
+
+@task(name="gate-challenger")
+def gate_challenger_task(
+    ctx: RunContext,
+    challenger: Challenger,
+    features: FeatureSet,
+    evaluation: Evaluation,
+    compression: Compression,
+    release: ReleaseConfig,
+) -> GateResult:
+    """The promotion gate: served AUC vs champion, slices, size, latency, serving smoke test."""
+    gate = gate_challenger(ctx, challenger, features, evaluation, compression, release)
+    get_run_logger().info("gate: v%s %s", challenger.version, gate.reason)
+    return gate
+
+
+@task(name="promote-challenger")
+def promote_challenger_task(
+    ctx: RunContext, challenger: Challenger, gate: GateResult
+) -> Registration:
+    """Move @champion when the gate passed; otherwise the version stays @challenger."""
+    registration = promote_challenger(ctx, challenger, gate)
+    get_run_logger().info(
+        "promote: %s v%s -> @%s (%s)",
+        registration.model_name,
+        registration.version,
+        registration.alias,
+        registration.reason,
+    )
+    return registration

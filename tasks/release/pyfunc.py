@@ -1,0 +1,107 @@
+"""The served model: raw clean rows in, the dataset's probability and decision out.
+
+This module is what the registered MLflow model executes, and it ships with only what
+serving needs (`SERVING_MODULES`): itself, the preprocessing and the dataset specs. It
+imports pandas, numpy, onnxruntime and mlflow, never Prefect, Dask, Spark or torch, so a
+serving image needs none of them. Every artifact is checked against the sha256 manifest
+written at registration before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+INPUT_NAMES = ["codes", "numeric"]
+OUTPUT_NAME = "probability"
+# onnxruntime threads per loaded model: a scoring server runs one model per worker process.
+SERVING_THREADS = 1
+# The package files the registered model carries (relative to the repository root).
+SERVING_MODULES = (
+    "tasks/__init__.py",
+    "tasks/datasets/*.py",
+    "tasks/features/__init__.py",
+    "tasks/features/preprocessor.py",
+    "tasks/release/__init__.py",
+    "tasks/release/pyfunc.py",
+)
+
+
+class TamperedArtifactError(RuntimeError):
+    """A model artifact no longer matches the sha256 recorded when it was registered."""
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def session(path: str, threads: int = 1):
+    """An onnxruntime CPU session with a fixed thread count (latency is comparable)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_proba(sess, codes: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """Probabilities from an exported network, in row order, as float64."""
+    (out,) = sess.run(None, {"codes": codes.astype(np.int64), "numeric": numeric})
+    return out.astype(np.float64)
+
+
+def verify_artifacts(artifacts: dict[str, str], manifest: dict[str, str]) -> None:
+    """Raise TamperedArtifactError naming the artifact whose bytes differ from the manifest."""
+    for name, expected in manifest.items():
+        if name not in artifacts:
+            raise TamperedArtifactError(f"artifact {name!r} listed in the manifest is missing")
+        actual = sha256_file(artifacts[name])
+        if actual != expected:
+            raise TamperedArtifactError(
+                f"artifact {name!r} ({artifacts[name]}) has sha256 {actual}, but "
+                f"{expected} was recorded at registration; refusing to serve a modified model"
+            )
+
+
+class ServedModel(mlflow.pyfunc.PythonModel):
+    """Pyfunc: the dataset's raw clean rows in; its probability and decision columns out.
+
+    Serves the compressed ONNX network (onnxruntime) after the model's own fitted
+    preprocessing and the dataset spec's feature derivation.
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from tasks.datasets import get_dataset
+        from tasks.features.preprocessor import TabularPreprocessor
+
+        artifacts = context.artifacts
+        if "manifest" not in artifacts:
+            raise TamperedArtifactError("model has no sha256 manifest; refusing to serve it")
+        verify_artifacts(artifacts, json.loads(Path(artifacts["manifest"]).read_text()))
+        serving = json.loads(Path(artifacts["serving"]).read_text())
+        self.spec = get_dataset(serving["dataset"])
+        self.threshold = serving["threshold"]
+        self.preprocessor = TabularPreprocessor.from_json(
+            Path(artifacts["preprocessor"]).read_text()
+        )
+        self.session = session(artifacts["onnx"], threads=SERVING_THREADS)
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        rows = model_input.reset_index(drop=True)
+        codes, numeric = self.preprocessor.transform(self.spec.feature_frame(rows))
+        proba = onnx_proba(self.session, codes, numeric)
+        return pd.DataFrame({self.spec.output: proba, self.spec.decision: proba >= self.threshold})

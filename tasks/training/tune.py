@@ -1,0 +1,382 @@
+"""Tune: an Optuna hyperparameter search whose trials run in parallel on the Dask workers.
+
+The search space is declared once (`suggest_train_config`); the best trial's parameters are
+replayed through the same function (`FixedTrial`) to build the TrainConfig the DDP training
+uses. The study lives in a journal file in the lake (`runs/<as_of>/tune/study.journal`;
+Optuna's file backend locks it, so worker processes share it safely), so re-running the
+same night continues the study. Trials are pruned by successive halving on their
+per-epoch validation AUC, and every trial is a MLflow run nested under one tuning run.
+
+Trials are cheaper than the final training: fewer epochs and fewer ensemble members
+(`TuneConfig.epochs`, `TuneConfig.members`). The ranking of hyperparameters, not the
+final model, is what they are for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+
+import distributed
+import optuna
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from tasks.core.context import RunContext
+from tasks.core.results import write_result
+from tasks.core.settings import get_settings
+from tasks.features.build import FeatureSet
+from tasks.ops.cluster import stage_client
+from tasks.training.config import TrainConfig, TuneConfig
+from tasks.training.loop import fit_network, load_training_data, mix_seed
+
+logger = logging.getLogger("nightshift.tune")
+
+
+def suggest_train_config(trial: optuna.Trial, base: TrainConfig) -> TrainConfig:
+    """The search space, declared once: sampled during the search, replayed for the winner."""
+    width = trial.suggest_categorical("width", [64, 128, 256, 512])
+    depth = trial.suggest_int("depth", 1, 3)
+    return base.model_copy(
+        update={
+            "learning_rate": trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
+            "hidden": [max(16, width >> layer) for layer in range(depth)],
+            "embedding_dim": trial.suggest_categorical("embedding_dim", [4, 8, 16, 32]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [256, 512, 1024, 2048]),
+        }
+    )
+
+
+def best_train_config(params: dict, base: TrainConfig) -> TrainConfig:
+    """The TrainConfig for a trial's parameters (same function as the search, no drift)."""
+    return suggest_train_config(optuna.trial.FixedTrial(params), base)
+
+
+def params_of(config: TrainConfig) -> dict | None:
+    """The search-space point of an existing config, or None when the space cannot express it."""
+    params = {
+        "width": config.hidden[0],
+        "depth": len(config.hidden),
+        "learning_rate": config.learning_rate,
+        "embedding_dim": config.embedding_dim,
+        "dropout": config.dropout,
+        "weight_decay": config.weight_decay,
+        "batch_size": config.batch_size,
+    }
+    try:
+        replayed = best_train_config(params, config)
+    except ValueError:  # a categorical value outside its choices
+        return None
+    return params if replayed == config else None
+
+
+def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
+    """Successive halving over epochs: keep the best third at each rung (or never prune)."""
+    if not config.pruning:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+
+def open_study(
+    storage_path: str, study_name: str, config: TuneConfig, sampler_seed: int
+) -> optuna.Study:
+    """Create or load the persistent study (maximising validation ROC AUC)."""
+    storage = JournalStorage(JournalFileBackend(storage_path))
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+        pruner=make_pruner(config),
+        load_if_exists=True,
+    )
+
+
+@dataclass
+class TrialBatchReport:
+    """What one worker's batch of trials did."""
+
+    trials: int
+    pruned: int
+    completed: int
+    epochs_trained: int
+
+
+@dataclass(frozen=True)
+class TrialBatch:
+    """One worker's share of the search: how many trials, on which study, with which data."""
+
+    batch: int
+    n_trials: int
+    storage_path: str
+    study_name: str
+    dataset: str
+    train_path: str
+    preprocessor_path: str
+    base: TrainConfig
+    config: TuneConfig
+    seed: int
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    deadline: float
+    earlier_trials: int = 0
+
+
+def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
+    """Run `job.n_trials` trials of the shared study in this process (a Dask worker)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    data = load_training_data(
+        job.dataset, job.train_path, job.preprocessor_path, job.base.validation_days
+    )
+    mlflow = MlflowClient(job.tracking_uri)
+    # Seeded per batch and per continuation: a re-run must not replay the first run's samples.
+    study = open_study(
+        job.storage_path,
+        job.study_name,
+        job.config,
+        mix_seed(job.seed, job.batch, job.earlier_trials) % 2**32,
+    )
+    report = TrialBatchReport(0, 0, 0, 0)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial_config = suggest_train_config(trial, job.base).model_copy(
+            update={
+                "epochs": job.config.epochs,
+                "members": job.config.members,
+                "keep": "best_validation",
+            }
+        )
+        run = mlflow.create_run(
+            job.experiment_id,
+            tags={
+                MLFLOW_PARENT_RUN_ID: job.parent_run_id,
+                MLFLOW_RUN_NAME: f"trial-{trial.number}",
+            },
+        )
+        mlflow.log_batch(
+            run.info.run_id,
+            params=[optuna_param(k, v) for k, v in {**trial.params, "trial": trial.number}.items()],
+        )
+        epochs_done = 0
+
+        def on_epoch(epoch: int, val_auc: float) -> None:
+            nonlocal epochs_done
+            epochs_done = epoch
+            mlflow.log_metric(run.info.run_id, "val_auc", val_auc, step=epoch)
+            trial.report(val_auc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} (val_auc {val_auc:.4f})")
+
+        status = "FAILED"
+        try:
+            outcome = fit_network(data, trial_config, job.seed, on_epoch=on_epoch, log=logger)
+            status = "FINISHED"
+            mlflow.log_metric(run.info.run_id, "best_val_auc", outcome.kept_auc)
+            return outcome.kept_auc
+        except optuna.TrialPruned:
+            status = "KILLED"
+            mlflow.set_tag(run.info.run_id, "optuna_state", "pruned")
+            raise
+        finally:
+            trial.set_user_attr("epochs_trained", epochs_done)
+            report.epochs_trained += epochs_done
+            mlflow.set_terminated(run.info.run_id, status=status)
+
+    study.optimize(
+        objective,
+        n_trials=job.n_trials,
+        timeout=max(1.0, job.deadline - time.time()),
+        gc_after_trial=False,
+    )
+    return report
+
+
+def optuna_param(key: str, value: object):
+    """A MLflow Param entity for one trial parameter."""
+    from mlflow.entities import Param
+
+    return Param(key, str(value))
+
+
+@dataclass
+class TuneResult:
+    """The search's outcome: the training config to use and how the search went."""
+
+    config: TrainConfig
+    enabled: bool
+    study_name: str = ""
+    storage_path: str = ""
+    best_params: dict = field(default_factory=dict)
+    best_value: float | None = None
+    best_trial: int | None = None
+    trials_total: int = 0
+    trials_this_run: int = 0
+    pruned_this_run: int = 0
+    completed_this_run: int = 0
+    epochs_trained_this_run: int = 0
+    parent_run_id: str | None = None
+    seconds: float = 0.0
+
+
+def _open_night_study(
+    ctx: RunContext, base: TrainConfig, config: TuneConfig
+) -> tuple[str, str, set[int]]:
+    """The night's study journal in the lake: (path, name, numbers of earlier trials).
+
+    A new study starts with the given config as its first trial, so the search can only
+    improve on it.
+    """
+    if not ctx.lake.is_local:
+        raise ValueError(
+            f"tune: the study journal needs a local (or NFS-locking) lake, got {ctx.lake_root}; "
+            "disable tuning or point the lake at a shared filesystem"
+        )
+    tune_dir = ctx.run_dir("tune")
+    ctx.lake.fs.makedirs(tune_dir, exist_ok=True)
+    storage_path, study_name = f"{tune_dir}/study.journal", f"nightly-{ctx.as_of.isoformat()}"
+    study = open_study(storage_path, study_name, config, ctx.seed)
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    baseline = params_of(base)
+    if not known and baseline is not None:
+        study.enqueue_trial(baseline, skip_if_exists=True)
+    return storage_path, study_name, known
+
+
+def _summarise_study(
+    job: TrialBatch, known: set[int], reports: list[TrialBatchReport], started: float
+) -> TuneResult:
+    """The best trial's config and how this run's trials went."""
+    study = open_study(job.storage_path, job.study_name, job.config, job.seed)
+    trials = study.get_trials(deepcopy=False)
+    new = [t for t in trials if t.number not in known]
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        raise RuntimeError(f"tune: study {job.study_name} has no completed trial; raise the budget")
+    best = study.best_trial
+    return TuneResult(
+        config=best_train_config(best.params, job.base),
+        enabled=True,
+        study_name=job.study_name,
+        storage_path=job.storage_path,
+        best_params=dict(best.params),
+        best_value=round(float(best.value), 5),
+        best_trial=best.number,
+        trials_total=len(trials),
+        trials_this_run=len(new),
+        pruned_this_run=sum(t.state == TrialState.PRUNED for t in new),
+        completed_this_run=sum(t.state == TrialState.COMPLETE for t in new),
+        epochs_trained_this_run=sum(r.epochs_trained for r in reports),
+        parent_run_id=job.parent_run_id,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def tune_hyperparameters(
+    client: distributed.Client,
+    ctx: RunContext,
+    features: FeatureSet,
+    base: TrainConfig,
+    config: TuneConfig,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> TuneResult:
+    """Run (or continue) the night's study on the Dask workers; return the best config.
+
+    The MLflow store and experiment must already exist (`ctx.experiment_id`, created in the
+    calling process): trials on several workers initialising a fresh SQLite store at once
+    race in its migrations.
+    """
+    if not config.enabled:
+        return TuneResult(config=base, enabled=False)
+    started = time.perf_counter()
+    storage_path, study_name, known = _open_night_study(ctx, base, config)
+    mlflow = MlflowClient(ctx.tracking_uri)
+    parent = mlflow.create_run(str(ctx.experiment_id), tags={MLFLOW_RUN_NAME: f"tune-{ctx.as_of}"})
+    job = TrialBatch(
+        batch=0,
+        n_trials=0,
+        storage_path=storage_path,
+        study_name=study_name,
+        dataset=ctx.dataset,
+        train_path=features.train_path,
+        preprocessor_path=features.preprocessor_path,
+        base=base,
+        config=config,
+        seed=ctx.seed,
+        tracking_uri=ctx.tracking_uri,
+        experiment_id=str(ctx.experiment_id),
+        parent_run_id=parent.info.run_id,
+        deadline=time.time() + config.timeout_s,
+        earlier_trials=len(known),
+    )
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    batches = min(len(workers), config.n_trials)
+    counts = [config.n_trials // batches + (i < config.n_trials % batches) for i in range(batches)]
+    cores = client.run(lambda: len(os.sched_getaffinity(0)), workers=workers[:batches])
+    log.info(
+        "tune: study %s (%d earlier trial(s)), %d trial(s) on %d worker(s), %d epoch(s) each",
+        study_name,
+        len(known),
+        config.n_trials,
+        batches,
+        config.epochs,
+    )
+    futures = [
+        client.submit(
+            run_trial_batch,
+            replace(job, batch=batch, n_trials=count),
+            max(1, cores[workers[batch]] // batches),
+            workers=[workers[batch]],
+            pure=False,
+        )
+        for batch, count in enumerate(counts)
+    ]
+    try:
+        result = _summarise_study(job, known, client.gather(futures), started)
+    except Exception:
+        mlflow.set_terminated(parent.info.run_id, status="FAILED")
+        raise
+    for key, value in result.best_params.items():
+        mlflow.log_param(parent.info.run_id, f"best_{key}", value)
+    mlflow.log_metric(parent.info.run_id, "best_val_auc", result.best_value)
+    mlflow.log_metric(parent.info.run_id, "trials_pruned", result.pruned_this_run)
+    mlflow.log_metric(parent.info.run_id, "trials_completed", result.completed_this_run)
+    mlflow.set_terminated(parent.info.run_id)
+    return result
+
+
+def tune(
+    ctx: RunContext,
+    features: FeatureSet,
+    base: TrainConfig,
+    config: TuneConfig,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> TuneResult:
+    """The tune stage: the search on the run's Dask cluster (or `base` when disabled)."""
+    if not config.enabled:
+        log.info("tune: disabled, training with the given hyperparameters")
+        return write_result(ctx, "tune", TuneResult(config=base, enabled=False))
+    with stage_client(ctx.dask_address, get_settings()) as client:
+        log.info("tune: Dask dashboard %s", client.dashboard_link)
+        result = tune_hyperparameters(client, ctx, features, base, config, log)
+    log.info(
+        "tune: %d trial(s) this run (%d pruned, %d complete), %d in the study; best #%d "
+        "val AUC %.4f %s (%.1f s)",
+        result.trials_this_run,
+        result.pruned_this_run,
+        result.completed_this_run,
+        result.trials_total,
+        result.best_trial,
+        result.best_value,
+        result.best_params,
+        result.seconds,
+    )
+    return write_result(ctx, "tune", result)

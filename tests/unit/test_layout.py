@@ -1,0 +1,119 @@
+"""Code tests of the layout itself: the promises ARCHITECTURE.md makes about the code.
+
+- Only the thin `prefect_tasks.py` module of each stage package imports Prefect; every
+  other module of `tasks/` runs (and is tested) without the orchestrator.
+- No import cycles between modules of `tasks/` (imports under TYPE_CHECKING excepted).
+- No function longer than ~80 lines unless its docstring says why ("Long on purpose").
+- Flows hold no stage logic: every `tasks` name a flow imports is a task, a parameter
+  model, a context helper or a result type.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ROOT / "tasks"
+MAX_LINES = 80
+
+
+def _modules() -> dict[str, Path]:
+    return {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in TASKS.rglob("*.py")
+    }
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules a file imports, leaving out `if TYPE_CHECKING:` blocks."""
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_only_the_thin_task_modules_import_prefect():
+    offenders = [
+        f"{name}: {sorted(i for i in _imports(path) if i.split('.')[0] in ('prefect', 'prefect_dask'))}"
+        for name, path in _modules().items()
+        if not name.endswith(".prefect_tasks")
+        and any(i.split(".")[0] in ("prefect", "prefect_dask") for i in _imports(path))
+    ]
+    assert offenders == []
+
+
+def test_every_stage_package_has_plain_modules_and_one_thin_task_module():
+    packages = sorted(p.parent.name for p in TASKS.glob("*/__init__.py"))
+    assert packages == [
+        "core",
+        "datasets",
+        "evaluation",
+        "features",
+        "ingest",
+        "landing",
+        "ops",
+        "quality",
+        "release",
+        "reporting",
+        "training",
+    ]
+    for stage in ("ingest", "quality", "features", "training", "evaluation", "release"):
+        assert (TASKS / stage / "prefect_tasks.py").exists(), stage
+    assert not list(TASKS.glob("*.py"))[1:], "tasks/ holds packages, not flat modules"
+
+
+def test_no_import_cycles_between_modules():
+    modules = _modules()
+    graph = {
+        name: {i for i in _imports(path) if i in modules and i != name}
+        for name, path in modules.items()
+    }
+    # a package's __init__ importing its own submodule is how a package exports; not a cycle
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_no_function_is_longer_than_80_lines_without_saying_why():
+    long = []
+    for path in [*TASKS.rglob("*.py"), *(ROOT / "flows").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                docstring = ast.get_docstring(node) or ""
+                if length > MAX_LINES and "Long on purpose" not in docstring:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length})")
+    assert long == []
+
+
+def test_the_flows_read_as_a_table_of_contents():
+    """The nightly flow's body is stage calls: no loops over data, no arithmetic."""
+    tree = ast.parse((ROOT / "flows" / "nightly.py").read_text())
+    flow = next(n for n in tree.body if isinstance(n, ast.FunctionDef))
+    for statement in flow.body:
+        for node in ast.walk(statement):
+            assert not isinstance(node, ast.For | ast.While | ast.BinOp), ast.unparse(node)[:80]
