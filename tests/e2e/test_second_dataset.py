@@ -20,7 +20,7 @@ from tasks.training.config import TrainConfig, TuneConfig
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOTELS = get_dataset("hotels")
-AS_OF = date(2016, 9, 30)
+AS_OF = date(2017, 3, 31)  # nine months of bookings, March held out
 
 
 def test_hotel_bookings_run_through_the_nightly_flow(prefect_server, settings):
@@ -33,8 +33,8 @@ def test_hotel_bookings_run_through_the_nightly_flow(prefect_server, settings):
         as_of=AS_OF,
         params=NightlyParams(
             dataset="hotels",
-            holdout_days=14,
-            train=TrainConfig(epochs=3, validation_days=7),
+            holdout_days=31,
+            train=TrainConfig(epochs=4, validation_days=14),
             tune=TuneConfig(enabled=False),
         ),
         return_state=True,
@@ -45,8 +45,9 @@ def test_hotel_bookings_run_through_the_nightly_flow(prefect_server, settings):
     assert summary.dataset == "hotels" and summary.model_name == "hotel-room-change"
     assert summary.raw_rows == summary.clean_rows + summary.quarantined_rows
     assert summary.contracts == [c for c in summary.contracts if c.startswith("hotel_bookings/")]
-    assert summary.holdout_days == ("2016-09-17", "2016-09-30")
-    assert summary.model_auc > 0.55  # three months of bookings: a real, modest signal
+    assert summary.holdout_days == ("2017-03-01", "2017-03-31")
+    # a real, modest signal (0.67 vs a 0.65 baseline when measured; the floor leaves seed noise)
+    assert summary.model_auc > 0.6
     # its own partitions and run directory, beside the flights ones
     assert lake.exists(lake.partition_file("clean", "hotel_bookings", AS_OF))
     assert lake.exists(lake.run_dir("hotels", AS_OF, "features", "result.json"))
