@@ -1,7 +1,8 @@
 """Data contracts as data: one YAML file per dataset and layer, loaded into typed models.
 
-The YAML is the single source of truth. `tasks.quality` compiles it into row-level masks
-(which rows are quarantined and why) and `tasks.validate` into a Great Expectations suite
+The YAML is the single source of truth. `tasks.quality.rules` turns it into one rule
+catalogue that is compiled into row-level masks (which rows are quarantined and why, on
+pandas and Spark) and into a Great Expectations suite
 (whether the clean batch honours it), so the two can never disagree about a rule.
 """
 

@@ -429,42 +429,40 @@ def register_stage(
 def promote(
     version: Annotated[int, typer.Option(help="Registered model version to make @champion.")],
     reason: Annotated[str, typer.Option(help="Why (recorded in the version's tags).")] = "manual",
+    dataset: Dataset = DEFAULT_DATASET,
 ) -> None:
     """Move @champion to a registered version by hand; the history allows a rollback."""
     settings = configure_runtime_environment()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-    from tasks.promote import promote_version
 
+    from tasks.release.registry import promote_version
+
+    name = settings.model_name or _dataset(dataset).model_name
     client = MlflowClient(settings.tracking_uri)
     try:
-        previous = promote_version(
-            client, settings.model_name, str(version), f"manual promotion: {reason}"
-        )
+        previous = promote_version(client, name, str(version), f"manual promotion: {reason}")
     except MlflowException as error:
-        typer.echo(f"promote: {settings.model_name} v{version}: {error.message}", err=True)
+        typer.echo(f"promote: {name} v{version}: {error.message}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(
-        f"{settings.model_name}: @champion v{previous or '-'} -> v{version} "
-        f"({settings.tracking_uri})"
-    )
+    typer.echo(f"{name}: @champion v{previous or '-'} -> v{version} ({settings.tracking_uri})")
 
 
 @app.command()
-def rollback() -> None:
+def rollback(dataset: Dataset = DEFAULT_DATASET) -> None:
     """Move @champion back to the version that held it before the current one."""
     settings = configure_runtime_environment()
     from mlflow.tracking import MlflowClient
-    from tasks.promote import rollback_champion
 
+    from tasks.release.registry import rollback_champion
+
+    name = settings.model_name or _dataset(dataset).model_name
     try:
-        current, target = rollback_champion(
-            MlflowClient(settings.tracking_uri), settings.model_name
-        )
+        current, target = rollback_champion(MlflowClient(settings.tracking_uri), name)
     except ValueError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(f"{settings.model_name}: @champion v{current} -> v{target} (rolled back)")
+    typer.echo(f"{name}: @champion v{current} -> v{target} (rolled back)")
 
 
 @app.command("settings")

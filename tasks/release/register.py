@@ -166,6 +166,19 @@ def _serving_code(scratch: str) -> str:
     return str(root / "tasks")
 
 
+# What the served model imports (see tasks/release/pyfunc.py); pinned to this environment's
+# versions. Declared rather than inferred: MLflow's inference loads the model in a
+# subprocess on every registration, and the list must never grow the pipeline's packages.
+SERVING_PACKAGES = ("mlflow", "onnxruntime", "pandas", "numpy")
+
+
+def serving_requirements() -> list[str]:
+    """The served model's pip requirements, at the versions it was registered with."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+
+
 def _log_served_model(
     ctx: RunContext,
     scratch: str,
@@ -193,6 +206,7 @@ def _log_served_model(
         code_paths=[_serving_code(scratch)],
         signature=infer_signature(example, output_example),
         input_example=example,
+        pip_requirements=serving_requirements(),
         registered_model_name=ctx.model_name,
     )
     return str(info.registered_model_version)

@@ -385,7 +385,7 @@ for name in ("prefect", "prefect_dask", "distributed", "pyspark", "torch", "grea
     sys.modules[name] = None
 import mlflow
 model = mlflow.pyfunc.load_model(sys.argv[1])
-rows = pd.read_json(sys.argv[2], orient="split")
+rows = pd.read_parquet(sys.argv[2])
 answer = model.predict(rows)
 import tasks
 print(json.dumps({"tasks": tasks.__file__, "proba": answer.iloc[:, 0].tolist()}))
@@ -400,8 +400,8 @@ def test_the_registered_model_serves_in_a_process_without_the_orchestrator(relea
     # loading in the pipeline's process leaves its import path as it was: processes it
     # starts later (Dask workers) must import the project, not the model's minimal copy
     assert sys.path == before
-    rows_path = tmp_path / "rows.json"
-    rows.to_json(rows_path, orient="split", date_format="iso")
+    rows_path = tmp_path / "rows.parquet"
+    rows.to_parquet(rows_path)
     done = subprocess.run(
         [sys.executable, "-c", SERVE_WITHOUT_PREFECT, local, str(rows_path)],
         capture_output=True,
@@ -416,6 +416,11 @@ def test_the_registered_model_serves_in_a_process_without_the_orchestrator(relea
     np.testing.assert_allclose(answer["proba"], expected["probability_late"], atol=1e-6)
     shipped = sorted(p.relative_to(local).as_posix() for p in Path(local).rglob("*.py"))
     assert not [p for p in shipped if "/training/" in p or "/ingest/" in p or "prefect" in p]
+    requirements = (Path(local) / "requirements.txt").read_text()
+    assert "onnxruntime==" in requirements
+    assert not {"prefect", "torch", "dask", "pyspark"} & {
+        line.split("==")[0] for line in requirements.splitlines()
+    }
 
 
 def _wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:

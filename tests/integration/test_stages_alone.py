@@ -21,7 +21,7 @@ from tasks.landing.simulator import land_days
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FIRST, AS_OF = date(2013, 4, 1), date(2013, 4, 12)
+FIRST, AS_OF = date(2013, 4, 1), date(2013, 4, 30)  # the stages' defaults need 2+ weeks
 
 
 @pytest.fixture
@@ -43,15 +43,15 @@ def _stage(*args: str) -> dict:
 
 def test_each_stage_runs_alone_on_the_lake_in_order(home):
     ingest = _stage("ingest")
-    assert ingest["dataset"] == "flights" and len(ingest["days"]) == 12
+    assert ingest["dataset"] == "flights" and len(ingest["days"]) == 30
     assert ingest["raw_rows"] == ingest["clean_rows"] + ingest["quarantined_rows"]
 
     validated = CliRunner().invoke(app, ["validate", "--as-of", str(AS_OF)])
     assert validated.exit_code == 0, validated.output
-    assert "nightshift validate flights 2013-04-12: done" in validated.output
+    assert "nightshift validate flights 2013-04-30: done" in validated.output
 
     features = _stage("features", "--holdout-days", "3")
-    assert features["holdout_days"] == ["2013-04-10", "2013-04-12"]
+    assert features["holdout_days"] == ["2013-04-28", "2013-04-30"]
 
     tuned = _stage("tune", "--trials", "1")
     assert tuned["trials_this_run"] == 1
@@ -82,5 +82,5 @@ def test_a_stage_fails_with_the_rule_named_and_exit_code_one(home):
     result = CliRunner().invoke(app, ["ingest", "--as-of", str(AS_OF)])
 
     assert result.exit_code == 1
-    assert "nightshift ingest flights 2013-04-12: FAILED" in result.output
+    assert "nightshift ingest flights 2013-04-30: FAILED" in result.output
     assert "'dest'" in result.output and "schema:required_columns" in result.output

@@ -74,6 +74,32 @@ def test_every_stage_package_has_plain_modules_and_one_thin_task_module():
     assert not list(TASKS.glob("*.py"))[1:], "tasks/ holds packages, not flat modules"
 
 
+def test_every_project_import_names_a_module_that_exists():
+    """Lazy imports inside functions too: a renamed module must not survive in a CLI path."""
+    modules = set(_modules()) | {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "flows").glob("*.py")
+    }
+    modules |= {"tasks", "flows", "data_contracts"}
+    missing = []
+    for path in [
+        *TASKS.rglob("*.py"),
+        *(ROOT / "flows").glob("*.py"),
+        *(ROOT / "tests").rglob("*.py"),
+        *(ROOT / "benchmarks").glob("*.py"),
+    ]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                name = node.module
+            elif isinstance(node, ast.Import):
+                name = node.names[0].name
+            else:
+                continue
+            if name.split(".")[0] in ("tasks", "flows") and name not in modules:
+                missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert missing == []
+
+
 def test_no_import_cycles_between_modules():
     modules = _modules()
     graph = {
