@@ -434,7 +434,7 @@ def promote(
     settings = configure_runtime_environment()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-    from tasks.promote import promote_version
+    from tasks.release.registry import promote_version
 
     client = MlflowClient(settings.tracking_uri)
     try:
@@ -455,7 +455,7 @@ def rollback() -> None:
     """Move @champion back to the version that held it before the current one."""
     settings = configure_runtime_environment()
     from mlflow.tracking import MlflowClient
-    from tasks.promote import rollback_champion
+    from tasks.release.registry import rollback_champion
 
     try:
         current, target = rollback_champion(
