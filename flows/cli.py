@@ -9,6 +9,7 @@ nightshift rollback                         move @champion back to the previous 
 nightshift scale --factor 10               landing/ with N x the real flights
 nightshift settings                         the effective configuration
 nightshift serve                            serve the nightly + backfill deployments (one process)
+nightshift serve-model                      the model service: @champion over HTTP, following the alias
 nightshift deploy                           register them on a process work pool (server path)
 nightshift schedule                         the next scheduled runs and their as_of dates
 nightshift backfill --start D --end D       run the nightly flow for dates not yet done
@@ -491,6 +492,33 @@ def serve() -> None:
     from flows.deployments import build_deployments
 
     prefect_serve(*build_deployments(settings))
+
+
+@app.command("serve-model")
+def serve_model(
+    dataset: Dataset = DEFAULT_DATASET,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    poll_seconds: Annotated[
+        float, typer.Option(help="How often to check where @champion points.", min=0.2)
+    ] = 5.0,
+    max_rows: Annotated[int, typer.Option(help="Most rows in one request.", min=1)] = 4096,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body (MiB).", min=0.01)] = 4.0,
+) -> None:
+    """Serve models:/<name>@champion over HTTP (MLflow /invocations + Open Inference v2)."""
+    settings = configure_runtime_environment()
+    from tasks.serving.app import Limits, serve_forever
+    from tasks.serving.follower import ChampionFollower
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    name = settings.model_name or _dataset(dataset).model_name
+    follower = ChampionFollower(settings.tracking_uri, name, poll_seconds=poll_seconds)
+    typer.echo(
+        f"serving models:/{name}@champion from {settings.tracking_uri} on http://{host}:{port} "
+        f"(checking the alias every {poll_seconds:g} s)"
+    )
+    limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_rows=max_rows)
+    serve_forever(follower, host, port, limits)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real local stack, on 127.0.0.1 only: Prefect server + process worker, MLflow tracking
-# server with an artifact store, Dask scheduler + workers.
+# server with an artifact store, Dask scheduler + workers, the model service (follows
+# @champion of the stack's registry; answers 503 on /ready until there is one).
 #
 #   infra/stack.sh up      start everything, wait until healthy, write the settings profile
 #   infra/stack.sh down    stop exactly the processes `up` started (pid files), nothing else
@@ -11,6 +12,7 @@
 #   export NIGHTSHIFT_PROFILE=$NIGHTSHIFT_STACK_DIR/nightshift.env
 # Knobs (environment): NIGHTSHIFT_STACK_DIR (.nightshift/stack), NIGHTSHIFT_STACK_PREFECT_PORT
 # (4200), NIGHTSHIFT_STACK_MLFLOW_PORT (5000), NIGHTSHIFT_STACK_DASK_PORT (8786),
+# NIGHTSHIFT_STACK_MODEL_PORT (8080),
 # NIGHTSHIFT_STACK_DASK_WORKERS (2), NIGHTSHIFT_STACK_DEPLOY (1: run `nightshift deploy`),
 # NIGHTSHIFT_WORK_POOL (nightshift-process), NIGHTSHIFT_HOME (.nightshift), and
 # PREFECT_SERVER_DATABASE_CONNECTION_URL (postgresql+asyncpg://... instead of SQLite).
@@ -24,12 +26,13 @@ PREFECT_PORT="${NIGHTSHIFT_STACK_PREFECT_PORT:-4200}"
 MLFLOW_PORT="${NIGHTSHIFT_STACK_MLFLOW_PORT:-5000}"
 DASK_PORT="${NIGHTSHIFT_STACK_DASK_PORT:-8786}"
 DASK_WORKERS="${NIGHTSHIFT_STACK_DASK_WORKERS:-2}"
+MODEL_PORT="${NIGHTSHIFT_STACK_MODEL_PORT:-8080}"
 POOL="${NIGHTSHIFT_WORK_POOL:-nightshift-process}"
 HOST=127.0.0.1
 PREFECT_API="http://$HOST:$PREFECT_PORT/api"
 MLFLOW_URI="http://$HOST:$MLFLOW_PORT"
 DASK_ADDRESS="tcp://$HOST:$DASK_PORT"
-SERVICES=(prefect-server mlflow-server dask-scheduler dask-workers prefect-worker)
+SERVICES=(prefect-server mlflow-server dask-scheduler dask-workers prefect-worker model-service)
 
 port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
@@ -74,7 +77,8 @@ wait_port() {  # wait_port NAME PORT SECONDS
 
 up() {
     local name port
-    for name in prefect-server:$PREFECT_PORT mlflow-server:$MLFLOW_PORT dask-scheduler:$DASK_PORT; do
+    for name in prefect-server:$PREFECT_PORT mlflow-server:$MLFLOW_PORT dask-scheduler:$DASK_PORT \
+        model-service:$MODEL_PORT; do
         port=${name#*:}
         if ! alive "${name%%:*}" && port_in_use "$port"; then
             echo "port $port on $HOST is taken by another process; set NIGHTSHIFT_STACK_*_PORT" >&2
@@ -110,13 +114,16 @@ PROFILE
     wait_http prefect-server "$PREFECT_API/health" 180
     wait_http mlflow-server "$MLFLOW_URI/health" 180
     start prefect-worker "$BIN/prefect" worker start --pool "$POOL" --type process
+    start model-service "$BIN/nightshift" serve-model --host "$HOST" --port "$MODEL_PORT"
+    wait_http model-service "http://$HOST:$MODEL_PORT/health" 120
     if [[ "${NIGHTSHIFT_STACK_DEPLOY:-1}" == 1 ]]; then
         (cd "$ROOT" && "$BIN/nightshift" deploy --pool "$POOL")
     fi
     cat <<DONE
 
 stack up. Prefect UI $PREFECT_API (UI at http://$HOST:$PREFECT_PORT), MLflow $MLFLOW_URI,
-Dask $DASK_ADDRESS, work pool $POOL. Point nightshift at it:
+Dask $DASK_ADDRESS, work pool $POOL, model service http://$HOST:$MODEL_PORT (@champion).
+Point nightshift at it:
   export NIGHTSHIFT_PROFILE=$STACK_DIR/nightshift.env
 DONE
 }

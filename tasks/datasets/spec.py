@@ -115,7 +115,7 @@ class DatasetSpec:
         leaked = sorted(set(frame.columns) & set(self.leakage))
         if leaked:
             raise ValueError(f"dataset {self.name}: leakage columns {leaked} reached the features")
-        return frame[expected]
+        return frame if list(frame.columns) == expected else frame[expected]
 
     def slice_frame(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The slice keys of each row (same index), one column per declared slice."""

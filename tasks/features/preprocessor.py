@@ -51,22 +51,39 @@ class TabularPreprocessor:
         return len(self.numeric) + len(self.missing_indicators)
 
     def transform(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(categorical codes int64 [n, n_cat], numeric float32 [n, n_numeric])."""
+        """(categorical codes int64 [n, n_cat], numeric float32 [n, n_numeric]).
+
+        Works on numpy arrays column by column: a served request of one row pays for a few
+        array operations per column, not for a pandas Series each (the model service's
+        batch-1 latency is mostly this function).
+        """
         if not self.vocab:
             raise RuntimeError("TabularPreprocessor.transform called before fit")
-        codes = np.zeros((len(features), len(self.categorical)), dtype=np.int64)
+        n = len(features)
+        codes = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for i, column in enumerate(self.categorical):
-            index = pd.Index(self.vocab[column])
-            positions = index.get_indexer(features[column].astype("string").fillna("\x00"))
-            codes[:, i] = positions + 1  # -1 (unknown) becomes 0
-        numeric = np.empty((len(features), self.n_numeric), dtype=np.float32)
+            values = features[column].astype("string").to_numpy(dtype=object, na_value=None)
+            codes[:, i] = self._codes(column, values)  # unknown and missing: 0
+        numeric = np.empty((n, self.n_numeric), dtype=np.float32)
         for i, column in enumerate(self.numeric):
-            values = features[column].astype("float64")
-            filled = values.fillna(self.medians[column])
-            numeric[:, i] = ((filled - self.means[column]) / self.stds[column]).to_numpy()
+            values = features[column].to_numpy(dtype=np.float64, na_value=np.nan)
+            filled = np.where(np.isnan(values), self.medians[column], values)
+            numeric[:, i] = (filled - self.means[column]) / self.stds[column]
         for j, column in enumerate(self.missing_indicators, start=len(self.numeric)):
             numeric[:, j] = features[column].isna().to_numpy(dtype=np.float32)
         return codes, numeric
+
+    def _codes(self, column: str, values: np.ndarray) -> np.ndarray:
+        """1-based vocabulary positions of string values; 0 for unknown or missing ones."""
+        cache = self.__dict__.setdefault("_lookups", {})
+        if column not in cache:  # built once per column (not part of the fitted state)
+            vocab = self.vocab[column]
+            cache[column] = (pd.Index(vocab), {v: i + 1 for i, v in enumerate(vocab)})
+        index, lookup = cache[column]
+        if len(values) <= 1024:  # a served request: a dict lookup per value
+            return np.fromiter((lookup.get(v, 0) for v in values), np.int64, len(values))
+        positions = index.get_indexer(pd.Index(values, dtype=object).fillna("\x00"))
+        return positions + 1  # -1 (unknown) becomes 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -67,6 +67,7 @@ def test_every_stage_package_has_plain_modules_and_one_thin_task_module():
         "quality",
         "release",
         "reporting",
+        "serving",
         "training",
     ]
     for stage in ("ingest", "quality", "features", "training", "evaluation", "release"):

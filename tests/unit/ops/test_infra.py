@@ -170,3 +170,30 @@ def test_the_stack_script_binds_loopback_only():
     script = (INFRA / "stack.sh").read_text()
     assert "HOST=127.0.0.1" in script
     assert "0.0.0.0" not in script
+
+
+def test_the_model_service_is_internal_probed_and_secret_free(compose, k8s):
+    service = compose["services"]["model-service"]
+    assert "nightshift serve-model" in service["command"]
+    assert all(str(p).startswith("127.0.0.1:") for p in service["ports"]), service["ports"]
+    assert "/ready" in " ".join(service["healthcheck"]["test"])
+    env = " ".join(f"{k}={v}" for k, v in service["environment"].items())
+    assert "SECRET" not in env and "PASSWORD" not in env
+
+    deployment = next(
+        d for d in k8s if d["kind"] == "Deployment" and d["metadata"]["name"] == "model-service"
+    )
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["nightshift", "serve-model"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert all("secretRef" not in source for source in container["envFrom"])
+    k8s_service = next(
+        d for d in k8s if d["kind"] == "Service" and d["metadata"]["name"] == "model-service"
+    )
+    assert k8s_service["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+def test_the_stack_script_starts_the_model_service_on_loopback():
+    script = (INFRA / "stack.sh").read_text()
+    assert 'serve-model --host "$HOST"' in script
+    assert "model-service" in script.split("SERVICES=(")[1].split(")")[0]
