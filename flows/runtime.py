@@ -23,7 +23,12 @@ from prefect_dask import DaskTaskRunner
 from tasks.core.context import RunContext
 from tasks.core.settings import Settings, get_settings
 from tasks.core.tracking import with_experiment
-from tasks.ops.cluster import dask_cuda_usable, gpu_count, local_cluster_kwargs
+from tasks.ops.cluster import (
+    cpu_worker_count,
+    gpu_count,
+    local_cluster_kwargs,
+    mixed_local_cluster,
+)
 from tasks.ops.schedule import resolve_as_of
 
 
@@ -49,13 +54,15 @@ def prefect_api() -> Iterator[str]:
 
 
 def dask_task_runner(settings: Settings) -> DaskTaskRunner:
-    """The flows' task runner: an existing scheduler, or a local (CUDA) cluster."""
+    """The flows' task runner: an existing scheduler, or a local cluster of the machine's
+    cores, with one GPU worker per GPU beside the CPU workers when there are GPUs."""
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
-    if gpu_count() and dask_cuda_usable():
+    gpus = gpu_count()
+    if gpus:
         return DaskTaskRunner(
-            cluster_class="dask_cuda.LocalCUDACluster",
-            cluster_kwargs={"dashboard_address": "127.0.0.1:0", "resources": {"GPU": 1}},
+            cluster_class=mixed_local_cluster,
+            cluster_kwargs={"cpu_workers": cpu_worker_count(settings, gpus), "gpus": gpus},
         )
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(settings)

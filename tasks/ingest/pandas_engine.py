@@ -32,6 +32,7 @@ from tasks.ingest.plan import (
     write_manifest,
 )
 from tasks.ingest.reader import open_delivery, require_columns
+from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
 from tasks.quality.pandas_rules import typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
@@ -251,9 +252,18 @@ def clean_days_dask(
     log: logging.Logger | logging.LoggerAdapter = logger,
 ) -> list[PartitionReport]:
     """Clean the days `todo` (day, fingerprint) on the Dask cluster, one task per day."""
+    on_cpu = cpu_work_options(client)  # GPU workers stay free for trials and ranks
     futures = [
         client.submit(
-            clean_day, lake_root, dataset, day, dims_dir, fingerprint, pure=False, retries=1
+            clean_day,
+            lake_root,
+            dataset,
+            day,
+            dims_dir,
+            fingerprint,
+            pure=False,
+            retries=1,
+            **on_cpu,
         )
         for day, fingerprint in todo
     ]

@@ -1,10 +1,16 @@
 """The Dask cluster the stages share: an existing scheduler, or a local one sized to the machine.
 
+One scheduler, two kinds of workers. CPU workers do ingest, validation, features and
+evaluation; GPU workers, one per GPU, advertise a `GPU` resource and take the tune trials
+and the DDP ranks. Work routes by the resources workers advertise, never by guessing
+where it lands (`split_workers`): a cluster without GPU workers runs everything anywhere.
+
 With `NIGHTSHIFT_DASK_ADDRESS` everything connects to that scheduler (dask-kubernetes,
-dask-jobqueue, a dask-cuda-worker fleet). Without it, the flow's task runner (see
-`flows/runtime.py`) starts a LocalCUDACluster when GPUs and dask-cuda are present, else a
-LocalCluster of the size `local_cluster_kwargs` chooses; a stage run alone from the CLI
-starts the same local cluster for its own duration (`stage_client`).
+dask-jobqueue, `dask cuda worker --resources GPU=1`); its GPU workers must advertise the
+resource. Without it, the flow's task runner (see `flows/runtime.py`) starts a local
+cluster: CPU workers only on a machine without GPUs, else `mixed_local_cluster` with both
+kinds; a stage run alone from the CLI starts the same local cluster for its own duration
+(`stage_client`).
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ def gpu_count() -> int:
         return 0
 
 
-def dask_cuda_usable() -> bool:
-    try:
-        import dask_cuda  # noqa: F401
-    except Exception:  # ImportError, or cuda bindings missing without the CUDA extra
-        return False
-    return True
+GPU, CPU = "GPU", "CPU"
+
+
+def cpu_worker_count(settings: Settings, gpus: int = 0) -> int:
+    """CPU workers of the local cluster: NIGHTSHIFT_DASK_WORKERS, or the cores left beside
+    one core per GPU worker (at least 1, at most 4: each is a process with its own memory)."""
+    if settings.dask_workers:
+        return settings.dask_workers
+    return max(1, min(4, (os.cpu_count() or 1) - gpus))
 
 
 def local_cluster_kwargs(settings: Settings) -> dict:
@@ -44,13 +53,73 @@ def local_cluster_kwargs(settings: Settings) -> dict:
 
     Dashboards bind to loopback on a free port: never another run's, never all interfaces.
     """
-    workers = settings.dask_workers or max(1, min(4, os.cpu_count() or 1))
     return {
-        "n_workers": workers,
+        "n_workers": cpu_worker_count(settings),
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": "127.0.0.1:0",
     }
+
+
+def mixed_worker_spec(cpu_workers: int, gpus: int) -> dict[str, dict]:
+    """Worker specs of the mixed local cluster: CPU workers that see no GPU, and one worker
+    per GPU that sees its own GPU first (CUDA_VISIBLE_DEVICES rotated, as dask-cuda does),
+    so that `cuda:0` inside a GPU worker is that worker's GPU."""
+    from distributed import Nanny
+
+    def nanny(env: dict[str, str], resources: dict[str, float]) -> dict:
+        options = {"nthreads": 1, "host": "127.0.0.1", "env": env, "resources": resources}
+        return {"cls": Nanny, "options": options}
+
+    spec = {f"cpu-{i}": nanny({"CUDA_VISIBLE_DEVICES": ""}, {CPU: 1}) for i in range(cpu_workers)}
+    for g in range(gpus):
+        rotated = ",".join(str((g + k) % gpus) for k in range(gpus))
+        spec[f"gpu-{g}"] = nanny({"CUDA_VISIBLE_DEVICES": rotated}, {GPU: 1})
+    return spec
+
+
+def mixed_local_cluster(cpu_workers: int, gpus: int) -> distributed.SpecCluster:
+    """One scheduler on loopback with `cpu_workers` CPU workers and one worker per GPU."""
+    from distributed import Scheduler, SpecCluster
+
+    return SpecCluster(
+        workers=mixed_worker_spec(cpu_workers, gpus),
+        scheduler={
+            "cls": Scheduler,
+            "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+        },
+        name="nightshift-mixed",
+    )
+
+
+def split_workers(resources: dict[str, dict[str, float]]) -> tuple[list[str], list[str]]:
+    """(CPU workers, GPU workers) by the resources each advertises, sorted.
+
+    A worker advertising `GPU` is kept for GPU work; every other one is a CPU worker.
+    """
+    gpu = sorted(a for a, r in resources.items() if r.get(GPU, 0) > 0)
+    cpu = sorted(a for a in resources if a not in gpu)
+    return cpu, gpu
+
+
+def workers_by_kind(client: distributed.Client) -> tuple[list[str], list[str]]:
+    """The cluster's (CPU workers, GPU workers), as the scheduler knows them now."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return split_workers({a: w.get("resources") or {} for a, w in info.items()})
+
+
+def cpu_work_options(client: distributed.Client) -> dict:
+    """`submit` options that keep CPU work off the GPU workers (anywhere when there are none)."""
+    cpu, gpu = workers_by_kind(client)
+    if gpu and cpu:
+        return {"workers": cpu, "allow_other_workers": False}
+    return {}
+
+
+def gpu_or_all_workers(client: distributed.Client) -> list[str]:
+    """Where trials and DDP ranks go: the GPU workers when the cluster has any, else all."""
+    cpu, gpu = workers_by_kind(client)
+    return gpu or cpu
 
 
 @contextmanager
@@ -60,10 +129,12 @@ def stage_client(address: str | None, settings: Settings) -> Iterator[distribute
         with distributed.Client(address, set_as_default=False) as client:
             yield client
         return
-    kwargs = local_cluster_kwargs(settings)
-    logger.info("starting a local Dask cluster (%d workers)", kwargs["n_workers"])
-    with (
-        distributed.LocalCluster(**kwargs) as cluster,
-        distributed.Client(cluster, set_as_default=False) as client,
-    ):
+    gpus = gpu_count()
+    cluster = (
+        mixed_local_cluster(cpu_worker_count(settings, gpus), gpus)
+        if gpus
+        else distributed.LocalCluster(**local_cluster_kwargs(settings))
+    )
+    logger.info("started a local Dask cluster: %s", cluster)
+    with cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client

@@ -30,9 +30,10 @@ from tasks.core.context import RunContext
 from tasks.core.results import write_result
 from tasks.core.settings import get_settings
 from tasks.features.build import FeatureSet
-from tasks.ops.cluster import stage_client
+from tasks.ops.cluster import gpu_or_all_workers, stage_client
 from tasks.training.checkpoint import checkpoint_fingerprint
 from tasks.training.config import TrainConfig
+from tasks.training.devices import DevicePlan, WorkerDevices, plan_rank_devices, probe_devices
 from tasks.training.loop import (
     TrainResult,
     fit_network,
@@ -53,9 +54,10 @@ def free_port_here() -> tuple[str, int]:
         return host, probe.getsockname()[1]
 
 
-def rank_device() -> torch.device:
-    """`cuda:0` on a GPU worker (dask-cuda rotates CUDA_VISIBLE_DEVICES so 0 is its own)."""
-    if torch.cuda.is_available():
+def rank_device(planned: str) -> torch.device:
+    """The device the plan gave this rank: `cuda:0` is the worker's own GPU (its
+    CUDA_VISIBLE_DEVICES lists it first), else the CPU."""
+    if planned.startswith("cuda"):
         torch.cuda.set_device(0)
         return torch.device("cuda", 0)
     return torch.device("cpu")
@@ -75,12 +77,14 @@ class TrainingJob:
 
 @dataclass(frozen=True)
 class Rendezvous:
-    """Where and how the ranks meet: rank 0's host and free port, the group size, a timeout."""
+    """Where and how the ranks meet: rank 0's host and free port, the group size, a
+    timeout, and the device plan (backend, each rank's device)."""
 
     host: str
     port: int
     world_size: int
     timeout_s: float
+    plan: DevicePlan
 
 
 def train_rank(
@@ -98,10 +102,9 @@ def train_rank(
     started = time.perf_counter()
     # The nanny starts workers with OMP_NUM_THREADS=1; give each rank its share of the host.
     torch.set_num_threads(threads)
-    device = rank_device()
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    device = rank_device(meet.plan.devices[rank])
     dist.init_process_group(
-        backend,
+        meet.plan.backend,
         init_method=f"tcp://{meet.host}:{meet.port}",
         rank=rank,
         world_size=meet.world_size,
@@ -144,14 +147,16 @@ def train_rank(
         dist.destroy_process_group()
 
 
-def one_worker_per_process(client: distributed.Client) -> list[str]:
-    """Worker addresses, sorted, keeping one per (host, process id).
+def one_worker_per_process(
+    client: distributed.Client, candidates: list[str] | None = None
+) -> list[str]:
+    """Worker addresses (of `candidates`, default all), sorted, one per (host, process id).
 
     torch.distributed allows one default process group per process, so two ranks must never
     land in one process: a threads-only cluster (`processes=False`), or a client that
     Prefect's Dask runner picked up from the caller, has several workers in one process.
     """
-    pids = client.run(os.getpid)
+    pids = client.run(os.getpid, workers=candidates)
     seen: set[tuple[str, int]] = set()
     chosen = []
     for address in sorted(pids):
@@ -171,7 +176,7 @@ def train_distributed(
     log: logging.Logger | logging.LoggerAdapter = logger,
 ) -> TrainResult:
     """Run DDP training with one rank per Dask worker and return rank 0's result."""
-    workers = one_worker_per_process(client)
+    workers = one_worker_per_process(client, gpu_or_all_workers(client))
     world_size = world_size or len(workers)
     if world_size > len(workers):
         raise ValueError(
@@ -189,7 +194,12 @@ def train_distributed(
     host, port = client.submit(
         free_port_here, workers=[chosen[0]], allow_other_workers=False, pure=False
     ).result()
-    meet = Rendezvous(host, port, world_size, timeout_s)
+    probes = client.run(probe_devices, workers=chosen)
+    plan = plan_rank_devices(
+        [WorkerDevices(w, *probes[w]) for w in chosen], nccl_available=dist.is_nccl_available()
+    )
+    log.info("ddp: %s", plan.reason)
+    meet = Rendezvous(host, port, world_size, timeout_s, plan)
     log.info(
         "ddp: %d rank(s) on %s, rendezvous tcp://%s:%d", world_size, ", ".join(chosen), host, port
     )

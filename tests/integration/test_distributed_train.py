@@ -215,6 +215,27 @@ def test_nccl_ranks_on_a_local_cuda_cluster(small_features):
     assert result.validation_auc > 0.55
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_nccl_ranks_on_the_mixed_local_cluster(small_features):
+    """The local default on a GPU machine: CPU workers plus one GPU worker per GPU; the
+    ranks go to the GPU workers only, each on a GPU of its own."""
+    from distributed import Client
+
+    from tasks.ops.cluster import mixed_local_cluster
+
+    lake, features = small_features
+    gpus = torch.cuda.device_count()
+    with (
+        mixed_local_cluster(cpu_workers=2, gpus=gpus) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        client.wait_for_workers(2 + gpus, timeout=180)
+        result = train_distributed(client, _job(features, lake.path("runs", "mixed", "model")))
+    assert result.world_size == gpus
+    assert len(set(result.rank_parameter_digests)) == 1
+
+
 def test_ranks_never_share_a_process(dask_client):
     """A threads-only cluster has two workers in one process: it offers one DDP rank."""
     from tasks.training.ddp import one_worker_per_process
