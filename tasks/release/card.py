@@ -47,8 +47,8 @@ class ModelCard:
     @property
     def decision(self) -> str:
         if self.gate_passed is None:
-            return "gate pending: @challenger until the promotion gate has run"
-        alias = "@champion" if self.gate_passed else "@challenger (not promoted)"
+            return "gate pending: `@challenger` until the promotion gate has run"
+        alias = "`@champion`" if self.gate_passed else "`@challenger` (not promoted)"
         return f"{alias}: {self.gate_reason}"
 
     def warnings(self) -> list[str]:

@@ -14,6 +14,10 @@ from urllib.parse import quote
 
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
 LOCAL_DOCS = "http://127.0.0.1:8765"
+# MLflow 3.17's UI picks its GenAI or model-training view from a global switch (default:
+# GenAI) and ignores the experiment's `mlflow.experimentKind` tag; this query selects the
+# model-training view for the page a link opens.
+TRAINING_VIEW = "?workflowType=machine_learning"
 
 
 def is_http(uri: str) -> bool:
@@ -26,8 +30,13 @@ def mlflow_ui(tracking_uri: str) -> str:
 
 
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of a run."""
-    return f"{mlflow_ui(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The MLflow UI page of a run, in the model-training view."""
+    return f"{mlflow_ui(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}{TRAINING_VIEW}"
+
+
+def mlflow_experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI page of the experiment: its runs, in the model-training view."""
+    return f"{mlflow_ui(tracking_uri)}/#/experiments/{experiment_id}/runs{TRAINING_VIEW}"
 
 
 def model_version_url(tracking_uri: str, model_name: str, version: str) -> str:
@@ -73,6 +82,10 @@ def run_links_markdown(
     docs_url = data_docs_url(docs_index, docs_base)
     lines = [f"# nightly-retrain {as_of}: links and decisions", ""]
     lines.append(f"- MLflow run: [{run_id}]({run_url})")
+    lines.append(
+        f"- MLflow experiment (every night, charts): "
+        f"[{experiment_id}]({mlflow_experiment_url(tracking_uri, experiment_id)})"
+    )
     lines.append(f"- Model version: [{model_name} v{version}]({version_url})")
     if not is_http(tracking_uri):
         lines.append(

@@ -26,7 +26,8 @@ def _links(tracking_uri: str, docs_index: str | None) -> str:
 
 def test_links_point_at_the_mlflow_server_and_the_served_data_docs():
     text = _links("http://127.0.0.1:5000/", "/h/lake/reports/validation/flights/d/docs/index.html")
-    assert "(http://127.0.0.1:5000/#/experiments/3/runs/abc)" in text
+    assert "(http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning)" in text
+    assert "(http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning)" in text
     assert "(http://127.0.0.1:5000/#/models/nycflights-delay/versions/7)" in text
     assert "(http://127.0.0.1:8765/validation/flights/d/docs/index.html)" in text
     assert "`nightshift docs`" in text and "file://" not in text
@@ -35,7 +36,7 @@ def test_links_point_at_the_mlflow_server_and_the_served_data_docs():
 
 def test_an_embedded_store_still_gets_mlflow_links_and_the_command_that_opens_them():
     text = _links("sqlite:////x/mlflow.db", None)
-    assert "(http://127.0.0.1:5000/#/experiments/3/runs/abc)" in text
+    assert "(http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning)" in text
     assert (
         "make ui-mlflow" in text and "mlflow ui --backend-store-uri sqlite:////x/mlflow.db" in text
     )
@@ -93,14 +94,14 @@ def test_model_card_says_window_contracts_scores_decision_and_served_form():
     )
     text = card.run_markdown()
     assert text.startswith("## nycflights-delay v2 — flights, as_of 2013-12-31")
-    assert "**Decision:** @champion: gate passed" in text
+    assert "**Decision:** `@champion`: gate passed" in text
     assert "**Warning:** the model trails the baseline by 0.010 AUC." in text
     assert "| holdout days | 2013-12-01..2013-12-31 (27,020 rows) |" in text
     assert "`flights/clean@1.0.0+14fefdcb`" in text and "| auc | pass | a \\| b |" in text
     assert "lowrank-int8 ONNX, AUC 0.7032" in text
     description = card.version_description()
     assert "holdout 2013-12-01..2013-12-31" in description
-    assert "champion v1 0.7000" in description and "Alias @champion: gate passed" in description
+    assert "champion v1 0.7000" in description and "Alias `@champion`: gate passed" in description
     assert "nightly" in registered_model_description("m", "flights late > 15 min")
 
 
