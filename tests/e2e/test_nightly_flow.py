@@ -172,6 +172,12 @@ def test_broken_contract_fails_the_run_naming_rule_and_partition_and_registers_n
 
         assert state.is_failed()
         assert "quarantine_fraction<=0.02" in state.message
+        # the failed night still gets a summary on its flow run, saying why
+        from prefect.artifacts import Artifact
+
+        failed = Artifact.get("nightly-summary")
+        assert str(failed.flow_run_id) == str(state.state_details.flow_run_id)
+        assert "**FAILED**" in failed.data and "quarantine_fraction<=0.02" in failed.data
         assert "date=2013-03-04" in state.message
         quarantine = lake.read_parquet(
             lake.partition_file("quarantine", "flights", date(2013, 3, 4))
