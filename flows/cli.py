@@ -13,6 +13,7 @@ nightshift serve-model                      the model service: @champion over HT
 nightshift deploy                           register them on a process work pool (server path)
 nightshift schedule                         the next scheduled runs and their as_of dates
 nightshift backfill --start D --end D       run the nightly flow for dates not yet done
+nightshift docs                             serve the lake's validation pages on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -206,6 +207,8 @@ def _summary_text(summary, elapsed: float, settings) -> str:
         [
             "",
             f"nightly-retrain {summary.dataset} {summary.as_of} finished in {elapsed:.0f} s",
+            "  " + summary.verdict().replace("**", ""),
+            *(f"  warning: {w}" for w in summary.warnings()),
             f"  rows: {summary.raw_rows:,} landed, {summary.clean_rows:,} clean, "
             f"{summary.quarantined_rows:,} quarantined, {summary.duplicates_dropped:,} duplicates "
             "dropped" + (f" (side sources quarantined: {side})" if side else ""),
@@ -593,6 +596,37 @@ def backfill(
     for night in state.result():
         typer.echo(f"{night.as_of}: {night.state}, v{night.version} @{night.alias}")
     typer.echo(f"backfill {start}..{end}: {len(state.result())} night(s) run")
+
+
+@app.command()
+def docs(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+) -> None:
+    """Serve the local lake's reports (every night's validation page) on 127.0.0.1."""
+    from tasks.core.lake import Lake
+    from tasks.reporting.docs_server import make_server, validation_pages
+
+    settings = get_settings()
+    lake = Lake(settings.lake_url)
+    if not lake.is_local:
+        typer.echo(f"docs: the lake {lake.root} is not local; open its reports there", err=True)
+        raise typer.Exit(code=2)
+    reports = lake.path("reports")
+    try:
+        server = make_server(reports, port)
+    except OSError as error:
+        typer.echo(f"docs: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    typer.echo(f"serving {reports} on {base}/ (Ctrl-C stops)")
+    for page in validation_pages(reports)[-5:]:
+        typer.echo(f"  {base}/{page}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def main() -> None:  # pragma: no cover - console entry point

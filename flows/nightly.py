@@ -25,7 +25,7 @@ from tasks.release.prefect_tasks import (
     register_challenger_task,
 )
 from tasks.release.registry import undo_release_on_failure
-from tasks.reporting.prefect_tasks import publish_summary
+from tasks.reporting.prefect_tasks import publish_failure, publish_summary
 from tasks.reporting.summary import RunSummary
 from tasks.training.prefect_tasks import train_network_task, tune_hyperparameters_task
 
@@ -35,6 +35,7 @@ from tasks.training.prefect_tasks import train_network_task, tune_hyperparameter
     flow_run_name=nightly_run_name,  # nightly-<as_of>, also when the schedule sets the date
     task_runner=dask_task_runner(get_settings()),
     log_prints=True,
+    on_failure=[publish_failure],  # a failed night still gets a `nightly-summary` saying why
 )
 def nightly_retrain(
     as_of: date | None = Field(
@@ -80,5 +81,16 @@ def nightly_retrain(
         )
         registration = promote_challenger_task(ctx, challenger, gate)
 
-    # Report: what an operator reads in the Prefect UI
-    return publish_summary(ctx, ingested, reports, features, evaluation, compression, registration)
+    # Report: what an operator reads in the Prefect UI, attached to this flow run
+    return publish_summary(
+        ctx,
+        ingested,
+        reports,
+        features,
+        evaluation,
+        compression,
+        registration,
+        tuned,
+        params.train,
+        params.release,
+    )

@@ -106,6 +106,8 @@ def open_run(as_of: date | None, dataset: str) -> RunContext:
     """
     from prefect.runtime import flow_run
 
+    from tasks.reporting.prefect_tasks import tag_flow_run
+
     settings = get_settings()
     ctx = RunContext.from_settings(
         settings,
@@ -114,4 +116,6 @@ def open_run(as_of: date | None, dataset: str) -> RunContext:
         dask_address=flow_scheduler_address(),
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
+    if flow_run.id:  # filterable in the UI from the start, also when the run fails
+        tag_flow_run(flow_run.id, [f"as_of:{ctx.as_of}", f"dataset:{ctx.dataset}"])
     return with_experiment(ctx)

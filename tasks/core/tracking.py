@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from tasks.core.context import RunContext
 
+# The experiment kind MLflow 3's UI reads: "custom_model_development" is its "Machine
+# learning" kind, which opens on the runs (model training) instead of the GenAI overview.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 
 def configure_mlflow(tracking_uri: str, experiment: str, artifact_root: str) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns its id."""
@@ -23,6 +28,8 @@ def configure_mlflow(tracking_uri: str, experiment: str, artifact_root: str) -> 
         experiment_id = client.create_experiment(experiment, artifact_location=artifact_root)
     else:  # a tracking server chooses its own artifact store
         experiment_id = client.create_experiment(experiment)
+    # MLflow 3 opens an experiment without a kind on its GenAI overview; this one trains models.
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

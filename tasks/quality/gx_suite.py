@@ -104,15 +104,69 @@ def build_suite(contract: Contract, allowed_sets: dict[str, list[str]]):
     return suite
 
 
+@dataclass
+class SuiteRun:
+    """One run of a contract's suite: the verdict, every expectation's outcome, the docs."""
+
+    success: bool
+    expectations: int
+    failures: list[RuleFailure]
+    docs_index: str | None
+    outcomes: list[dict] = field(default_factory=list)
+
+
+def _outcome_row(outcome) -> dict:
+    """One expectation's outcome as a plain row (for the offline report)."""
+    config = outcome.expectation_config
+    details = outcome.result or {}
+    observed = details.get("observed_value")
+    return {
+        "rule": config.meta.get("rule", config.type),
+        "expectation": config.type,
+        "column": config.kwargs.get("column"),
+        "success": bool(outcome.success),
+        "unexpected_count": int(details.get("unexpected_count") or 0),
+        "observed": None if observed is None else str(observed)[:200],
+    }
+
+
+def _failure(outcome) -> RuleFailure:
+    """A failed expectation as a RuleFailure: the rule, the column, the partitions."""
+    details = outcome.result or {}
+    partitions = sorted(
+        {
+            str(item.get("date"))
+            for item in details.get("unexpected_index_list") or []
+            if isinstance(item, dict) and item.get("date") is not None
+        }
+    )
+    raised = (outcome.exception_info or {}).get("exception_message")
+    return RuleFailure(
+        rule=outcome.expectation_config.meta.get("rule", outcome.expectation_config.type),
+        column=outcome.expectation_config.kwargs.get("column"),
+        unexpected_count=int(details.get("unexpected_count") or 0),
+        partitions=partitions,
+        observed=str(details.get("observed_value", raised))
+        if "observed_value" in details or raised
+        else None,
+    )
+
+
 def run_suite(
     frame: pd.DataFrame,
     contract: Contract,
     allowed_sets: dict[str, list[str]],
     docs_dir: str | None,
-) -> tuple[bool, int, list[RuleFailure], str | None]:
-    """Run the contract's suite on `frame` (a pandas batch with a `date` column)."""
+    run_name: str | None = None,
+) -> SuiteRun:
+    """Run the contract's suite on `frame` (a pandas batch with a `date` column).
+
+    `run_name` (e.g. `2013-02-28 flights/clean@1.0.0+14fefdcb`) is the GX run name the Data
+    Docs show; `docs_dir` gets this table's own GX Data Docs site.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
@@ -148,35 +202,17 @@ def run_suite(
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["date"]},
         )
     )
-    result = checkpoint.run(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+    result = checkpoint.run(
+        batch_parameters={"dataframe": frame.reset_index(drop=True)},
+        # GX keys its stored results by run name, and a key must not hold a "/"
+        run_id=RunIdentifier(run_name=(run_name or contract.tag).replace("/", ":")),
+    )
     failures: list[RuleFailure] = []
-    expectations = 0
+    outcomes: list[dict] = []
     for validation in result.run_results.values():
         for outcome in validation.results:
-            expectations += 1
-            if outcome.success:
-                continue
-            details = outcome.result or {}
-            partitions = sorted(
-                {
-                    str(item.get("date"))
-                    for item in details.get("unexpected_index_list") or []
-                    if isinstance(item, dict) and item.get("date") is not None
-                }
-            )
-            raised = (outcome.exception_info or {}).get("exception_message")
-            failures.append(
-                RuleFailure(
-                    rule=outcome.expectation_config.meta.get(
-                        "rule", outcome.expectation_config.type
-                    ),
-                    column=outcome.expectation_config.kwargs.get("column"),
-                    unexpected_count=int(details.get("unexpected_count") or 0),
-                    partitions=partitions,
-                    observed=str(details.get("observed_value", raised))
-                    if "observed_value" in details or raised
-                    else None,
-                )
-            )
+            outcomes.append(_outcome_row(outcome))
+            if not outcome.success:
+                failures.append(_failure(outcome))
     docs_index = f"{docs_dir}/index.html" if docs_dir else None
-    return not failures, expectations, failures, docs_index
+    return SuiteRun(not failures, len(outcomes), failures, docs_index, outcomes)

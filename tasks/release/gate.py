@@ -45,6 +45,7 @@ def gate_checks(
     checks = []
     if champion_auc is None:
         checks.append(GateCheck("auc", True, f"no champion yet; served AUC {served_auc:.4f}"))
+        checks.append(GateCheck("slices", True, "no champion yet: no slice to compare"))
     else:
         floor = champion_auc - config.auc_margin
         checks.append(

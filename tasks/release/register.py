@@ -20,9 +20,9 @@ import logging
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -30,6 +30,13 @@ import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NOTE,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
 from data_contracts import load_contract
 from tasks.core.context import RunContext
@@ -39,6 +46,7 @@ from tasks.evaluation.diagnostics import slice_metrics
 from tasks.evaluation.evaluate import Evaluation
 from tasks.features.build import FeatureSet
 from tasks.ingest.plan import IngestSummary
+from tasks.release.card import ModelCard, registered_model_description
 from tasks.release.compress import Compression
 from tasks.release.config import ReleaseConfig
 from tasks.release.gate import gate_checks, serving_smoke_test
@@ -62,6 +70,7 @@ class Challenger:
     model_uri: str
     version: str
     previous_champion: str | None
+    card: ModelCard | None = None
 
 
 @dataclass
@@ -127,32 +136,83 @@ def version_tags(ctx: RunContext, ingested: IngestSummary, features: FeatureSet)
     }
 
 
-def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, float]:
-    return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, int | float)}
+# Measures logged per scorer as `<measure>/<scorer>`: MLflow groups a metric's scorers in one
+# section (model next to baseline and champion) instead of 40 alphabetical charts.
+DETAIL_MEASURES = ("pr_auc", "log_loss", "brier", "calibration_error", "precision", "recall", "f1")
+EPOCH_DAY = date(1970, 1, 1)
 
 
-def _run_metrics(evaluation: Evaluation, compression: Compression, trained: TrainResult):
-    chosen = compression.chosen_variant
-    values = {
-        **_flatten("holdout_", evaluation.model),
-        **_flatten("baseline_", evaluation.baseline),
-        **(_flatten("champion_", evaluation.champion) if evaluation.champion else {}),
-        "served_roc_auc": chosen.roc_auc,
-        "served_auc_drop": chosen.auc_drop,
-        "served_size_bytes": chosen.size_bytes,
-        "served_latency_ms_batch1": chosen.latency_ms_batch1,
-        "served_latency_ms_batch1024": chosen.latency_ms_batch1024,
-        "compression_size_ratio": compression.size_ratio(),
-        "compression_speedup_batch1": compression.speedup_batch1(),
-        "validation_auc": trained.validation_auc,
-        "train_seconds": trained.seconds,
-        "train_samples_per_second": trained.samples_per_second,
+def headline_metrics(evaluation: Evaluation, compression: Compression) -> dict[str, float]:
+    """The holdout ROC AUCs: linked to the logged model and the holdout dataset."""
+    return {
+        "holdout_roc_auc": evaluation.model["roc_auc"],
+        "served_roc_auc": compression.chosen_variant.roc_auc,
+        "baseline_roc_auc": evaluation.baseline["roc_auc"],
+        **({"champion_roc_auc": evaluation.champion["roc_auc"]} if evaluation.champion else {}),
     }
-    return [Metric(k, v, 0, 0) for k, v in values.items()] + [
-        Metric(f"epoch_{key}", float(entry[key]), 0, int(entry["epoch"]))
-        for entry in trained.history
-        for key in ("train_loss", "val_auc")
-    ]
+
+
+def run_metrics(
+    evaluation: Evaluation, compression: Compression, trained: TrainResult, as_of: date
+) -> list[Metric]:
+    """Every other metric of the nightly run, grouped by measure, plus the nightly trend.
+
+    `nightly/*` is logged at step = days since 1970-01-01 and timestamp = as_of, so the
+    experiment's charts (x axis: step or time) draw one point per night: the trend.
+    """
+    chosen = compression.chosen_variant
+    scorers = {"model": evaluation.model, "baseline": evaluation.baseline}
+    if evaluation.champion:
+        scorers["champion"] = evaluation.champion
+    values = {
+        f"{measure}/{scorer}": float(numbers[measure])
+        for measure in DETAIL_MEASURES
+        for scorer, numbers in scorers.items()
+        if isinstance(numbers.get(measure), int | float)
+    }
+    values |= {
+        "served/auc_drop": chosen.auc_drop,
+        "served/size_bytes": chosen.size_bytes,
+        "served/latency_ms_batch1": chosen.latency_ms_batch1,
+        "served/latency_ms_batch1024": chosen.latency_ms_batch1024,
+        "served/size_ratio": compression.size_ratio(),
+        "served/speedup_batch1": compression.speedup_batch1(),
+        "training/validation_auc": trained.validation_auc,
+        "training/seconds": trained.seconds,
+        "training/samples_per_second": trained.samples_per_second,
+    }
+    day = (as_of - EPOCH_DAY).days
+    night_ms = day * 86_400_000
+    nightly = {
+        "nightly/model_roc_auc": evaluation.model["roc_auc"],
+        "nightly/served_roc_auc": chosen.roc_auc,
+        "nightly/baseline_roc_auc": evaluation.baseline["roc_auc"],
+    }
+    return (
+        [Metric(k, float(v), 0, 0) for k, v in values.items()]
+        + [Metric(k, float(v), night_ms, day) for k, v in nightly.items()]
+        + [
+            Metric(f"training/{key}", float(entry[key]), 0, int(entry["epoch"]))
+            for entry in trained.history
+            for key in ("train_loss", "val_auc")
+        ]
+    )
+
+
+def run_tags(ctx: RunContext, tags: dict[str, str], tuned: TuneResult) -> dict[str, str]:
+    """The run's tags: lineage, plus MLflow's own (source commit) where its UI shows them."""
+    commit = tags.get("git_commit", "unknown").removesuffix("-dirty")
+    out = {
+        **tags,
+        MLFLOW_SOURCE_NAME: "flows/nightly.py",
+        MLFLOW_SOURCE_TYPE: "JOB",
+        "as_of": str(ctx.as_of),
+    }
+    if commit != "unknown":
+        out[MLFLOW_GIT_COMMIT] = commit
+    if tuned.parent_run_id:
+        out["tune_run_id"] = tuned.parent_run_id
+    return out
 
 
 def _serving_code(scratch: str) -> str:
@@ -186,8 +246,11 @@ def _log_served_model(
     trained: TrainResult,
     compression: Compression,
     example: pd.DataFrame,
-) -> str:
-    """Log the pyfunc (ONNX network + preprocessing + spec) and register it; its version."""
+) -> tuple[str, str]:
+    """Log the pyfunc (ONNX network + preprocessing + spec) and register it.
+
+    Returns the registered version and the logged model's id.
+    """
     spec = ctx.spec
     serving = Path(scratch, "serving.json")
     serving.write_text(json.dumps({"dataset": ctx.dataset, "threshold": trained.threshold}))
@@ -209,7 +272,7 @@ def _log_served_model(
         pip_requirements=serving_requirements(),
         registered_model_name=ctx.model_name,
     )
-    return str(info.registered_model_version)
+    return str(info.registered_model_version), info.model_id
 
 
 def _compression_tags(compression: Compression) -> dict[str, str]:
@@ -223,20 +286,96 @@ def _compression_tags(compression: Compression) -> dict[str, str]:
     }
 
 
-def _log_run_inputs(
-    ctx: RunContext, features: FeatureSet, holdout: pd.DataFrame, data_window: str
-) -> None:
-    """Datasets the run trained and was judged on (MLflow dataset lineage)."""
+def dataset_names(dataset: str, features: FeatureSet) -> dict[str, str]:
+    """MLflow dataset names: each context named after its own window of days."""
+    return {
+        "training": f"{dataset}-training-{features.train_days[0]}..{features.train_days[1]}",
+        "holdout": f"{dataset}-holdout-{features.holdout_days[0]}..{features.holdout_days[1]}",
+    }
+
+
+def _log_run_inputs(ctx: RunContext, features: FeatureSet, holdout: pd.DataFrame) -> dict:
+    """Datasets the run trained and was judged on (MLflow dataset lineage); by context."""
     lake = ctx.lake
     columns = [*ctx.spec.input_columns, "label"]
+    names = dataset_names(ctx.dataset, features)
+    logged = {}
     for context, frame, source in (
         ("training", lake.read_parquet(features.train_path, columns=columns), features.train_path),
         ("holdout", holdout, features.holdout_path),
     ):
         dataset = mlflow.data.from_pandas(
-            frame, source=source, targets="label", name=f"{ctx.dataset}-{context}-{data_window}"
+            frame, source=source, targets="label", name=names[context]
         )
         mlflow.log_input(dataset, context=context)
+        logged[context] = dataset
+    return logged
+
+
+def _log_tables(evaluation: Evaluation, compression: Compression) -> None:
+    """Slices, calibration, variants and the scorers' metrics as MLflow tables."""
+    scorers = {"model": evaluation.model, "baseline": evaluation.baseline}
+    if evaluation.champion:
+        scorers["champion"] = evaluation.champion
+    mlflow.log_table(
+        pd.DataFrame([{"scorer": k, **v} for k, v in scorers.items()]),
+        "evaluation/holdout_metrics.json",
+    )
+    if evaluation.slices:
+        mlflow.log_table(pd.DataFrame(evaluation.slices), "evaluation/slices.json")
+    if evaluation.calibration:
+        mlflow.log_table(pd.DataFrame(evaluation.calibration), "evaluation/calibration.json")
+    mlflow.log_table(pd.DataFrame(compression.rows()), "compression/variants.json")
+
+
+def model_card(
+    ctx: RunContext,
+    tags: dict[str, str],
+    features: FeatureSet,
+    tuned: TuneResult,
+    evaluation: Evaluation,
+    compression: Compression,
+) -> ModelCard:
+    """The facts the run description and the version description are written from."""
+    chosen = compression.chosen_variant
+    tuning = (
+        f"Optuna best of {tuned.trials_total} trial(s) (#{tuned.best_trial}, val AUC "
+        f"{tuned.best_value:.4f}; tune run `{tuned.parent_run_id}`)"
+        if tuned.enabled
+        else "as given (no search)"
+    )
+    return ModelCard(
+        model_name=ctx.model_name,
+        dataset=ctx.dataset,
+        as_of=str(ctx.as_of),
+        data_window=tags.get("data_window", str(ctx.as_of)),
+        train_days=tuple(features.train_days),
+        holdout_days=tuple(features.holdout_days),
+        train_rows=features.train_rows,
+        holdout_rows=features.holdout_rows,
+        contracts=[c for c in tags.get("contracts", "").split(",") if c],
+        model_auc=evaluation.model["roc_auc"],
+        baseline_auc=evaluation.baseline["roc_auc"],
+        champion_auc=evaluation.champion["roc_auc"] if evaluation.champion else None,
+        champion_version=evaluation.champion_version,
+        served_variant=chosen.name,
+        served_auc=chosen.roc_auc,
+        served_size_bytes=chosen.size_bytes,
+        served_latency_ms=chosen.latency_ms_batch1,
+        hyperparameters=tuned.config.model_dump(),
+        tuning=tuning,
+        git_commit=tags.get("git_commit", ""),
+        prefect_flow_run_id=tags.get("prefect_flow_run_id", ""),
+    )
+
+
+def describe(client: MlflowClient, ctx: RunContext, run_id: str, card: ModelCard) -> None:
+    """Write the card where MLflow shows it: run description, version, registered model."""
+    client.set_tag(run_id, MLFLOW_RUN_NOTE, card.run_markdown())
+    client.update_model_version(ctx.model_name, card.version, card.version_description()[:5000])
+    client.update_registered_model(
+        ctx.model_name, registered_model_description(ctx.model_name, ctx.spec.description)
+    )
 
 
 def register_challenger(
@@ -255,7 +394,6 @@ def register_challenger(
     client = MlflowClient(ctx.tracking_uri)
     holdout = ctx.lake.read_parquet(features.holdout_path)
     example = holdout[list(ctx.spec.input_columns)].head(5).reset_index(drop=True)
-    chosen = compression.chosen_variant
     params = {
         "as_of": ctx.as_of,
         "dataset": ctx.dataset,
@@ -271,7 +409,8 @@ def register_challenger(
         **(lineage if lineage is not None else version_tags(ctx, ingested, features)),
         **_compression_tags(compression),
     }
-    previous = evaluation.champion_version
+    tags = run_tags(ctx, tags, tuned)
+    card = model_card(ctx, tags, features, tuned, evaluation, compression)
     with (
         mlflow.start_run(experiment_id=ctx.experiment_id, run_name=f"nightly-{ctx.as_of}") as run,
         tempfile.TemporaryDirectory() as scratch,
@@ -280,41 +419,52 @@ def register_challenger(
         client.log_batch(
             run_id,
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-            metrics=_run_metrics(evaluation, compression, trained),
+            metrics=run_metrics(evaluation, compression, trained, ctx.as_of),
         )
-        mlflow.set_tags(tags)
-        _log_run_inputs(ctx, features, holdout, tags.get("data_window", str(ctx.as_of)))
+        mlflow.set_tags({**tags, MLFLOW_RUN_NOTE: card.run_markdown()})
+        if tuned.parent_run_id:  # the tune run (and its trials) nest under this run
+            client.set_tag(tuned.parent_run_id, MLFLOW_PARENT_RUN_ID, run_id)
+        datasets = _log_run_inputs(ctx, features, holdout)
         for path in evaluation.plot_paths:
             mlflow.log_artifact(path, artifact_path="evaluation/plots")
-        mlflow.log_dict(evaluation.slices, "evaluation/slices.json")
-        mlflow.log_dict(evaluation.calibration, "evaluation/calibration.json")
-        mlflow.log_dict(
-            {"chosen": compression.chosen, "rows": compression.rows()}, "compression/variants.json"
-        )
+        _log_tables(evaluation, compression)
         mlflow.log_artifact(trained.weights_path, artifact_path="fp32")
         mlflow.log_artifact(trained.net_config_path, artifact_path="fp32")
-        version = _log_served_model(ctx, scratch, features, trained, compression, example)
+        version, model_id = _log_served_model(ctx, scratch, features, trained, compression, example)
         mark_release(ctx, version, "pending")
+        # the holdout AUCs, linked to the logged model and the holdout: "Datasets used"
+        mlflow.log_metrics(
+            headline_metrics(evaluation, compression),
+            model_id=model_id,
+            dataset=datasets["holdout"],
+        )
         mlflow.log_artifact(evaluation.predictions_path, artifact_path="evaluation")
 
-    for key, value in {
-        **tags,
-        "holdout_roc_auc": f"{evaluation.model['roc_auc']:.5f}",
-        "served_roc_auc": f"{chosen.roc_auc:.5f}",
-        "baseline_roc_auc": f"{evaluation.baseline['roc_auc']:.5f}",
-        "mlflow_run_id": run_id,
-    }.items():
-        client.set_model_version_tag(ctx.model_name, version, key, str(value))
+    _tag_version(client, ctx.model_name, version, tags, evaluation, compression, run_id)
     client.set_registered_model_alias(ctx.model_name, CHALLENGER, version)
+    card.version = version
+    describe(client, ctx, run_id, card)
     challenger = Challenger(
         run_id=run_id,
         experiment_id=str(ctx.experiment_id),
         model_name=ctx.model_name,
         model_uri=f"models:/{ctx.model_name}/{version}",
         version=version,
-        previous_champion=previous,
+        previous_champion=evaluation.champion_version,
+        card=card,
     )
     return write_result(ctx, "register", challenger)
+
+
+def _tag_version(client, name, version, tags, evaluation, compression, run_id) -> None:
+    for key, value in {
+        **{k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+        "holdout_roc_auc": f"{evaluation.model['roc_auc']:.5f}",
+        "served_roc_auc": f"{compression.chosen_variant.roc_auc:.5f}",
+        "baseline_roc_auc": f"{evaluation.baseline['roc_auc']:.5f}",
+        "mlflow_run_id": run_id,
+    }.items():
+        client.set_model_version_tag(name, version, key, str(value))
 
 
 def gate_challenger(
@@ -368,9 +518,17 @@ def gate_challenger(
 def promote_challenger(ctx: RunContext, challenger: Challenger, gate: GateResult) -> Registration:
     """Move `@champion` to the challenger when the gate passed; the release is then complete."""
     previous = challenger.previous_champion
+    client = MlflowClient(ctx.tracking_uri)
     if gate.passed:
-        client = MlflowClient(ctx.tracking_uri)
         previous = promote_version(client, ctx.model_name, challenger.version, gate.reason[:4000])
+    if challenger.card is not None:
+        card = replace(
+            challenger.card,
+            gate_passed=gate.passed,
+            gate_reason=gate.reason,
+            gate_checks=gate.checks,
+        )
+        describe(client, ctx, challenger.run_id, card)
     mark_release(ctx, challenger.version, "completed")
     return Registration(
         run_id=challenger.run_id,

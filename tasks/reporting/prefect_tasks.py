@@ -1,9 +1,20 @@
-"""The run's Prefect artifacts (the only module of this package importing Prefect)."""
+"""The run's Prefect artifacts and tags (the only module of this package importing Prefect).
+
+The artifacts are attached to the flow run itself, not to the task that publishes them: the
+Prefect UI then lists them under the flow run (a task-run artifact shows "Flow run: None"
+on the Artifacts page). The flow run is tagged with what people filter by: `as_of:<date>`,
+`dataset:<name>`, `version:<n>` and `alias:<champion|challenger>`.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from uuid import UUID
+
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
 
 from tasks.core.context import RunContext
 from tasks.evaluation.evaluate import Evaluation
@@ -11,13 +22,90 @@ from tasks.features.build import FeatureSet
 from tasks.ingest.plan import IngestSummary
 from tasks.quality.validate import ValidationReport
 from tasks.release.compress import Compression
+from tasks.release.config import ReleaseConfig
 from tasks.release.register import Registration
 from tasks.reporting.links import run_links_markdown
-from tasks.reporting.summary import RunSummary, build_summary
+from tasks.reporting.summary import RunSummary, build_summary, failed_markdown
+from tasks.reporting.trend import registry_trend
+from tasks.training.config import TrainConfig
+from tasks.training.tune import TuneResult
 
 
-def _rounded(rows: list[dict]) -> list[dict]:
-    return [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+def _cell(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 5)
+    return value
+
+
+def _current_flow_run_id(ctx: RunContext | None = None) -> UUID | None:
+    from prefect.runtime import flow_run
+
+    found = (ctx.flow_run_id if ctx else None) or flow_run.id
+    return UUID(str(found)) if found else None
+
+
+def attach_artifact(flow_run_id: UUID | None, key: str, kind: str, data, description: str):
+    """Create an artifact on the flow run (no task run), the way the UI lists run artifacts."""
+    if kind == "table":
+        data = json.dumps([{k: _cell(v) for k, v in row.items()} for row in data])
+    with get_client(sync_client=True) as client:
+        return client.create_artifact(
+            artifact=ArtifactCreate(
+                key=key, type=kind, data=data, description=description, flow_run_id=flow_run_id
+            )
+        )
+
+
+def tag_flow_run(flow_run_id: UUID | str | None, tags: list[str]) -> None:
+    """Add tags to the flow run, replacing earlier values of the same `name:` prefix."""
+    if flow_run_id is None:
+        return
+    flow_run_id = UUID(str(flow_run_id))
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run_id).tags or []
+        names = {t.split(":", 1)[0] + ":" for t in tags}
+        kept = [t for t in current if not t.startswith(tuple(names))]
+        client.update_flow_run(flow_run_id, tags=[*kept, *tags])
+
+
+def _publish_tables(run: UUID | None, summary: RunSummary, compression, registration) -> None:
+    rows = [
+        {"scorer": "model", "roc_auc": summary.model_auc},
+        {"scorer": "served model", "roc_auc": summary.served_auc},
+        {"scorer": "baseline", "roc_auc": summary.baseline_auc},
+    ]
+    if summary.champion_auc is not None:
+        rows.append({"scorer": "champion", "roc_auc": summary.champion_auc})
+    attach_artifact(run, "holdout-metrics", "table", rows, "ROC AUC on the holdout")
+    attach_artifact(
+        run,
+        "compression-variants",
+        "table",
+        compression.rows(),
+        f"kept {compression.chosen} (smallest within AUC drop {compression.auc_drop_budget:g})",
+    )
+    if registration.gate:
+        attach_artifact(
+            run,
+            "promotion-gate",
+            "table",
+            registration.gate,
+            f"v{registration.version} -> @{registration.alias}",
+        )
+    if summary.slices:
+        regressions = sum(s["regression"] for s in summary.slices)
+        attach_artifact(
+            run,
+            "holdout-slices",
+            "table",
+            summary.slices,
+            f"model AUC per slice, deltas vs baseline and champion; {regressions} regression(s) "
+            f"(worse by more than {summary.slice_margin:g}), listed first",
+        )
+    if summary.trend:
+        attach_artifact(
+            run, "nightly-trend", "table", summary.trend, "the last nights, from the registry"
+        )
 
 
 @task(name="publish-summary")
@@ -29,43 +117,40 @@ def publish_summary(
     evaluation: Evaluation,
     compression: Compression,
     registration: Registration,
+    tuned: TuneResult | None = None,
+    inputs: TrainConfig | None = None,
+    release: ReleaseConfig | None = None,
 ) -> RunSummary:
-    """Attach the run summary, the metric tables and the links to the flow run."""
-    summary = build_summary(ctx, ingested, reports, features, evaluation, compression, registration)
-    create_markdown_artifact(
-        key="nightly-summary",
-        markdown=summary.markdown(),
-        description=f"nightly-retrain {summary.dataset} as_of {summary.as_of}",
+    """Attach the run summary, the metric tables and the links to the flow run; tag it."""
+    summary = build_summary(
+        ctx,
+        ingested,
+        reports,
+        features,
+        evaluation,
+        compression,
+        registration,
+        tuned=tuned,
+        inputs=inputs,
+        trend=registry_trend(ctx.tracking_uri, registration.model_name),
+        slice_margin=(release or ReleaseConfig()).slice_margin,
     )
-    rows = [
-        {"scorer": "model", "roc_auc": round(summary.model_auc, 5)},
-        {"scorer": "baseline", "roc_auc": round(summary.baseline_auc, 5)},
-    ]
-    if summary.champion_auc is not None:
-        rows.append({"scorer": "champion", "roc_auc": round(summary.champion_auc, 5)})
-    create_table_artifact(key="holdout-metrics", table=rows, description="ROC AUC on the holdout")
-    create_table_artifact(
-        key="compression-variants",
-        table=compression.rows(),
-        description=f"kept {compression.chosen} (smallest within AUC drop "
-        f"{compression.auc_drop_budget:g})",
+    run = _current_flow_run_id(ctx)
+    attach_artifact(
+        run,
+        "nightly-summary",
+        "markdown",
+        summary.markdown(),
+        f"nightly-retrain {summary.dataset} as_of {summary.as_of}",
     )
-    if registration.gate:
-        create_table_artifact(
-            key="promotion-gate",
-            table=registration.gate,
-            description=f"v{registration.version} -> @{registration.alias}",
-        )
-    if evaluation.slices:
-        create_table_artifact(
-            key="holdout-slices",
-            table=_rounded(evaluation.slices),
-            description=f"slices with >= {evaluation.slice_min_rows} holdout rows",
-        )
-    create_markdown_artifact(
-        key="nightly-links",
-        markdown=run_links_markdown(
+    _publish_tables(run, summary, compression, registration)
+    attach_artifact(
+        run,
+        "nightly-links",
+        "markdown",
+        run_links_markdown(
             as_of=summary.as_of,
+            dataset=summary.dataset,
             tracking_uri=ctx.tracking_uri,
             experiment_id=registration.experiment_id,
             run_id=summary.mlflow_run_id,
@@ -79,6 +164,20 @@ def publish_summary(
                 f"{summary.speedup_batch1:.1f}x faster at batch 1 than fp32"
             ),
         ),
-        description="MLflow run and model version, Data Docs, promotion decision",
+        "MLflow run and model version, Data Docs, promotion decision",
     )
+    tag_flow_run(run, [f"version:{summary.version}", f"alias:{summary.alias}"])
     return summary
+
+
+def publish_failure(flow, flow_run, state) -> None:
+    """Flow `on_failure` hook: a `nightly-summary` that says the run failed, and why."""
+    run_id = UUID(str(flow_run.id))
+    attach_artifact(
+        run_id,
+        "nightly-summary",
+        "markdown",
+        failed_markdown(flow_run.name, state.message),
+        f"{flow_run.name} failed",
+    )
+    tag_flow_run(run_id, ["alias:unchanged"])

@@ -1,4 +1,9 @@
-"""The run summary: what an operator reads after a run (published by `prefect_tasks`)."""
+"""The run summary: what an operator reads after a run (published by `prefect_tasks`).
+
+It opens with a verdict line (promoted, kept, or failed, and why), warns when the new
+model trails the baseline or the champion, lists the hyperparameters the model was
+trained with next to the inputs, the slices with their deltas, and the last nights.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tasks.core.context import RunContext
+from tasks.reporting.trend import trend_markdown
 
 if TYPE_CHECKING:  # results of the stages; importing them here would load torch
     from tasks.evaluation.evaluate import Evaluation
@@ -14,6 +20,11 @@ if TYPE_CHECKING:  # results of the stages; importing them here would load torch
     from tasks.quality.validate import ValidationReport
     from tasks.release.compress import Compression
     from tasks.release.register import Registration
+    from tasks.training.config import TrainConfig
+    from tasks.training.tune import TuneResult
+
+# A slice is flagged when the new model loses more than this AUC (the gate's default margin).
+SLICE_MARGIN = 0.02
 
 
 def md_code(text: str) -> str:
@@ -24,6 +35,42 @@ def md_code(text: str) -> str:
 def md_cell(text: object) -> str:
     """A Markdown table cell: a `|` inside would end the cell."""
     return str(text).replace("|", "\\|")
+
+
+def slice_deltas(slices: list[dict], margin: float = SLICE_MARGIN) -> list[dict]:
+    """The slices with the model's AUC delta vs the baseline and the champion, flagged.
+
+    A slice is a regression when the model trails the baseline or the champion there by more
+    than `margin`; regressions come first, worst first.
+    """
+    rows = []
+    for entry in slices:
+        model = entry["model_roc_auc"]
+        row = {"slice": entry["slice"], "rows": entry["rows"], "model_roc_auc": round(model, 4)}
+        deltas = []
+        for other in ("baseline", "champion"):
+            if f"{other}_roc_auc" in entry:
+                row[f"{other}_roc_auc"] = round(entry[f"{other}_roc_auc"], 4)
+                row[f"delta_vs_{other}"] = round(model - entry[f"{other}_roc_auc"], 4)
+                deltas.append(row[f"delta_vs_{other}"])
+        row["regression"] = bool(deltas) and min(deltas) < -margin
+        row["_worst"] = min(deltas) if deltas else 0.0
+        rows.append(row)
+    rows.sort(key=lambda r: (not r["regression"], r["_worst"]))
+    return [{k: v for k, v in r.items() if k != "_worst"} for r in rows]
+
+
+def hyperparameter_rows(inputs: dict, trained: dict) -> list[dict]:
+    """One row per hyperparameter: the value given to the run and the one the model used."""
+    return [
+        {
+            "hyperparameter": key,
+            "input": inputs.get(key),
+            "trained_with": trained.get(key),
+            "tuned": inputs.get(key) != trained.get(key),
+        }
+        for key in sorted(set(inputs) | set(trained))
+    ]
 
 
 @dataclass
@@ -57,56 +104,189 @@ class RunSummary:
     size_ratio: float | None = None
     speedup_batch1: float | None = None
     gate: list[dict] = field(default_factory=list)
+    champion_version: str | None = None
+    hyperparameters: list[dict] = field(default_factory=list)
+    tuning: str = "off"
+    slices: list[dict] = field(default_factory=list)
+    trend: list[dict] = field(default_factory=list)
+    slice_margin: float = SLICE_MARGIN
+
+    @property
+    def promoted(self) -> bool:
+        return self.alias == "champion"
+
+    def verdict(self) -> str:
+        """One line: promoted or kept, and why."""
+        if self.promoted:
+            return (
+                f"**PROMOTED**: {self.model_name} v{self.version} is now @champion "
+                f"({md_cell(self.alias_reason)})."
+            )
+        held = f"v{self.champion_version}" if self.champion_version else "the champion"
+        return (
+            f"**KEPT**: {held} stays @champion; v{self.version} is @{self.alias} "
+            f"({md_cell(self.alias_reason)})."
+        )
+
+    def warnings(self) -> list[str]:
+        """What deserves a second look even when the gate passed."""
+        out = []
+        if self.model_auc < self.baseline_auc:
+            out.append(
+                f"The new model trails the baseline by {self.baseline_auc - self.model_auc:.3f} "
+                f"AUC ({self.model_auc:.4f} vs {self.baseline_auc:.4f})."
+            )
+        served = self.served_auc if self.served_auc is not None else self.model_auc
+        if self.champion_auc is not None and served < self.champion_auc:
+            out.append(
+                f"The served model trails the champion by {self.champion_auc - served:.3f} AUC "
+                f"({served:.4f} vs {self.champion_auc:.4f})."
+            )
+        regressions = [s["slice"] for s in self.slices if s["regression"]]
+        if regressions:
+            out.append(
+                f"{len(regressions)} slice(s) trail the baseline or the champion by more than "
+                f"{self.slice_margin:g} AUC: {', '.join(md_code(s) for s in regressions[:5])}"
+                + (" ..." if len(regressions) > 5 else "")
+            )
+        return out
 
     def markdown(self) -> str:
-        champion = f"{self.champion_auc:.4f}" if self.champion_auc is not None else "none yet"
         return "\n".join(
             [
                 f"# nightly-retrain {self.as_of} ({self.dataset})",
                 "",
-                "| data | rows |",
-                "|---|---:|",
-                f"| raw (landed, {self.days} days) | {self.raw_rows:,} |",
-                f"| clean | {self.clean_rows:,} |",
-                f"| quarantined | {self.quarantined_rows:,} |",
-                f"| duplicates dropped | {self.duplicates_dropped:,} |",
-                *(
-                    f"| {name} rows quarantined | {rows:,} |"
-                    for name, rows in self.side_quarantined_rows.items()
-                ),
+                self.verdict(),
                 "",
-                f"Contracts: {', '.join(md_code(c) for c in self.contracts)} — passed. "
-                f"Data Docs: `{self.data_docs}`",
+                *(f"> ⚠️ {w}" for w in self.warnings()),
                 "",
-                f"| holdout {self.holdout_days[0]}..{self.holdout_days[1]} ({self.holdout_rows:,} rows) "
-                "| ROC AUC |",
-                "|---|---:|",
-                f"| new model | {self.model_auc:.4f} |",
-                f"| baseline (HistGradientBoosting) | {self.baseline_auc:.4f} |",
-                f"| current champion | {champion} |",
-                "",
-                *(
-                    [
-                        f"Served form: **{self.served_variant}** ONNX, holdout AUC "
-                        f"{self.served_auc:.4f}, {self.size_ratio:.1f}x smaller and "
-                        f"{self.speedup_batch1:.1f}x faster at batch 1 than the fp32 torch network.",
-                        "",
-                        "| promotion gate | result | detail |",
-                        "|---|---|---|",
-                        *(
-                            f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {md_cell(c['detail'])} |"
-                            for c in self.gate or []
-                        ),
-                        "",
-                    ]
-                    if self.served_variant
-                    else []
-                ),
-                f"Registered **{self.model_name} v{self.version}** as **@{self.alias}** "
-                f"({md_cell(self.alias_reason)}).",
+                *self._quality_section(),
+                *self._served_section(),
+                *self._hyperparameter_section(),
+                *self._slices_section(),
+                *self._data_section(),
+                *(["## Last nights", "", trend_markdown(self.trend), ""] if self.trend else []),
                 f"MLflow run `{self.mlflow_run_id}` in `{self.tracking_uri}`.",
             ]
         )
+
+    def _quality_section(self) -> list[str]:
+        champion = f"{self.champion_auc:.4f}" if self.champion_auc is not None else "none yet"
+        served = f"{self.served_auc:.4f}" if self.served_auc is not None else "–"
+        first, last = self.holdout_days
+        return [
+            f"| holdout {first}..{last} ({self.holdout_rows:,} rows) | ROC AUC |",
+            "|---|---:|",
+            f"| new model | {self.model_auc:.4f} |",
+            f"| new model, served form | {served} |",
+            f"| baseline (HistGradientBoosting) | {self.baseline_auc:.4f} |",
+            f"| current champion | {champion} |",
+            "",
+        ]
+
+    def _served_section(self) -> list[str]:
+        if not self.served_variant:
+            return []
+        return [
+            f"Served form: **{self.served_variant}** ONNX, holdout AUC "
+            f"{self.served_auc:.4f}, {self.size_ratio:.1f}x smaller and "
+            f"{self.speedup_batch1:.1f}x faster at batch 1 than the fp32 torch network.",
+            "",
+            "| promotion gate | result | detail |",
+            "|---|---|---|",
+            *(
+                f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {md_cell(c['detail'])} |"
+                for c in self.gate or []
+            ),
+            "",
+        ]
+
+    def _hyperparameter_section(self) -> list[str]:
+        if not self.hyperparameters:
+            return []
+        return [
+            f"## Hyperparameters ({self.tuning})",
+            "",
+            "| hyperparameter | input (Parameters tab) | trained with |",
+            "|---|---|---|",
+            *(
+                f"| {r['hyperparameter']} | {md_cell(r['input'])} | "
+                + (
+                    f"**{md_cell(r['trained_with'])}**"
+                    if r["tuned"]
+                    else md_cell(r["trained_with"])
+                )
+                + " |"
+                for r in self.hyperparameters
+            ),
+            "",
+        ]
+
+    def _slices_section(self) -> list[str]:
+        if not self.slices:
+            return []
+        others = [o for o in ("baseline", "champion") if f"delta_vs_{o}" in self.slices[0]]
+        head = " | ".join(f"Δ vs {o}" for o in others)
+        lines = [
+            "## Slices (worst first)",
+            "",
+            f"| slice | rows | model AUC | {head} | |",
+            "|---|---:|---:|" + "---:|" * len(others) + "---|",
+        ]
+        for s in self.slices:
+            deltas = " | ".join(f"{s[f'delta_vs_{o}']:+.4f}" for o in others)
+            flag = "⚠️ regression" if s["regression"] else ""
+            lines.append(
+                f"| {md_cell(s['slice'])} | {s['rows']:,} | {s['model_roc_auc']:.4f} | {deltas} "
+                f"| {flag} |"
+            )
+        return [*lines, ""]
+
+    def _data_section(self) -> list[str]:
+        return [
+            "## Data",
+            "",
+            "| data | rows |",
+            "|---|---:|",
+            f"| raw (landed, {self.days} days) | {self.raw_rows:,} |",
+            f"| clean | {self.clean_rows:,} |",
+            f"| quarantined | {self.quarantined_rows:,} |",
+            f"| duplicates dropped | {self.duplicates_dropped:,} |",
+            *(
+                f"| {name} rows quarantined | {rows:,} |"
+                for name, rows in self.side_quarantined_rows.items()
+            ),
+            "",
+            f"Contracts: {', '.join(md_code(c) for c in self.contracts)} — passed. "
+            f"Data Docs: `{self.data_docs}`",
+            "",
+        ]
+
+
+def failed_markdown(run_name: str, message: str | None) -> str:
+    """The summary of a run that failed: the verdict and the error, nothing registered."""
+    detail = (message or "no message").strip()
+    return "\n".join(
+        [
+            f"# {run_name}",
+            "",
+            "**FAILED**: no model was registered; @champion is unchanged.",
+            "",
+            "```",
+            detail[:4000],
+            "```",
+        ]
+    )
+
+
+def tuning_label(tuned: TuneResult | None) -> str:
+    """How the trained hyperparameters were chosen, in a few words."""
+    if tuned is None or not tuned.enabled:
+        return "no search: the inputs were used"
+    return (
+        f"Optuna: best of {tuned.trials_total} trial(s), #{tuned.best_trial} "
+        f"val AUC {tuned.best_value:.4f}"
+    )
 
 
 def build_summary(
@@ -117,9 +297,14 @@ def build_summary(
     evaluation: Evaluation,
     compression: Compression | None,
     registration: Registration,
+    tuned: TuneResult | None = None,
+    inputs: TrainConfig | None = None,
+    trend: list[dict] | None = None,
+    slice_margin: float = SLICE_MARGIN,
 ) -> RunSummary:
     """Collect the run's numbers from the stages' results."""
     docs = next((r.docs_index for r in reports if r.docs_index), None)
+    trained_with = tuned.config.model_dump() if tuned is not None else {}
     return RunSummary(
         dataset=ctx.dataset,
         as_of=str(ctx.as_of),
@@ -148,4 +333,12 @@ def build_summary(
         size_ratio=compression.size_ratio() if compression else None,
         speedup_batch1=compression.speedup_batch1() if compression else None,
         gate=registration.gate,
+        champion_version=registration.previous_champion,
+        hyperparameters=hyperparameter_rows(
+            inputs.model_dump() if inputs is not None else trained_with, trained_with
+        ),
+        tuning=tuning_label(tuned),
+        slices=slice_deltas(evaluation.slices, slice_margin),
+        trend=list(trend or []),
+        slice_margin=slice_margin,
     )

@@ -36,13 +36,21 @@ def test_contracts_load_versioned_and_consistent(dataset):
             assert column.min <= column.max, column.name
 
 
-@pytest.mark.parametrize("dataset", ["flights", "weather"])
-def test_real_clean_data_honours_its_contract(clean_lake, dataset):
-    report = validate_table(context_for(clean_lake, as_of=DAYS[-1]), dataset, DAYS)
-    assert report.success, [f.describe() for f in report.failures]
-    assert report.rows > 0 and report.expectations > 20
-    assert clean_lake.exists(report.report_path)
-    assert clean_lake.exists(report.docs_index)  # GX Data Docs (HTML) in the lake
+def test_real_clean_data_honours_its_contracts_and_one_page_keeps_every_result(clean_lake):
+    ctx = context_for(clean_lake, as_of=DAYS[-1])
+    reports = [validate_table(ctx, table, DAYS) for table in ("weather", "flights")]
+    for report in reports:
+        assert report.success, [f.describe() for f in report.failures]
+        assert report.rows > 0 and report.expectations > 20
+        assert clean_lake.exists(report.report_path)
+        assert clean_lake.exists(report.gx_docs)  # the table's own GX Data Docs site
+        assert report.as_of == str(DAYS[-1]) and len(report.results) == report.expectations
+    # the night's page lists both contracts, the later validation did not replace the first
+    page = clean_lake.fs.cat_file(reports[-1].docs_index).decode()
+    assert reports[0].docs_index == reports[1].docs_index
+    assert all(r.contract in page for r in reports) and "<script" not in page
+    gx_page = clean_lake.fs.cat_file(reports[0].gx_docs).decode()
+    assert f"{DAYS[-1]} {reports[0].contract.replace('/', ':')}" in gx_page
 
 
 def test_broken_clean_batch_fails_naming_rule_and_partition(clean_lake):

@@ -51,11 +51,21 @@ def test_model_is_registered_as_champion_with_lineage_tags(nightly_run, settings
     assert tags["gate_passed"] == "true" and float(tags["latency_ms_batch1"]) > 0
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "evaluation/plots")}
     assert plots == {"roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png"}
-    assert "holdout_brier" in run.data.metrics and "served_roc_auc" in run.data.metrics
+    # model and baseline side by side per measure; one point per night for the trend
+    assert {"brier/model", "brier/baseline", "served_roc_auc"} <= set(run.data.metrics)
+    assert "nightly/served_roc_auc" in run.data.metrics
+    # each dataset is named after its own window
     assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {
-        f"flights-training-2013-01-01..{AS_OF}",
-        f"flights-holdout-2013-01-01..{AS_OF}",
+        "flights-training-2013-01-01..2013-02-14",
+        f"flights-holdout-2013-02-15..{AS_OF}",
     }
+    # the card, the source commit, the tune run nested under this run
+    assert "**Decision:** `@champion`" in run.data.tags["mlflow.note.content"]
+    assert run.data.tags["mlflow.source.git.commit"] in tags["git_commit"]
+    tune_run = client.get_run(run.data.tags["tune_run_id"])
+    assert tune_run.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert version.description and "holdout 2013-02-15..2013-02-28" in version.description
+    assert tags["gate_slices"].startswith("pass")
 
 
 def test_champion_pyfunc_serves_the_compressed_network_from_raw_clean_rows(
@@ -98,6 +108,8 @@ def test_flow_run_publishes_the_summary_artifact(nightly_run, prefect_server):
     # contract ids are code, never bare `name@version` text a renderer turns into mailto links
     assert "`flights/clean@1.0.0+" in latest.data and "mailto" not in latest.data
     assert "| new model |" in latest.data and "baseline (HistGradientBoosting)" in latest.data
+    assert "**PROMOTED**" in latest.data.splitlines()[2] and "## Hyperparameters" in latest.data
+    assert latest.flow_run_id is not None and latest.task_run_id is None  # on the flow run
     assert "| promotion gate |" in latest.data
     assert Artifact.get("compression-variants") is not None
     assert Artifact.get("holdout-slices") is not None
@@ -160,6 +172,12 @@ def test_broken_contract_fails_the_run_naming_rule_and_partition_and_registers_n
 
         assert state.is_failed()
         assert "quarantine_fraction<=0.02" in state.message
+        # the failed night still gets a summary on its flow run, saying why
+        from prefect.artifacts import Artifact
+
+        failed = Artifact.get("nightly-summary")
+        assert str(failed.flow_run_id) == str(state.state_details.flow_run_id)
+        assert "**FAILED**" in failed.data and "quarantine_fraction<=0.02" in failed.data
         assert "date=2013-03-04" in state.message
         quarantine = lake.read_parquet(
             lake.partition_file("quarantine", "flights", date(2013, 3, 4))

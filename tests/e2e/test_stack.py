@@ -232,7 +232,8 @@ def test_run_triggered_through_the_api_completes_with_artifacts_and_a_registered
     assert {"nightly-summary", "holdout-metrics", "nightly-links"} <= set(artifacts)
     assert f"# nightly-retrain {AS_OF}" in artifacts["nightly-summary"]
     assert f"({stack['mlflow']}/#/experiments/" in artifacts["nightly-links"]
-    assert "Data Docs: [file://" in artifacts["nightly-links"]
+    # a local lake's Data Docs are served by `nightshift docs` (a browser opens no file:// link)
+    assert "Data Docs: [http://127.0.0.1:8765/validation/flights/" in artifacts["nightly-links"]
 
     client = MlflowClient(stack["mlflow"])
     versions = client.search_model_versions("name='nycflights-delay'")

@@ -139,42 +139,6 @@ def test_schedule_command_prints_the_next_runs(monkeypatch):
     assert "in Europe/Berlin" in result.output
 
 
-def test_links_point_at_the_mlflow_server_and_the_data_docs(tmp_path):
-    from tasks.reporting.links import run_links_markdown
-
-    docs = tmp_path / "docs" / "index.html"
-    text = run_links_markdown(
-        as_of="2013-01-10",
-        tracking_uri="http://127.0.0.1:5000/",
-        experiment_id="3",
-        run_id="abc",
-        model_name="nycflights-delay",
-        version="7",
-        alias="champion",
-        alias_reason="no champion yet",
-        docs_index=str(docs),
-    )
-    assert "(http://127.0.0.1:5000/#/experiments/3/runs/abc)" in text
-    assert "(http://127.0.0.1:5000/#/models/nycflights-delay/versions/7)" in text
-    assert f"({docs.as_uri()})" in text
-    assert "| promotion | @champion: no champion yet |" in text
-    embedded = run_links_markdown(
-        as_of="2013-01-10",
-        tracking_uri="sqlite:////x/mlflow.db",
-        experiment_id="1",
-        run_id="abc",
-        model_name="m",
-        version="1",
-        alias="challenger",
-        alias_reason="r",
-        docs_index=None,
-    )
-    assert (
-        "http" not in embedded
-        and "mlflow ui --backend-store-uri sqlite:////x/mlflow.db" in embedded
-    )
-
-
 def test_serve_and_deploy_need_a_prefect_server(monkeypatch):
     from flows.cli import app
     from tasks.core.settings import get_settings
