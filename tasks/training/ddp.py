@@ -31,7 +31,7 @@ from tasks.core.results import write_result
 from tasks.core.settings import get_settings
 from tasks.features.build import FeatureSet
 from tasks.ops.cluster import gpu_or_all_workers, stage_client
-from tasks.training.checkpoint import checkpoint_fingerprint
+from tasks.training.checkpoint import checkpoint_fingerprint, clear_checkpoints
 from tasks.training.config import TrainConfig
 from tasks.training.devices import DevicePlan, WorkerDevices, plan_rank_devices, probe_devices
 from tasks.training.loop import (
@@ -133,7 +133,7 @@ def train_rank(
             is_chief=is_chief,
             checkpoint_dir=f"{job.out_dir}/checkpoints",
             fingerprint=checkpoint_fingerprint(
-                job.config, job.seed, meet.world_size, job.train_path
+                job.config, job.seed, job.train_path, job.preprocessor_path
             ),
             fail_after_epoch=fail_after_epoch,
         )
@@ -265,4 +265,7 @@ def train(
         result.seconds,
         f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "",
     )
-    return write_result(ctx, "train", result)
+    written = write_result(ctx, "train", result)
+    # the stage succeeded (weights + result.json written): its checkpoints are done with
+    clear_checkpoints(f"{job.out_dir}/checkpoints")
+    return written

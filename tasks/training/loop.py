@@ -29,7 +29,10 @@ from tasks.training.checkpoint import (
     EpochCallback,
     SimulatedFailure,
     checkpoint_fingerprint,
+    clear_checkpoints,
     latest_checkpoint,
+    rng_state,
+    set_rng_state,
     write_checkpoint,
 )
 from tasks.training.config import TrainConfig
@@ -272,19 +275,16 @@ def _run_epoch(
 
 
 def _checkpoint_state(
-    fingerprint: str, epoch: int, net: TabularNet, optimizer, scheduler, progress: _Progress
+    fingerprint: dict[str, str], epoch: int, net: TabularNet, optimizer, scheduler, progress
 ) -> dict:
+    """Tensors and plain containers only: checkpoints are read with weights_only=True."""
     return {
         "fingerprint": fingerprint,
         "epoch": epoch,
         "model": {k: v.to("cpu") for k, v in net.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-        },
+        "rng": rng_state(),
         "progress": asdict(progress),
     }
 
@@ -293,9 +293,7 @@ def _restore(state: dict, net: TabularNet, optimizer, scheduler) -> _Progress:
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
+    set_rng_state(state["rng"])
     return _Progress(**state["progress"])
 
 
@@ -338,7 +336,7 @@ def fit_network(
     wrap: Callable[[TabularNet], torch.nn.Module] | None = None,
     is_chief: bool = True,
     checkpoint_dir: str | None = None,
-    fingerprint: str = "",
+    fingerprint: dict[str, str] | None = None,
     on_epoch: EpochCallback | None = None,
     fail_after_epoch: int | None = None,
     log: logging.Logger | logging.LoggerAdapter = logger,
@@ -359,7 +357,8 @@ def fit_network(
     steps = max(1, data.smallest_shard_rows // local_batch)
     optimizer, scheduler = _optimiser(net, config, steps)
     progress, first_epoch = _Progress(), 1
-    resumed = latest_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir else None
+    fingerprint = fingerprint or {}
+    resumed = latest_checkpoint(checkpoint_dir, fingerprint, log) if checkpoint_dir else None
     if resumed is not None:
         progress = _restore(resumed, net, optimizer, scheduler)
         first_epoch = resumed["epoch"] + 1
@@ -474,11 +473,14 @@ def train_network(
         config,
         seed,
         checkpoint_dir=checkpoint_dir,
-        fingerprint=checkpoint_fingerprint(config, seed, shards, train_path),
+        fingerprint=checkpoint_fingerprint(config, seed, train_path, preprocessor_path),
         fail_after_epoch=fail_after_epoch,
         log=log,
     )
-    return write_trained_network(outcome, data, config, out_dir, started)
+    result = write_trained_network(outcome, data, config, out_dir, started)
+    if checkpoint_dir:  # trained and written: nothing left for a checkpoint to save
+        clear_checkpoints(checkpoint_dir)
+    return result
 
 
 def load_network(weights_path: str, net_config_path: str) -> TabularNet:
