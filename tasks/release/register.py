@@ -50,6 +50,7 @@ from tasks.release.card import ModelCard, registered_model_description
 from tasks.release.compress import Compression
 from tasks.release.config import ReleaseConfig
 from tasks.release.gate import gate_checks, serving_smoke_test
+from tasks.release.integrity import record_digests
 from tasks.release.pyfunc import SERVING_MODULES, ServedModel, sha256_file
 from tasks.release.registry import mark_release, promote_version, undo_release_on_failure
 from tasks.training.loop import TrainResult
@@ -441,6 +442,7 @@ def register_challenger(
         mlflow.log_artifact(evaluation.predictions_path, artifact_path="evaluation")
 
     _tag_version(client, ctx.model_name, version, tags, evaluation, compression, run_id)
+    record_digests(ctx.tracking_uri, ctx.model_name, version)  # checked by every loader
     client.set_registered_model_alias(ctx.model_name, CHALLENGER, version)
     card.version = version
     describe(client, ctx, run_id, card)

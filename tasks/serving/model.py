@@ -1,7 +1,8 @@
 """One registered version, loaded for serving: the registered pyfunc's own code and files.
 
-A version is downloaded from the registry into a folder of its own, its files are checked
-against the sha256 manifest written at registration (`verify_artifacts`, inside
+A version is downloaded from the registry into a folder of its own, every file is checked
+against the digests the registry holds for the version (`tasks.release.integrity`), then
+against the sha256 manifest inside the artifact (`verify_artifacts`, inside
 `ServedModel.load_context`), and it answers its own input example before it may serve.
 Scoring calls `ServedModel.predict` directly: the same preprocessing and onnxruntime
 session as `mlflow.pyfunc.load_model(...).predict`, without MLflow's per-call schema
@@ -103,23 +104,19 @@ def download_and_load(tracking_uri: str, name: str, version: str, cache_dir: str
     """Download `models:/<name>/<version>` into a fresh folder of `cache_dir` and load it."""
     import tempfile
 
-    import mlflow.artifacts
-    from mlflow.tracking import MlflowClient
+    from tasks.release.integrity import download_verified
 
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     target = tempfile.mkdtemp(prefix=f"{name}-v{version}-", dir=cache_dir)
     try:
-        # where the version's files are, asked of this registry (not MLflow's global URI)
-        source = MlflowClient(
-            tracking_uri, registry_uri=tracking_uri
-        ).get_model_version_download_uri(name, version)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=target, tracking_uri=tracking_uri
-        )
+        local = download_verified(tracking_uri, name, str(version), target)
         loaded = load_from_dir(name, str(version), local)
     except VersionRefused:
         shutil.rmtree(target, ignore_errors=True)
         raise
+    except TamperedArtifactError as error:
+        shutil.rmtree(target, ignore_errors=True)
+        raise VersionRefused(str(version), f"integrity check failed: {error}") from None
     except Exception as error:
         shutil.rmtree(target, ignore_errors=True)
         raise VersionRefused(str(version), f"download failed: {error!r}") from None
