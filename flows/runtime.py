@@ -62,7 +62,11 @@ def dask_task_runner(settings: Settings) -> DaskTaskRunner:
     if gpus:
         return DaskTaskRunner(
             cluster_class=mixed_local_cluster,
-            cluster_kwargs={"cpu_workers": cpu_worker_count(settings, gpus), "gpus": gpus},
+            cluster_kwargs={
+                "cpu_workers": cpu_worker_count(settings, gpus),
+                "gpus": gpus,
+                "dashboard_address": settings.dask_dashboard_address,
+            },
         )
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(settings)

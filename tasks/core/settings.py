@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     dask_workers: int | None = Field(
         default=None, ge=1, description="Workers of the local cluster. Default: CPU cores (max 4)."
     )
+    dask_dashboard_address: str = Field(
+        default="127.0.0.1:0",
+        description="Where the local cluster's dashboard listens. Default: loopback, a free "
+        "port (never all interfaces: the dashboard has no authentication).",
+    )
     spark_master: str = Field(default="local[*]", description="Spark master URL.")
     model_name: str | None = Field(
         default=None,

@@ -51,13 +51,16 @@ def cpu_worker_count(settings: Settings, gpus: int = 0) -> int:
 def local_cluster_kwargs(settings: Settings) -> dict:
     """The local CPU cluster: one single-threaded worker process per core (at most 4).
 
-    Dashboards bind to loopback on a free port: never another run's, never all interfaces.
+    Scheduler and workers listen on loopback; the dashboard (no authentication) on
+    `NIGHTSHIFT_DASK_DASHBOARD_ADDRESS`, by default loopback on a free port: never another
+    run's, never all interfaces.
     """
     return {
         "n_workers": cpu_worker_count(settings),
         "threads_per_worker": 1,
         "processes": True,
-        "dashboard_address": "127.0.0.1:0",
+        "host": "127.0.0.1",
+        "dashboard_address": settings.dask_dashboard_address,
     }
 
 
@@ -78,7 +81,9 @@ def mixed_worker_spec(cpu_workers: int, gpus: int) -> dict[str, dict]:
     return spec
 
 
-def mixed_local_cluster(cpu_workers: int, gpus: int) -> distributed.SpecCluster:
+def mixed_local_cluster(
+    cpu_workers: int, gpus: int, dashboard_address: str = "127.0.0.1:0"
+) -> distributed.SpecCluster:
     """One scheduler on loopback with `cpu_workers` CPU workers and one worker per GPU."""
     from distributed import Scheduler, SpecCluster
 
@@ -86,7 +91,7 @@ def mixed_local_cluster(cpu_workers: int, gpus: int) -> distributed.SpecCluster:
         workers=mixed_worker_spec(cpu_workers, gpus),
         scheduler={
             "cls": Scheduler,
-            "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+            "options": {"host": "127.0.0.1", "dashboard_address": dashboard_address},
         },
         name="nightshift-mixed",
     )
@@ -131,7 +136,7 @@ def stage_client(address: str | None, settings: Settings) -> Iterator[distribute
         return
     gpus = gpu_count()
     cluster = (
-        mixed_local_cluster(cpu_worker_count(settings, gpus), gpus)
+        mixed_local_cluster(cpu_worker_count(settings, gpus), gpus, settings.dask_dashboard_address)
         if gpus
         else distributed.LocalCluster(**local_cluster_kwargs(settings))
     )

@@ -37,6 +37,15 @@ def k8s() -> list[dict]:
     return [d for d in yaml.safe_load_all((INFRA / "k8s" / "nightshift.yaml").read_text()) if d]
 
 
+SECRET_NAME = "nightshift-secrets"
+
+
+def _documented_secret_keys() -> set[str]:
+    """The keys the k8s header's `kubectl create secret` command tells operators to set."""
+    text = (INFRA / "k8s" / "nightshift.yaml").read_text()
+    return set(re.findall(r"--from-literal=([A-Z_]+)=", text))
+
+
 def _compose_ports(service: dict) -> set[int]:
     ports = {int(str(p).split(":")[-1]) for p in service.get("ports", [])}
     return ports | {int(p) for p in service.get("expose", [])}
@@ -99,7 +108,6 @@ def test_k8s_references_resolve(k8s):
     services = {d["metadata"]["name"]: d for d in k8s if d["kind"] == "Service"}
     deployments = {d["metadata"]["name"]: d for d in k8s if d["kind"] == "Deployment"}
     config = next(d for d in k8s if d["kind"] == "ConfigMap")
-    secret = next(d for d in k8s if d["kind"] == "Secret")
     assert {d["metadata"].get("namespace") for d in k8s if d["kind"] != "Namespace"} == {
         "nightshift"
     }
@@ -122,15 +130,19 @@ def test_k8s_references_resolve(k8s):
             texts.append(_command_text(container.get("command")))
             texts.append(_command_text(container.get("args")))
             for source in container.get("envFrom", []):
-                ref = source.get("configMapRef") or source.get("secretRef")
-                kind = "ConfigMap" if "configMapRef" in source else "Secret"
-                assert (kind, ref["name"]) in kinds, f"{name} reads missing {kind} {ref['name']}"
+                if "secretRef" in source:  # created outside the file, see its header
+                    assert source["secretRef"]["name"] == SECRET_NAME, source
+                    continue
+                ref = source["configMapRef"]
+                assert ("ConfigMap", ref["name"]) in kinds, f"{name} reads missing {ref['name']}"
             for env in container.get("env", []):
                 texts.append(str(env.get("value", "")))
                 secret_ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if secret_ref:
-                    assert secret_ref["key"] in secret["stringData"], (
-                        f"{name}: secret key {secret_ref['key']} does not exist"
+                    assert secret_ref["name"] == SECRET_NAME, secret_ref
+                    assert secret_ref["key"] in _documented_secret_keys(), (
+                        f"{name}: secret key {secret_ref['key']} is not in the header's "
+                        "`kubectl create secret` command"
                     )
         container_ports[name] = ports
         for host, port in _urls(texts + list(config["data"].values())):
@@ -197,3 +209,95 @@ def test_the_stack_script_starts_the_model_service_on_loopback():
     script = (INFRA / "stack.sh").read_text()
     assert 'serve-model --host "$HOST"' in script
     assert "model-service" in script.split("SERVICES=(")[1].split(")")[0]
+
+
+# ----------------------------------------------------------------------- safe defaults
+
+# A secret's value written into a file of the repository: a default password, a key, a
+# placeholder someone might deploy. Secrets come from the environment (or Prefect blocks).
+DEFAULT_SECRET = re.compile(
+    r"(?i:change-?me|minioadmin|hunter2)"  # placeholders people deploy
+    r"|\b[A-Z_]*(?:PASSWORD|SECRET_ACCESS_KEY|SECRET_KEY|TOKEN)\s*[:=]\s*['\"]?[A-Za-z0-9]"
+    r"|\$\{[A-Z_]*(?:PASSWORD|SECRET|KEY)[A-Z_]*:-"  # compose: a default for a secret
+    r"|(?i:\bpassword\w*)\s*=\s*['\"][^'\"{$]+['\"]"  # code: a password literal
+)
+SCANNED = ("infra", "tasks", "flows", "data_contracts", "Makefile", "pyproject.toml")
+
+
+def test_compose_publishes_every_port_on_loopback_unless_told_otherwise(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            host = str(port).rsplit(":", 2)[0] if str(port).count(":") >= 2 else None
+            assert host in ("${NIGHTSHIFT_BIND:-127.0.0.1}", "127.0.0.1"), (
+                f"{name} publishes {port} on every interface; use "
+                "${NIGHTSHIFT_BIND:-127.0.0.1}:port:port"
+            )
+
+
+def test_compose_refuses_to_start_without_real_secrets(compose):
+    text = (INFRA / "compose.yaml").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?set \1 ", text))
+    assert required >= {"MINIO_ROOT_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD"}
+    # $${...} is the container shell's own variable, not compose interpolation
+    for reference in re.findall(r"(?<!\$)\$\{([A-Z_]*(?:PASSWORD|SECRET)[A-Z_]*)([^}]*)\}", text):
+        name, rest = reference
+        assert rest.startswith(":?"), f"compose.yaml: ${{{name}{rest}}} must be required (:?)"
+
+
+def test_k8s_references_its_secret_and_inlines_none(k8s):
+    assert not [d for d in k8s if d["kind"] == "Secret"], "secret values inlined in the manifest"
+    assert _documented_secret_keys() == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "PREFECT_DB_PASSWORD",
+        "MLFLOW_DB_PASSWORD",
+    }
+    for service in (d for d in k8s if d["kind"] == "Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]
+    for deployment in (d for d in k8s if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert not pod.get("hostNetwork"), deployment["metadata"]["name"]
+        for container in pod["containers"]:
+            assert all("hostPort" not in p for p in container.get("ports", [])), container
+
+
+def test_no_file_of_the_tree_carries_a_default_secret():
+    root = INFRA.parent
+    files = [
+        p
+        for entry in SCANNED
+        for p in ([root / entry] if (root / entry).is_file() else (root / entry).rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    assert len(files) > 50
+    found = [
+        f"{p.relative_to(root)}:{n}: {line.strip()}"
+        for p in files
+        for n, line in enumerate(p.read_text(errors="ignore").splitlines(), 1)
+        if DEFAULT_SECRET.search(line)
+    ]
+    assert not found, "default secrets in the tree:\n" + "\n".join(found)
+
+
+def test_the_default_secret_scan_can_fail():
+    for bad in (
+        "POSTGRES_PASSWORD: hunter2",
+        "AWS_SECRET_ACCESS_KEY=abc123",
+        "${MINIO_ROOT_PASSWORD:-nightshift}",
+        "password: change-me",
+        'client = connect(password="s3cret")',
+    ):
+        assert DEFAULT_SECRET.search(bad), bad
+    for fine in (
+        "POSTGRES_PASSWORD: ${PREFECT_DB_PASSWORD:?set PREFECT_DB_PASSWORD in infra/.env}",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=...",
+        "valueFrom: {secretKeyRef: {name: nightshift-secrets, key: MLFLOW_DB_PASSWORD}}",
+    ):
+        assert not DEFAULT_SECRET.search(fine), fine
+
+
+def test_local_dask_dashboards_default_to_loopback():
+    from tasks.ops.cluster import local_cluster_kwargs
+
+    kwargs = local_cluster_kwargs(Settings(_env_file=None, dask_address=None, dask_workers=1))
+    assert kwargs["dashboard_address"] == "127.0.0.1:0" and kwargs["host"] == "127.0.0.1"
