@@ -132,6 +132,7 @@ def test_the_registry_holds_a_digest_of_every_file_and_an_intact_version_loads(
     assert load_in_process(f"models:/{MODEL}@challenger", registered["tracking_uri"]) is not None
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize(
     "kind",
     ["pickled model", "shipped code", "onnx network", "manifest", "MLmodel", "preprocessor"],
@@ -153,6 +154,7 @@ def test_a_tampered_stored_file_is_refused_by_every_loader_naming_it(registered,
     assert not any((tmp_path / "svc").iterdir()), "a refused version left its download behind"
 
 
+@pytest.mark.faults
 def test_an_added_file_is_refused(registered):
     planted = registered["stored"] / "code" / "tasks" / "sitecustomize.py"
     planted.write_text("import os\n")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tasks.core.lake import Lake
+from tasks.core.results import result_path
 from tasks.datasets import get_dataset
 from tasks.features.build import build_features, preprocessor_for
 from tasks.ingest.pandas_engine import clean_day
@@ -22,7 +23,9 @@ from tasks.ingest.plan import IngestSummary
 from tasks.landing.simulator import land_days
 from tasks.training.checkpoint import SimulatedFailure, UnsafeCheckpointError
 from tasks.training.config import TrainConfig
+from tasks.training.ddp import TrainingJob, train, train_distributed
 from tasks.training.loop import train_network
+from tasks.training.tune import TuneResult
 from tests.conftest import context_for
 
 pytestmark = pytest.mark.integration
@@ -32,8 +35,12 @@ TINY = TrainConfig(epochs=2, batch_size=256, hidden=[16], members=1, validation_
 
 
 @pytest.fixture(scope="module")
-def features(tmp_path_factory):
-    lake = Lake(str(tmp_path_factory.mktemp("ckpt") / "lake"))
+def lake(tmp_path_factory) -> Lake:
+    return Lake(str(tmp_path_factory.mktemp("ckpt") / "lake"))
+
+
+@pytest.fixture(scope="module")
+def features(lake):
     flights = get_dataset("flights")
     land_days(lake, flights, FIRST, AS_OF)
     days = [FIRST + timedelta(days=i) for i in range((AS_OF - FIRST).days + 1)]
@@ -42,6 +49,32 @@ def features(tmp_path_factory):
         flights, [clean_day(lake.root, "flights", d, dims) for d in days], "dask"
     )
     return build_features(context_for(lake, as_of=AS_OF), ingested, holdout_days=2)
+
+
+def test_the_train_stage_resumes_a_crashed_run_then_clears_its_checkpoints(lake, features):
+    """The DDP stage as the flow calls it: a crashed attempt's checkpoint is resumed by the
+    retry, and once the stage has written its result the checkpoints are gone."""
+    from distributed import Client, LocalCluster
+
+    ctx = context_for(lake, as_of=AS_OF)
+    out = ctx.run_dir("model")
+    job = TrainingJob(
+        "flights", features.train_path, features.preprocessor_path, out, TINY, ctx.seed
+    )
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        with pytest.raises(SimulatedFailure):
+            train_distributed(client, job, world_size=1, fail_after_epoch=1)
+        assert lake.exists(f"{out}/checkpoints/epoch-0001.pt")
+        ctx = ctx.with_(dask_address=cluster.scheduler_address)
+        result = train(ctx, features, TuneResult(config=TINY, enabled=False), world_size=1)
+    assert result.resumed_from_epoch == 1
+    assert lake.exists(result_path(ctx, "train"))
+    assert not lake.exists(f"{out}/checkpoints"), "the finished stage left its checkpoints"
 
 
 @pytest.fixture
@@ -107,6 +140,7 @@ class _Payload:
         return (pathlib.Path.touch, (self.marker,))
 
 
+@pytest.mark.faults
 def test_a_checkpoint_holding_a_pickled_object_is_refused_unexecuted(interrupted, tmp_path):
     args, ckpt, _ = interrupted
     path = pathlib.Path(ckpt) / "epoch-0002.pt"
