@@ -113,7 +113,8 @@ def fit_baseline(
         stopper.fit(
             x[fit_rows],
             y[fit_rows],
-            eval_set=[(x[validation_rows], y[validation_rows])],
+            eval_X=(x[validation_rows],),
+            eval_y=(y[validation_rows],),
             eval_metric="auc",
             categorical_feature=categorical,
             callbacks=[lgb.early_stopping(PARAMS["patience"], verbose=False)],
