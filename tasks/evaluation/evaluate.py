@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -26,6 +25,7 @@ from tasks.core.context import RunContext
 from tasks.core.lake import Lake
 from tasks.core.results import write_result
 from tasks.datasets.spec import DatasetSpec
+from tasks.evaluation.baseline import BASELINE_NAME, fit_baseline
 from tasks.evaluation.champion import champion_scorer
 from tasks.evaluation.diagnostics import (
     calibration_bins,
@@ -71,22 +71,17 @@ def baseline_proba(
     holdout: pd.DataFrame,
     preprocessor: TabularPreprocessor,
     seed: int,
+    validation_days: int = 14,
 ) -> np.ndarray:
-    """HistGradientBoosting on the same features and vocabularies: the bar to clear."""
-
-    def encode(rows: pd.DataFrame) -> pd.DataFrame:
-        features = spec.feature_frame(rows)
-        codes, _ = preprocessor.transform(features)
-        encoded = features[preprocessor.numeric].astype("float64").copy()
-        for i, column in enumerate(preprocessor.categorical):
-            encoded[column] = codes[:, i]
-        return encoded
-
-    model = HistGradientBoostingClassifier(
-        categorical_features=list(preprocessor.categorical), max_iter=300, random_state=seed
+    """The baseline's holdout scores: fitted on the training window only (see baseline.py)."""
+    baseline = fit_baseline(spec, train, preprocessor, seed, validation_days)
+    logger.info(
+        "evaluate: %s baseline, %d rounds (validation AUC %s)",
+        BASELINE_NAME,
+        baseline.rounds,
+        "n/a" if baseline.validation_auc is None else f"{baseline.validation_auc:.4f}",
     )
-    model.fit(encode(train), train["label"].to_numpy())
-    return model.predict_proba(encode(holdout))[:, 1]
+    return baseline.predict_proba(holdout)
 
 
 @dataclass

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tasks.evaluation.baseline import BASELINE_NAME
+
 
 def _auc(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "–"
@@ -88,7 +90,7 @@ class ModelCard:
             f"({self.holdout_rows:,} rows) |",
             f"| contracts | {', '.join(f'`{c}`' for c in self.contracts)} |",
             f"| holdout ROC AUC: model | {_auc(self.model_auc)} |",
-            f"| holdout ROC AUC: baseline (HistGradientBoosting) | {_auc(self.baseline_auc)} |",
+            f"| holdout ROC AUC: baseline ({BASELINE_NAME}) | {_auc(self.baseline_auc)} |",
             f"| holdout ROC AUC: champion before this run | {champion} |",
             f"| served form | {self.served_variant} ONNX, AUC {_auc(self.served_auc)}, "
             f"{self.served_size_bytes:,} bytes, {self.served_latency_ms:.3f} ms at batch 1 |",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tasks.core.context import RunContext
+from tasks.evaluation.baseline import BASELINE_NAME
 from tasks.reporting.trend import trend_markdown
 
 if TYPE_CHECKING:  # results of the stages; importing them here would load torch
@@ -179,7 +180,7 @@ class RunSummary:
             "|---|---:|",
             f"| new model | {self.model_auc:.4f} |",
             f"| new model, served form | {served} |",
-            f"| baseline (HistGradientBoosting) | {self.baseline_auc:.4f} |",
+            f"| baseline ({BASELINE_NAME}) | {self.baseline_auc:.4f} |",
             f"| current champion | {champion} |",
             "",
         ]
