@@ -48,6 +48,14 @@ class LoadedVersion:
         """The model's output frame (probability, decision) for validated input rows."""
         return self.model.predict(None, rows)
 
+    def score(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs for a request's checked columns, without a pandas frame.
+
+        `ServedModel.predict_columns`: the code `predict` itself runs on small inputs.
+        """
+        proba, decision = self.model.predict_columns(columns)
+        return {self.model.spec.output: proba, self.model.spec.decision: decision}
+
     def discard(self) -> None:
         """Remove the downloaded files (after the version stopped serving)."""
         shutil.rmtree(self.path, ignore_errors=True)
