@@ -3,9 +3,10 @@
 A version is downloaded from the registry into a folder of its own, its files are checked
 against the sha256 manifest written at registration (`verify_artifacts`, inside
 `ServedModel.load_context`), and it answers its own input example before it may serve.
-Scoring calls `ServedModel.predict` directly: the same preprocessing and onnxruntime
-session as `mlflow.pyfunc.load_model(...).predict`, without MLflow's per-call schema
-enforcement (the service validates requests itself, see `schema.py`).
+Scoring calls `ServedModel.predict_columns` directly (what `ServedModel.predict` runs on
+inputs of up to 4,096 rows): the same preprocessing and onnxruntime session as
+`mlflow.pyfunc.load_model(...).predict`, without MLflow's per-call schema enforcement or
+a pandas frame (the service validates requests itself, see `schema.py`).
 """
 
 from __future__ import annotations
