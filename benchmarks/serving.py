@@ -6,8 +6,11 @@
 Serves `models:/<name>@champion` of the configured registry (`NIGHTSHIFT_*` settings, as
 `make run` leaves them) three ways, one after another, on the same machine and rows:
 
-1. `nightshift serve-model` (this service) on 127.0.0.1;
-2. `mlflow models serve` on the same version (`--env-manager local --workers 1`);
+1. `nightshift serve-model` (this service) on 127.0.0.1: one process, uvicorn;
+2. `mlflow models serve` on the same version (`--env-manager local --workers 1`): one
+   process, uvicorn, running the registered pyfunc (the same numpy path for small inputs).
+   Both uvicorns use uvloop and httptools when installed (they are dependencies), so the
+   comparison is of what each server does per request, on the same HTTP stack.
 3. the bare onnxruntime session of the same ONNX file, in process (the limit: no HTTP,
    no preprocessing), and the in-process pyfunc (preprocessing + onnxruntime, no HTTP).
 
@@ -24,6 +27,7 @@ torch network itself, with one thread each.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -276,11 +280,13 @@ def main() -> None:
     cores = os.cpu_count()
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load1 = os.getloadavg()[0]
+    stack = ", ".join(m for m in ("uvloop", "httptools") if importlib.util.find_spec(m))
     print(
         f"{ctx.model_name} v{version.version} ({version.tags.get('compression_variant')}); "
         f"{platform.machine()}, {cores} cores, {ram:.0f} GiB RAM, no GPU; {date.today()}; "
         f"load average at the end {load1:.1f}; {args.concurrency} connections, "
-        f"{args.seconds:g} s per target and batch; rows: {len(rows):,} real rows cycled\n"
+        f"{args.seconds:g} s per target and batch; rows: {len(rows):,} real rows cycled; "
+        f"both servers: 1 uvicorn process ({stack or 'h11, asyncio'})\n"
     )
     print("| target | batch | p50 ms | p99 ms | requests/s | rows/s | requests | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

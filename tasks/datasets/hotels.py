@@ -21,13 +21,14 @@ charged for the stay). Only what is known when the booking is made is a feature.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tasks.datasets.spec import DatasetSpec, Source
+from tasks.datasets.spec import DatasetSpec, Source, as_days, as_floats, as_strings, weekday_strings
 
 SOURCE = "hotel_bookings"
 
@@ -67,10 +68,21 @@ def derive_features(clean: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(index=clean.index)
     for column in CATEGORICAL_INPUTS:
         frame[column] = clean[column].astype("string")
-    frame["arrival_weekday"] = pd.to_datetime(clean["date"]).dt.dayofweek.astype("string")
+    weekday = pd.to_datetime(clean["date"]).dt.dayofweek
+    # Int64 first: one missing date would otherwise make the weekdays floats ("1.0").
+    frame["arrival_weekday"] = weekday.astype("Int64").astype("string")
     for column in NUMERIC_INPUTS:
         frame[column] = clean[column].astype("float64")
     return frame
+
+
+def derive_arrays(clean: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`derive_features` on one numpy array per input column (the served model's path)."""
+    columns = {column: as_strings(clean[column]) for column in CATEGORICAL_INPUTS}
+    columns["arrival_weekday"] = weekday_strings(as_days(clean["date"]))
+    for column in NUMERIC_INPUTS:
+        columns[column] = as_floats(clean[column])
+    return columns
 
 
 def room_changed(clean: pd.DataFrame) -> pd.Series:
@@ -131,6 +143,7 @@ SPEC = DatasetSpec(
     numeric=NUMERIC_INPUTS,
     input_columns=("date", *CATEGORICAL_INPUTS, *NUMERIC_INPUTS),
     derive_features=derive_features,
+    derive_arrays=derive_arrays,
     slices={
         "market_segment": lambda rows: rows["market_segment"],
         "customer_type": lambda rows: rows["customer_type"],

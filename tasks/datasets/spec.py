@@ -15,7 +15,7 @@ ships them to compute its own features at serving time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -91,6 +91,10 @@ class DatasetSpec:
     scale_copy: Callable[[pd.DataFrame, int, np.random.Generator], pd.DataFrame] | None = None
     # Columns a directional model test may push (name -> sign of the expected effect).
     directions: dict[str, int] = field(default_factory=dict)
+    # `derive_features` on one numpy array per input column, without pandas: what the
+    # served model runs on small requests. It must give bit-identical features (the
+    # categorical ones as str or None, the numeric ones float64), which tests prove.
+    derive_arrays: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
     @property
     def sources(self) -> tuple[Source, ...]:
@@ -116,6 +120,18 @@ class DatasetSpec:
         if leaked:
             raise ValueError(f"dataset {self.name}: leakage columns {leaked} reached the features")
         return frame if list(frame.columns) == expected else frame[expected]
+
+    def feature_arrays(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`feature_frame` without pandas, for a served request (see `derive_arrays`)."""
+        if self.derive_arrays is None:
+            raise NotImplementedError(f"dataset {self.name} declares no derive_arrays")
+        arrays = self.derive_arrays(columns)
+        expected = {*self.categorical, *self.numeric}
+        if set(arrays) != expected:
+            raise ValueError(
+                f"dataset {self.name}: derive_arrays gave {sorted(arrays)}, not {sorted(expected)}"
+            )
+        return arrays
 
     def slice_frame(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The slice keys of each row (same index), one column per declared slice."""
@@ -143,3 +159,64 @@ def hour_bucket(hours: pd.Series, width: int = 4) -> pd.Series:
     hour = pd.to_numeric(hours, errors="coerce").fillna(-1).astype(int)
     start = (hour // width) * width
     return start.map(lambda h: "unknown" if h < 0 else f"{h:02d}-{h + width - 1:02d}")
+
+
+# Helpers of the datasets' `derive_arrays`: each mirrors, on a numpy array, the pandas
+# operation its `derive_features` applies, with the same result bit for bit.
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or value != value
+
+
+def as_strings(values: np.ndarray) -> np.ndarray:
+    """`Series.astype("string")` as an object array: str, or None where missing."""
+    if values.dtype == object and set(map(type, values)) <= {str, type(None)}:
+        return values  # already so (the service's checked requests)
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value if isinstance(value, str) else None if _missing(value) else str(value)
+    return out
+
+
+def as_floats(values: np.ndarray) -> np.ndarray:
+    """`Series.astype("float64")` as a float64 array (NaN where missing)."""
+    if values.dtype.kind in "fiub":
+        return values.astype(np.float64)
+    return pd.Series(values).astype("float64").to_numpy()
+
+
+def as_numbers(values: np.ndarray) -> np.ndarray:
+    """`pd.to_numeric(errors="coerce").astype("float64")` as a float64 array."""
+    if values.dtype.kind in "fiub":
+        return values.astype(np.float64)
+    return pd.to_numeric(pd.Series(values), errors="coerce").astype("float64").to_numpy()
+
+
+def as_days(values: np.ndarray) -> np.ndarray:
+    """`pd.to_datetime(values)` floored to whole days (datetime64[D], NaT where missing)."""
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[D]")
+    return pd.to_datetime(pd.Series(values)).to_numpy().astype("datetime64[D]")
+
+
+def weekday_strings(days: np.ndarray) -> np.ndarray:
+    """`.dt.day_of_week.astype("Int64").astype("string")`: '0' (Monday) .. '6', None for NaT."""
+    weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    missing = np.isnat(days)
+    return np.array(
+        [None if gone else str(day) for day, gone in zip(weekday.tolist(), missing, strict=True)],
+        dtype=object,
+    )
+
+
+def year_floats(days: np.ndarray) -> np.ndarray:
+    """`.dt.year.astype("float64")`: the calendar year, NaN for NaT."""
+    years = (days.astype("datetime64[Y]").astype(np.int64) + 1970).astype(np.float64)
+    return np.where(np.isnat(days), np.nan, years)
+
+
+def hhmm_array_to_hours(values: np.ndarray) -> np.ndarray:
+    """`hhmm_to_hours` on an array."""
+    numeric = as_numbers(values)
+    return np.floor(numeric / 100) + (numeric % 100) / 60

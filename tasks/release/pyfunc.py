@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ INPUT_NAMES = ["codes", "numeric"]
 OUTPUT_NAME = "probability"
 # onnxruntime threads per loaded model: a scoring server runs one model per worker process.
 SERVING_THREADS = 1
+# Inputs of up to this many rows take the numpy path (the spec's `derive_arrays`, then
+# `transform_arrays`); larger ones, and datasets without `derive_arrays`, the pandas path.
+# Both give the same features bit for bit (tests/unit/features/test_fast_preprocessing.py).
+FAST_PATH_MAX_ROWS = 4096
 # The package files the registered model carries (relative to the repository root).
 SERVING_MODULES = (
     "tasks/__init__.py",
@@ -102,6 +107,42 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         rows = model_input.reset_index(drop=True)
-        codes, numeric = self.preprocessor.transform(self.spec.feature_frame(rows))
+        if self.spec.derive_arrays is not None and len(rows) <= FAST_PATH_MAX_ROWS:
+            proba, decision = self.predict_columns(frame_arrays(rows))
+        else:
+            codes, numeric = self.preprocessor.transform(self.spec.feature_frame(rows))
+            proba = onnx_proba(self.session, codes, numeric)
+            decision = proba >= self.threshold
+        return pd.DataFrame({self.spec.output: proba, self.spec.decision: decision})
+
+    def predict_columns(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(probability float64, decision bool) for one array per input column.
+
+        What `predict` runs on a small frame and what the model service runs on a parsed
+        request, so both answer from the same code: no pandas frame is built for a row.
+        """
+        n = len(next(iter(columns.values())))
+        if self.spec.derive_arrays is not None and n <= FAST_PATH_MAX_ROWS:
+            codes, numeric = self.preprocessor.transform_arrays(self.spec.feature_arrays(columns))
+        else:
+            frame = pd.DataFrame(dict(columns))
+            codes, numeric = self.preprocessor.transform(self.spec.feature_frame(frame))
         proba = onnx_proba(self.session, codes, numeric)
-        return pd.DataFrame({self.spec.output: proba, self.spec.decision: proba >= self.threshold})
+        return proba, proba >= self.threshold
+
+
+def frame_arrays(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One numpy array per column of a frame: pandas' nullable columns with None / NaN."""
+    out: dict[str, np.ndarray] = {}
+    for name in rows.columns:
+        column = rows[name]
+        if isinstance(column.dtype, pd.StringDtype):
+            out[name] = column.to_numpy(dtype=object, na_value=None)
+        elif (
+            isinstance(column.dtype, pd.api.extensions.ExtensionDtype)
+            and column.dtype.kind in "iuf"
+        ):
+            out[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            out[name] = column.to_numpy()
+    return out

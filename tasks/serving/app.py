@@ -18,13 +18,11 @@ a stack trace. Request bodies are bounded (`max_body_bytes`) and so are rows per
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -35,6 +33,7 @@ from tasks.serving.schema import (
     RequestError,
     columns_from_invocation,
     columns_from_v2,
+    dump_json,
     invocation_response,
     parse_json,
     v2_response,
@@ -45,6 +44,7 @@ logger = logging.getLogger("nightshift.serving")
 ERROR_CODES = {
     400: "BAD_REQUEST",
     404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
     413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
@@ -61,75 +61,52 @@ class Limits:
 def _json(status: int, body: dict, loaded: LoadedVersion | None, name: str) -> Response:
     headers = {"X-Model-Name": name, "X-Model-Version": loaded.version if loaded else "none"}
     return Response(
-        json.dumps(body, separators=(",", ":")),
+        dump_json(body),
         status_code=status,
         headers=headers,
         media_type="application/json",
     )
 
 
-def _error(status: int, message: str, loaded: LoadedVersion | None, name: str) -> Response:
+def _error_body(status: int, message: str) -> dict:
     code = ERROR_CODES.get(status, "INVALID_PARAMETER_VALUE" if status < 500 else "UNAVAILABLE")
-    return _json(status, {"error_code": code, "message": message}, loaded, name)
+    return {"error_code": code, "message": message}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _error(status: int, message: str, loaded: LoadedVersion | None, name: str) -> Response:
+    return _json(status, _error_body(status, message), loaded, name)
+
+
+async def _read_body(headers: dict[bytes, bytes], receive: Callable, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    content_type = request.headers.get("content-type", "application/json")
+    content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
     if "json" not in content_type:
         raise RequestError(415, f"Content-Type {content_type!r}: send application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = headers.get(b"content-length", b"").decode("latin-1")
+    if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"request body of {int(declared)} bytes exceeds {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError(400, "the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestError(413, f"request body exceeds {limit} bytes")
         chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)
 
 
-def build_app(follower: ChampionFollower, limits: Limits = Limits()) -> FastAPI:
-    """The service's FastAPI application around a (started or not) champion follower.
+def build_app(follower: ChampionFollower, limits: Limits = Limits()) -> _ScoringEndpoints:
+    """The service's ASGI application around a (started or not) champion follower.
 
+    The scoring endpoints are `_ScoringEndpoints`; FastAPI serves the others.
     Long on purpose: it reads as the list of endpoints.
     """
     name = follower.model_name
     app = FastAPI(title=f"nightshift model service: {name}@{follower.alias}", docs_url=None)
-
-    async def score(
-        request: Request, parse: Callable, respond: Callable[[LoadedVersion, pd.DataFrame], dict]
-    ) -> Response:
-        loaded = follower.current  # this request is answered by this version, start to end
-        if loaded is None:
-            return _error(503, f"no version of {name} serves yet (@{follower.alias})", None, name)
-        try:
-            payload = parse_json(await _read_body(request, limits.max_body_bytes))
-            columns, _ = parse(payload, loaded.columns, limits.max_rows)
-            # Scored alone, never batched with other requests: the int8 network quantizes
-            # its activations per call, so a row's score depends on the rows beside it.
-            answer = loaded.predict(pd.DataFrame(columns))
-            return _json(200, respond(loaded, answer), loaded, name)
-        except RequestError as error:
-            return _error(error.status, error.message, loaded, name)
-        except Exception:
-            incident = uuid.uuid4().hex[:12]
-            logger.exception("serving %s v%s: request %s failed", name, loaded.version, incident)
-            return _error(500, f"internal error while scoring (incident {incident})", loaded, name)
-
-    @app.post("/invocations")
-    async def invocations(request: Request) -> Response:
-        return await score(request, columns_from_invocation, lambda _, a: invocation_response(a))
-
-    @app.post("/v2/models/{model}/infer")
-    async def v2_infer(model: str, request: Request) -> Response:
-        if model != name:
-            return _error(404, f"unknown model {model!r}; this service serves {name!r}", None, name)
-        request_id = request.headers.get("x-request-id")
-        return await score(
-            request, columns_from_v2, lambda v, a: v2_response(name, v.version, a, request_id)
-        )
 
     def ready() -> Response:
         loaded = follower.current
@@ -193,7 +170,89 @@ def build_app(follower: ChampionFollower, limits: Limits = Limits()) -> FastAPI:
         return _error(500, f"internal error (incident {incident})", follower.current, name)
 
     app.add_middleware(_VersionHeaders, follower=follower)
-    return app
+    return _ScoringEndpoints(app, follower, limits)
+
+
+class _ScoringEndpoints:
+    """ASGI: `POST /invocations` and `POST /v2/models/<name>/infer`, in front of FastAPI.
+
+    Scoring one row costs well under a millisecond; FastAPI's routing, request object and
+    middleware stack cost as much again, so the two scoring endpoints are answered here,
+    straight from the ASGI messages, and everything else goes on to FastAPI.
+    """
+
+    def __init__(self, app: FastAPI, follower: ChampionFollower, limits: Limits) -> None:
+        self.app = app
+        self.follower = follower
+        self.limits = limits
+        self.name = follower.model_name
+        self.v2_prefix, self.v2_suffix = "/v2/models/", "/infer"
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == "/invocations":
+            model = None
+        elif path.startswith(self.v2_prefix) and path.endswith(self.v2_suffix):
+            model = path[len(self.v2_prefix) : -len(self.v2_suffix)]
+        else:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            body = _error_body(405, f"{scope['method']} {path}: use POST")
+            await _send_json(send, 405, body, self.name, self.follower.current)
+            return
+        await self.score(scope, receive, send, model)
+
+    async def score(self, scope: dict, receive: Callable, send: Callable, v2: str | None) -> None:
+        """Answer one scoring request (`v2`: the model named in a v2 path, else None)."""
+        name, loaded = self.name, self.follower.current  # one version answers, start to end
+        status, body = 200, {}
+        headers = dict(scope["headers"])
+        try:
+            if v2 is not None and v2 != name:
+                raise RequestError(404, f"unknown model {v2!r}; this service serves {name!r}")
+            if loaded is None:
+                raise RequestError(503, f"no version of {name} serves yet (@{self.follower.alias})")
+            payload = parse_json(await _read_body(headers, receive, self.limits.max_body_bytes))
+            parse = columns_from_invocation if v2 is None else columns_from_v2
+            columns, _ = parse(payload, loaded.columns, self.limits.max_rows)
+            # Scored alone, never batched with other requests: the int8 network quantizes
+            # its activations per call, so a row's score depends on the rows beside it.
+            answer = loaded.score(columns)
+            if v2 is None:
+                body = invocation_response(answer)
+            else:
+                body = v2_response(name, loaded.version, answer, _header(headers, b"x-request-id"))
+        except RequestError as error:
+            status, body = error.status, _error_body(error.status, error.message)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            version = loaded.version if loaded else "none"
+            logger.exception("serving %s v%s: request %s failed", name, version, incident)
+            message = f"internal error while scoring (incident {incident})"
+            status, body = 500, _error_body(500, message)
+        await _send_json(send, status, body, name, loaded)
+
+
+async def _send_json(
+    send: Callable, status: int, body: dict, name: str, loaded: LoadedVersion | None
+) -> None:
+    """One JSON response as ASGI messages, naming the model and the version that answered."""
+    content = dump_json(body)
+    version = (loaded.version if loaded else "none").encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        (b"x-model-name", name.encode()),
+        (b"x-model-version", version),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _header(headers: dict[bytes, bytes], key: bytes) -> str | None:
+    value = headers.get(key)
+    return None if value is None else value.decode("latin-1")
 
 
 class _VersionHeaders:

@@ -4,9 +4,10 @@ A version is downloaded from the registry into a folder of its own, every file i
 against the digests the registry holds for the version (`tasks.release.integrity`), then
 against the sha256 manifest inside the artifact (`verify_artifacts`, inside
 `ServedModel.load_context`), and it answers its own input example before it may serve.
-Scoring calls `ServedModel.predict` directly: the same preprocessing and onnxruntime
-session as `mlflow.pyfunc.load_model(...).predict`, without MLflow's per-call schema
-enforcement (the service validates requests itself, see `schema.py`).
+Scoring calls `ServedModel.predict_columns` directly (what `ServedModel.predict` runs on
+inputs of up to 4,096 rows): the same preprocessing and onnxruntime session as
+`mlflow.pyfunc.load_model(...).predict`, without MLflow's per-call schema enforcement or
+a pandas frame (the service validates requests itself, see `schema.py`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ class LoadedVersion:
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The model's output frame (probability, decision) for validated input rows."""
         return self.model.predict(None, rows)
+
+    def score(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs for a request's checked columns, without a pandas frame.
+
+        `ServedModel.predict_columns`: the code `predict` itself runs on small inputs.
+        """
+        proba, decision = self.model.predict_columns(columns)
+        return {self.model.spec.output: proba, self.model.spec.decision: decision}
 
     def discard(self) -> None:
         """Remove the downloaded files (after the version stopped serving)."""
