@@ -34,7 +34,7 @@ from tasks.ingest.plan import (
 from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
-from tasks.quality.pandas_rules import typed_frame_and_violations
+from tasks.quality.pandas_rules import to_date, to_float, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE
 
 logger = logging.getLogger("nightshift.ingest")
@@ -68,11 +68,12 @@ def _drop_exact_duplicates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
     """Each raw row's own date (NaT where it cannot be read), from the source's date columns."""
     if source.date_parts:
-        parts = [pd.to_numeric(raw[p], errors="coerce") for p in source.date_parts]
+        # the shared number grammar, as for typed columns (`2013d` is no year on either engine)
+        parts = [raw[p].map(to_float).astype("float64") for p in source.date_parts]
         frame = pd.DataFrame({"year": parts[0], "month": parts[1], "day": parts[2]})
         stamp = pd.to_datetime(frame, errors="coerce")
     else:
-        stamp = pd.to_datetime(raw[source.date_column], errors="coerce", format="%Y-%m-%d")
+        return to_date(raw[source.date_column])
     return stamp.dt.date
 
 

@@ -48,7 +48,7 @@ from tasks.ingest.plan import (
 from tasks.ingest.reader import require_columns
 from tasks.quality.dimensions import allowed_sets
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
-from tasks.quality.spark_rules import rule_columns, typed_columns
+from tasks.quality.spark_rules import finite_double, rule_columns, to_date, typed_columns
 
 logger = logging.getLogger("nightshift.ingest_spark")
 
@@ -171,13 +171,13 @@ def _records(
 def _row_date_matches(source: Source) -> Column:
     """True where the row's own date (from the source's date columns) is its partition's."""
     if source.date_parts:
-        parts = [F.col(f"`{p}`").try_cast("double") for p in source.date_parts]
+        parts = [finite_double(F.col(f"`{p}`")) for p in source.date_parts]
         return (
             (parts[0] == F.year("_day"))
             & (parts[1] == F.month("_day"))
             & (parts[2] == F.dayofmonth("_day"))
         )
-    return F.to_date(F.col(f"`{source.date_column}`"), "yyyy-MM-dd") == F.col("_day")
+    return to_date(F.col(f"`{source.date_column}`")) == F.col("_day")
 
 
 def _flag_rows(

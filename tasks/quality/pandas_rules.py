@@ -11,6 +11,7 @@ import pandas as pd
 
 from data_contracts import ColumnRule, Contract
 from tasks.quality.rules import (
+    DATE_PATTERN,
     INT64_MAX,
     INT64_MIN,
     INTEGER_PATTERN,
@@ -35,6 +36,12 @@ def to_float(value: str) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def to_date(text: pd.Series) -> pd.Series:
+    """`YYYY-MM-DD` text as dates (NaT otherwise), like `spark_rules.to_date`."""
+    shaped = text.where(text.str.fullmatch(DATE_PATTERN).fillna(False).astype(bool))
+    return pd.to_datetime(shaped, errors="coerce", format="%Y-%m-%d").dt.date
 
 
 def to_int(value: str) -> int | None:
@@ -73,7 +80,7 @@ def parse_column(raw: pd.Series, column: ColumnRule) -> tuple[pd.Series, pd.Seri
             typed = pd.Series(values, index=present.index).reindex(raw.index)
         return typed, typed.isna() & ~missing
     if column.type == "date":
-        typed = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d").dt.date
+        typed = to_date(text)
         return typed, typed.isna() & ~missing
     raise ValueError(column.type)  # pragma: no cover - the contract model restricts the literal
 

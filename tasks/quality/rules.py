@@ -25,6 +25,9 @@ NULL_TOKENS = ("", "NA", "NaN", "nan", "NULL", "null", "None")
 NUMBER_PATTERN = r"[ \t]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*"
 INTEGER_PATTERN = r"[ \t]*[+-]?[0-9]+[ \t]*"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A date is `YYYY-MM-DD`, zero-padded, a real calendar day: Python's strptime also takes
+# `2016-7-3`, Spark's parser does not (and under ANSI fails the job instead of a null).
+DATE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 Check = Literal["type", "not_null", "between", "in_set", "regex"]
 T = TypeVar("T", covariant=True)

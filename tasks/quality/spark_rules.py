@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from data_contracts import ColumnRule, Contract
 from tasks.quality.rules import (
+    DATE_PATTERN,
     INT64_MAX,
     INTEGER_PATTERN,
     NULL_TOKENS,
@@ -27,10 +28,16 @@ from tasks.quality.rules import (
 _TWO_63 = float(INT64_MAX + 1)  # 2**63, exact as a double
 
 
-def _finite_double(text: Column) -> Column:
+def finite_double(text: Column) -> Column:
     """A finite double in the shared number grammar, else null (like `pandas_rules.to_float`)."""
     number = F.when(text.rlike(f"^{NUMBER_PATTERN}$"), text.try_cast("double"))
     return F.when(~F.isnan(number) & (F.abs(number) != F.lit(float("inf"))), number)
+
+
+def to_date(text: Column) -> Column:
+    """`YYYY-MM-DD` text as a date, else null (never the ANSI parse error that fails the
+    job); like `pandas_rules.to_date`."""
+    return F.when(text.rlike(f"^{DATE_PATTERN}$"), F.try_to_date(text, "yyyy-MM-dd"))
 
 
 def _int64(text: Column) -> Column:
@@ -38,7 +45,7 @@ def _int64(text: Column) -> Column:
     integral number in range through a double; never an ANSI cast error."""
     integer = text.rlike(f"^{INTEGER_PATTERN}$")
     exact = F.when(integer, text.try_cast("long"))
-    real = F.when(~integer, _finite_double(text))
+    real = F.when(~integer, finite_double(text))
     fits = (real == F.floor(real)) & (real >= F.lit(-_TWO_63)) & (real < F.lit(_TWO_63))
     return F.coalesce(exact, F.when(fits, real).cast("long"))
 
@@ -61,10 +68,10 @@ def parse_column(raw: Column, rule: ColumnRule) -> tuple[Column, Column]:
         # pandas' str.strip(): leading and trailing whitespace
         return F.regexp_replace(text, r"^\s+|\s+$", ""), F.lit(False)
     if rule.type in ("int", "float"):
-        number = _finite_double(text) if rule.type == "float" else _int64(text)
+        number = finite_double(text) if rule.type == "float" else _int64(text)
         return number, number.isNull() & ~missing
     if rule.type == "date":
-        typed = F.to_date(text, "yyyy-MM-dd")
+        typed = to_date(text)
         return typed, typed.isNull() & ~missing
     raise ValueError(rule.type)  # pragma: no cover - the contract model restricts the literal
 

@@ -208,3 +208,56 @@ def test_utf16_byte_order_marks_are_told_apart_from_utf32(lake):
     text = lake.fs.cat(_path(lake)).decode()
     _write(lake, codecs.BOM_UTF32_LE + text.encode("utf-32-le"))
     assert read_delivery(lake, _path(lake)).encoding == "utf-32-le"
+
+
+def test_the_content_decides_not_the_name(lake):
+    """Plain CSV under a `.gz` name reads as plain; gzip under `.csv` reads as gzip."""
+    plain = read_raw_csv(lake, _path(lake))
+    lake.write_bytes_atomic(_path(lake) + ".gz", lake.fs.cat(_path(lake)))
+    assert read_delivery(lake, _path(lake) + ".gz").compression is None
+    pd.testing.assert_frame_equal(read_raw_csv(lake, _path(lake) + ".gz"), plain)
+
+
+NUMBERS = [  # text, as int, as float (None: fails the column's type rule)
+    ("7", 7, 7.0),
+    (" -3 ", -3, -3.0),
+    ("9.0", 9, 9.0),
+    ("1e3", 1000, 1000.0),
+    ("9.5", None, 9.5),
+    ("+.5", None, 0.5),
+    ("9223372036854775807", 9223372036854775807, 9.223372036854775807e18),
+    ("9223372036854775808", None, 9.223372036854775808e18),
+    ("-9223372036854775809", None, -9.223372036854775809e18),
+    ("1e400", None, None),
+    ("inf", None, None),
+    ("-Infinity", None, None),
+    ("NAN", None, None),
+    ("0x10", None, None),
+    ("1_000", None, None),
+    ("1.5d", None, None),
+]
+
+
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_numbers_follow_one_grammar_and_never_overflow(kind):
+    from data_contracts import ColumnRule
+    from tasks.quality.pandas_rules import parse_column
+
+    raw = pd.Series([text for text, _, _ in NUMBERS] + ["NA", ""], dtype="str")
+    typed, bad = parse_column(raw, ColumnRule(name="x", type=kind, nullable=True))
+    expected = [i if kind == "int" else f for _, i, f in NUMBERS]
+    assert [None if pd.isna(v) else v for v in typed[: len(NUMBERS)]] == expected
+    assert bad.tolist() == [v is None for v in expected] + [False, False]  # null tokens: missing
+
+
+def test_dates_are_zero_padded_calendar_days():
+    from tasks.quality.pandas_rules import to_date
+
+    raw = pd.Series(["2016-07-03", "2016-7-3", "2016-02-30", "2016-02-29", " 2016-07-03"])
+    assert [None if pd.isna(v) else v.isoformat() for v in to_date(raw.astype("str"))] == [
+        "2016-07-03",
+        None,
+        None,
+        "2016-02-29",
+        None,
+    ]
