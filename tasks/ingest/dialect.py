@@ -151,7 +151,7 @@ def _decode(path: str, payload: bytes) -> tuple[str, str]:
                     f"{path}: line {line + 1}: bytes that are not {encoding.upper()} after "
                     f"its byte-order mark (rule: file:encoding)"
                 ) from error
-    if len(payload) > 3 and payload[1:2] == b"\x00" and payload[0:1] != b"\x00":
+    if len(payload) > 3 and (payload[0] == 0) != (payload[1] == 0):  # one of 2 bytes NUL
         raise ContractViolation(
             f"{path}: line 1: looks like UTF-16 without a byte-order mark; deliver UTF-8, or "
             "UTF-16 with its byte-order mark (rule: file:encoding)"

@@ -143,6 +143,10 @@ def _utf16_without_bom(lake):
     _write(lake, lake.fs.cat(_path(lake)).decode().encode("utf-16-le"))
 
 
+def _utf16_be_without_bom(lake):
+    _write(lake, lake.fs.cat(_path(lake)).decode().encode("utf-16-be"))
+
+
 def _broken_utf16(lake):
     payload = encode(lake.fs.cat(_path(lake)).decode(), "utf-16-le")
     _write(lake, payload[:1002] + b"\x00\xdc" + payload[1002:])  # a lone low surrogate
@@ -183,6 +187,7 @@ ERRORS = [
         r"flights\.csv: line 5: bytes that are not UTF-8 in column 'dest' \(rule: file:encoding\)",
     ),
     (_utf16_without_bom, r"flights\.csv: line 1: looks like UTF-16 without a byte-order mark"),
+    (_utf16_be_without_bom, r"flights\.csv: line 1: looks like UTF-16 without a byte-order"),
     (_broken_utf16, r"flights\.csv: line \d+: bytes that are not UTF-16-LE .*file:encoding"),
     *[
         (_truncated(kind), rf"corrupt or truncated compressed file \(rule: file:readable\): {kind}")
