@@ -69,7 +69,7 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
-# what `surrogateescape` makes of a byte that is not UTF-8, and the NUL byte
+# what `surrogateescape` makes of a byte that is not UTF-8
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 

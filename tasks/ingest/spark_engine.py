@@ -146,7 +146,7 @@ def _records(
     """
     schema = T.StructType(
         [T.StructField(LINE_COLUMN, T.LongType())]
-        + [T.StructField(f"c{i}", T.StringType()) for i in range(len(header))]
+        + [T.StructField(name, T.StringType()) for name in header]  # the copy's own header
     )
     frame = spark.read.csv(
         [_hadoop_path(lake, copy) for _, _, copy, _ in files],
@@ -161,7 +161,7 @@ def _records(
     landed = F.create_map(*[F.lit(x) for d, path, _, _ in files for x in (d.isoformat(), path)])
     return frame.select(
         # an unquoted empty field reads as null in Spark, as "" in pandas: "" on both
-        *[F.coalesce(F.col(f"c{i}"), F.lit("")).alias(c) for i, c in enumerate(header)],
+        *[F.coalesce(_col(c), F.lit("")).alias(c) for c in header],
         F.col(LINE_COLUMN),
         landed[day].alias("_source_file"),
         F.to_date(day).alias("_day"),
