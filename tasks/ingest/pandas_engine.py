@@ -9,19 +9,19 @@ dataset spec declares, and writes clean + quarantine partitions and the day's ma
 
 from __future__ import annotations
 
-import io
 import logging
-import re
 import time
 from datetime import date
 
 import distributed
+import numpy as np
 import pandas as pd
 
 from data_contracts import Contract, load_contract
 from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
+from tasks.ingest.dialect import LINE_COLUMN, read_delivery
 from tasks.ingest.plan import (
     PartitionReport,
     SourceCounts,
@@ -31,76 +31,24 @@ from tasks.ingest.plan import (
     partition_fingerprint,
     write_manifest,
 )
-from tasks.ingest.reader import open_delivery, require_columns
+from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
-from tasks.quality.pandas_rules import typed_frame_and_violations
-from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
+from tasks.quality.pandas_rules import to_date, to_float, typed_frame_and_violations
+from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE
 
 logger = logging.getLogger("nightshift.ingest")
 
 
-_QUOTED = re.compile(rb'"(?:[^"]|"")*"')
-
-
-def _short_line(payload: bytes) -> tuple[int, int] | None:
-    """(line, fields) of the first line with fewer fields than the header, else None.
-
-    Lines are counted as both engines count them: blank lines are skipped.
-    """
-    lines = [line for line in _QUOTED.sub(b"", payload).splitlines() if line.strip()]
-    expected = lines[0].count(b",")
-    for number, line in enumerate(lines[1:], start=2):
-        if line.count(b",") < expected:
-            return number, line.count(b",") + 1
-    return None
-
-
-_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-
-
 def read_raw_csv(lake: Lake, path: str) -> pd.DataFrame:
-    """Read a delivered CSV as text, keeping each row's line number for the quarantine.
+    """Read a delivered CSV as text, keeping each row's physical line for the quarantine.
 
-    A file that cannot be read row by row (empty, corrupt gzip, not UTF-8, a line with
-    the wrong number of fields) fails with the file, the line and the rule named.
+    The file is read by the dialect both engines share (`tasks.ingest.dialect`): a file
+    that cannot be read row by row fails with the file, the line, the column and the rule.
     """
-    try:
-        with open_delivery(lake, path) as handle:
-            payload = handle.read()
-    except (OSError, EOFError) as error:
-        raise ContractViolation(
-            f"{path}: corrupt or truncated compressed file (rule: file:readable): {error}"
-        ) from error
-    if not payload.strip():
-        raise ContractViolation(f"{path}: empty file (rule: file:not_empty)")
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = payload[: error.start].count(b"\n") + 1
-        raise ContractViolation(
-            f"{path}: line {line}: bytes that are not UTF-8 (rule: file:encoding)"
-        ) from error
-    try:
-        frame = pd.read_csv(io.BytesIO(payload), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as error:
-        match = _FIELD_COUNT.search(str(error))
-        if match is None:
-            raise ContractViolation(
-                f"{path}: unreadable CSV (rule: file:parseable): {error}"
-            ) from error
-        expected, line, found = match.groups()
-        raise ContractViolation(
-            f"{path}: line {line}: expected {expected} fields, found {found} (rule: csv:field_count)"
-        ) from error
-    short = _short_line(payload)  # pandas pads a short line with "" instead of failing
-    if short is not None:
-        line, found = short
-        raise ContractViolation(
-            f"{path}: line {line}: expected {frame.shape[1]} fields, found {found} "
-            "(rule: csv:field_count)"
-        )
-    frame["_source_line"] = frame.index + 2  # 1-based, after the header line
+    delivery = read_delivery(lake, path)
+    frame = pd.DataFrame(delivery.rows, columns=delivery.header, dtype=object).astype("str")
+    frame[LINE_COLUMN] = np.asarray(delivery.lines, dtype="int64")
     return frame
 
 
@@ -120,11 +68,12 @@ def _drop_exact_duplicates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
     """Each raw row's own date (NaT where it cannot be read), from the source's date columns."""
     if source.date_parts:
-        parts = [pd.to_numeric(raw[p], errors="coerce") for p in source.date_parts]
+        # the shared number grammar, as for typed columns (`2013d` is no year on either engine)
+        parts = [raw[p].map(to_float).astype("float64") for p in source.date_parts]
         frame = pd.DataFrame({"year": parts[0], "month": parts[1], "day": parts[2]})
         stamp = pd.to_datetime(frame, errors="coerce")
     else:
-        stamp = pd.to_datetime(raw[source.date_column], errors="coerce", format="%Y-%m-%d")
+        return to_date(raw[source.date_column])
     return stamp.dt.date
 
 

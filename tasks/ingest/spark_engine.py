@@ -1,19 +1,20 @@
 """The Spark engine: the same cleaning as the pandas engine, as native Spark expressions.
 
 All changed days are processed in one Spark job per source: the landed CSV files are read
-as text lines (to keep each row's line number), parsed with `from_csv`, typed and checked
+once by the dialect both engines share (`tasks.ingest.dialect`: compression and encoding
+by content, one CSV dialect, physical line numbers) into normalised copies, which Spark
+parses as multi-line CSV with an explicit all-text schema; rows are typed and checked
 by the column expressions of `tasks.quality.spark_rules` (compiled from the same rule
 catalogue as the pandas rules), deduplicated with window functions and joined with the side
 sources and dimensions as the dataset spec declares.
-No data row is collected to the driver: the driver only sees per-file problem counts and
-per-day row counts. Output is the lake's layout (one `part-0.parquet` per partition) and
-the same manifests, so the rest of the pipeline cannot tell which engine ran.
+No data row is collected from Spark to the driver: besides the one pass over each delivered
+file that writes its normalised copy, the driver only sees per-day row counts. Output is
+the lake's layout (one `part-0.parquet` per partition) and the same manifests, so the rest
+of the pipeline cannot tell which engine ran.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from data_contracts import Contract, load_contract
 from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
+from tasks.ingest.dialect import LINE_COLUMN, read_delivery, write_normalised
 from tasks.ingest.plan import (
     PartitionReport,
     SourceCounts,
@@ -43,10 +45,10 @@ from tasks.ingest.plan import (
     landing_file,
     write_manifest,
 )
-from tasks.ingest.reader import read_head, require_columns, unique_header
+from tasks.ingest.reader import require_columns
 from tasks.quality.dimensions import allowed_sets
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
-from tasks.quality.spark_rules import rule_columns, typed_columns
+from tasks.quality.spark_rules import finite_double, rule_columns, to_date, typed_columns
 
 logger = logging.getLogger("nightshift.ingest_spark")
 
@@ -106,113 +108,82 @@ def _hadoop_path(lake: Lake, path: str) -> str:
 
 
 def _files_by_header(
-    lake: Lake, dataset: str, days: list[date], source: Source, contract: Contract
-) -> dict[tuple[str, ...], list[tuple[date, str]]]:
-    """Group the days' landed files by header (one Spark parse per header); checks schemas."""
-    groups: dict[tuple[str, ...], list[tuple[date, str]]] = {}
+    lake: Lake,
+    dataset: str,
+    days: list[date],
+    source: Source,
+    contract: Contract,
+    scratch: str,
+) -> dict[tuple[str, ...], list[tuple[date, str, str, int]]]:
+    """Read each day's delivery with the shared dialect, check its header, and write its
+    normalised copy under `scratch`; grouped by header (one Spark parse per header).
+
+    Each entry is (day, landed path, normalised copy, data rows). The driver reads every
+    file once, as the pandas engine does: that is what makes both engines split, decode
+    and number records the same way (`tasks.ingest.dialect`).
+    """
+    groups: dict[tuple[str, ...], list[tuple[date, str, str, int]]] = {}
     for day in days:
         path = landing_file(lake, dataset, day, source.name)
-        header = read_head(lake, path)
-        columns = unique_header(next(csv.reader(io.StringIO(header))))
-        require_columns(columns, contract, source, path)
-        groups.setdefault(tuple(columns), []).append((day, path))
+        delivery = read_delivery(lake, path)
+        require_columns(delivery.header, contract, source, path)
+        copy = f"{scratch}/{source.name}/{day.isoformat()}/{source.name}.csv"
+        write_normalised(lake, delivery, copy)
+        groups.setdefault(tuple(delivery.header), []).append((day, path, copy, len(delivery.rows)))
     return groups
 
 
-def _lines(
-    spark: SparkSession, lake: Lake, dataset: str, files: list[tuple[date, str]]
+def _records(
+    spark: SparkSession,
+    lake: Lake,
+    header: tuple[str, ...],
+    files: list[tuple[date, str, str, int]],
 ) -> DataFrame:
-    """Non-blank text lines with their file, day and 1-based line number (header = 1)."""
-    lines = (
-        spark.read.text([_hadoop_path(lake, path) for _, path in files])
-        .select(
-            "value",
-            F.col("_metadata.file_path").alias("_uri"),
-            F.col("_metadata.file_block_start").alias("_block"),
-            F.monotonically_increasing_id().alias("_seq"),
-        )
-        .where(F.col("value") != "")  # pandas skips blank lines and does not count them
+    """The data rows of normalised copies: raw text columns, line, landed file and day.
+
+    `multiLine` keeps a quoted line break inside its value; FAILFAST because the copies are
+    written by `write_normalised`, so a record Spark cannot parse is a bug, not bad input.
+    """
+    schema = T.StructType(
+        [T.StructField(LINE_COLUMN, T.LongType())]
+        + [T.StructField(name, T.StringType()) for name in header]  # the copy's own header
     )
-    # a split of a file is read in order by one task; splits are ordered by their offset
-    order = Window.partitionBy("_uri").orderBy("_block", "_seq")
-    day = F.regexp_extract("_uri", r"/(\d{4}-\d{2}-\d{2})/[^/]+$", 1)
-    prefix = lake.path("landing", dataset, "daily") + "/"
-    return lines.select(
-        "value",
-        "_uri",
-        F.row_number().over(order).cast("long").alias("_source_line"),
+    frame = spark.read.csv(
+        [_hadoop_path(lake, copy) for _, _, copy, _ in files],
+        schema=schema,
+        header=True,
+        multiLine=True,
+        escape='"',
+        mode="FAILFAST",
+        encoding="UTF-8",
+    )
+    day = F.regexp_extract(F.col("_metadata.file_path"), r"/(\d{4}-\d{2}-\d{2})/[^/]+$", 1)
+    landed = F.create_map(*[F.lit(x) for d, path, _, _ in files for x in (d.isoformat(), path)])
+    return frame.select(
+        # an unquoted empty field reads as null in Spark, as "" in pandas: "" on both
+        *[F.coalesce(_col(c), F.lit("")).alias(c) for c in header],
+        F.col(LINE_COLUMN),
+        landed[day].alias("_source_file"),
         F.to_date(day).alias("_day"),
-        F.concat(F.lit(prefix), day, F.lit("/"), F.regexp_extract("_uri", r"/([^/]+)$", 1)).alias(
-            "_source_file"
-        ),
     )
-
-
-def _field_count(value: Column) -> Column:
-    # commas outside double-quoted fields, plus one
-    unquoted = F.regexp_replace(value, r'"(?:[^"]|"")*"', "")
-    return F.length(F.regexp_replace(unquoted, "[^,]", "")) + 1
-
-
-def _check_lines(lines: DataFrame, n_fields: int) -> dict[str, int]:
-    """Fail on a malformed line or non-UTF-8 bytes (like the Dask engine); rows per file."""
-    flagged = lines.select(
-        "_source_file",
-        "_source_line",
-        (_field_count(F.col("value")) != n_fields).alias("_bad_fields"),
-        _field_count(F.col("value")).alias("_fields"),
-        (~F.is_valid_utf8("value")).alias("_bad_utf8"),
-    )
-    per_file = flagged.groupBy("_source_file").agg(
-        (F.count(F.lit(1)) - 1).alias("rows"),
-        F.min(F.when(F.col("_bad_fields"), F.struct("_source_line", "_fields"))).alias(
-            "bad_fields"
-        ),
-        F.min(F.when(F.col("_bad_utf8"), F.col("_source_line"))).alias("bad_utf8"),
-    )
-    counts: dict[str, int] = {}
-    for row in per_file.collect():  # one small row per file
-        if row["bad_utf8"] is not None:
-            raise ContractViolation(
-                f"{row['_source_file']}: line {row['bad_utf8']}: bytes that are not UTF-8 "
-                "(rule: file:encoding)"
-            )
-        if row["bad_fields"] is not None:
-            line, found = row["bad_fields"]
-            raise ContractViolation(
-                f"{row['_source_file']}: line {line}: expected {n_fields} fields, found {found} "
-                "(rule: csv:field_count)"
-            )
-        counts[row["_source_file"]] = row["rows"]
-    return counts
 
 
 def _row_date_matches(source: Source) -> Column:
     """True where the row's own date (from the source's date columns) is its partition's."""
     if source.date_parts:
-        parts = [F.col(f"`{p}`").try_cast("double") for p in source.date_parts]
+        parts = [finite_double(F.col(f"`{p}`")) for p in source.date_parts]
         return (
             (parts[0] == F.year("_day"))
             & (parts[1] == F.month("_day"))
             & (parts[2] == F.dayofmonth("_day"))
         )
-    return F.to_date(F.col(f"`{source.date_column}`"), "yyyy-MM-dd") == F.col("_day")
+    return to_date(F.col(f"`{source.date_column}`")) == F.col("_day")
 
 
 def _flag_rows(
-    lines: DataFrame, header: tuple[str, ...], contract: Contract, source: Source, allowed: dict
+    rows: DataFrame, header: tuple[str, ...], contract: Contract, source: Source, allowed: dict
 ) -> DataFrame:
     """Raw columns, typed columns (`_t_<name>`), `_dup` and `_rules` for every data row."""
-    schema = T.StructType([T.StructField(f"c{i}", T.StringType()) for i in range(len(header))])
-    parsed = F.from_csv(
-        F.col("value"), schema.simpleString(), {"escape": '"', "mode": "PERMISSIVE"}
-    )
-    rows = lines.where(F.col("_source_line") > 1).select(
-        *[F.coalesce(parsed.getField(f"c{i}"), F.lit("")).alias(c) for i, c in enumerate(header)],
-        "_source_line",
-        "_source_file",
-        "_day",
-    )
     exact = Window.partitionBy("_source_file", *[_col(c) for c in header]).orderBy("_source_line")
     rows = rows.withColumn("_dup", F.row_number().over(exact) > 1)
 
@@ -352,8 +323,10 @@ def clean_days_spark(
     """
     if not todo:
         return []
+    lake = Lake(lake_root)
+    scratch = lake.path("_staging", f"normalised-{dataset}-{uuid.uuid4().hex}")
     try:
-        return _clean_days_spark(spark, lake_root, dataset, todo, dims_dir)
+        return _clean_days_spark(spark, lake_root, dataset, todo, dims_dir, scratch)
     except (PySparkException, Py4JJavaError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ContractViolation(
@@ -361,6 +334,9 @@ def clean_days_spark(
             f"({len(todo)} day(s)) under {Lake(lake_root).path('landing', dataset, 'daily')} "
             f"failed (rule: file:readable): {first_line}"
         ) from error
+    finally:  # the normalised copies of the deliveries (`_files_by_header`)
+        if lake.fs.exists(scratch):
+            lake.fs.rm(scratch, recursive=True)
 
 
 @dataclass
@@ -380,17 +356,19 @@ def _flag_source(
     days: list[date],
     allowed: dict,
     persisted: list[DataFrame],
+    scratch: str,
 ) -> _Flagged:
     """Read, check and flag one source's files for all days (one parse per header group)."""
     contract = load_contract(source.name)
     per_day = {d: {"raw": 0, "dup": 0, "quarantined": 0, "clean": 0} for d in days}
     out = _Flagged([], [], per_day)
-    for header, files in _files_by_header(lake, dataset, days, source, contract).items():
-        lines = _lines(spark, lake, dataset, files)
-        raw_rows = _check_lines(lines, len(header))
-        for day, path in files:
-            per_day[day]["raw"] = raw_rows.get(path, 0)
-        flagged = _flag_rows(lines, header, contract, source, allowed)
+    groups = _files_by_header(lake, dataset, days, source, contract, scratch)
+    for header, files in groups.items():
+        for day, _, _, rows in files:
+            per_day[day]["raw"] = rows
+        flagged = _flag_rows(
+            _records(spark, lake, header, files), header, contract, source, allowed
+        )
         flagged = flagged.persist(StorageLevel.DISK_ONLY)  # read by 3 jobs, bounded memory
         persisted.append(flagged)
         bad = ~F.col("_dup") & (F.col("_rules") != "")
@@ -405,7 +383,7 @@ def _flag_source(
                 dup=row["dup"], quarantined=row["quarantined"], clean=row["clean"]
             )
         out.clean.append(_clean(flagged, contract))
-        out.quarantine.append((_quarantine(flagged, header), [d for d, _ in files]))
+        out.quarantine.append((_quarantine(flagged, header), [f[0] for f in files]))
     return out
 
 
@@ -454,6 +432,7 @@ def _clean_days_spark(
     dataset: str,
     todo: list[tuple[date, str]],
     dims_dir: str | None,
+    scratch: str,
 ) -> list[PartitionReport]:
     started = time.perf_counter()
     spec = get_dataset(dataset)
@@ -463,7 +442,7 @@ def _clean_days_spark(
     allowed = allowed_sets(lake, spec, dims_dir)
     persisted: list[DataFrame] = []
     flagged = {
-        s.name: _flag_source(spark, lake, dataset, s, days, allowed, persisted)
+        s.name: _flag_source(spark, lake, dataset, s, days, allowed, persisted, scratch)
         for s in spec.sources
     }
     outputs = {

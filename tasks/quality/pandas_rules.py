@@ -2,13 +2,62 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from data_contracts import ColumnRule, Contract
-from tasks.quality.rules import NULL_TOKENS, Rule, compile_rules, row_rules
+from tasks.quality.rules import (
+    DATE_PATTERN,
+    INT64_MAX,
+    INT64_MIN,
+    INTEGER_PATTERN,
+    NULL_TOKENS,
+    NUMBER_PATTERN,
+    Rule,
+    compile_rules,
+    row_rules,
+)
+
+_NUMBER = re.compile(NUMBER_PATTERN)
+_INTEGER = re.compile(INTEGER_PATTERN)
+
+
+def to_float(value: str) -> float | None:
+    """A finite float in the shared number grammar, else None (`inf`, `1e400`, `abc`).
+
+    Python's `float` rounds correctly, like the JVM's parser Spark uses, so both engines
+    get the same double for the same text.
+    """
+    if not _NUMBER.fullmatch(value):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def to_date(text: pd.Series) -> pd.Series:
+    """`YYYY-MM-DD` text as dates (NaT otherwise), like `spark_rules.to_date`."""
+    shaped = text.where(text.str.fullmatch(DATE_PATTERN).fillna(False).astype(bool))
+    return pd.to_datetime(shaped, errors="coerce", format="%Y-%m-%d").dt.date
+
+
+def to_int(value: str) -> int | None:
+    """An int64 from integer text (exact, no detour through a double) or from an integral
+    non-integer number (`9.0`, `1e3`); None when it is neither or does not fit int64."""
+    if _INTEGER.fullmatch(value):
+        try:
+            number = int(value)
+        except ValueError:  # more digits than Python converts: far beyond int64 anyway
+            return None
+    else:
+        real = to_float(value)
+        if real is None or real != math.floor(real):
+            return None
+        number = int(real)
+    return number if INT64_MIN <= number <= INT64_MAX else None
 
 
 def _is_null_token(values: pd.Series) -> pd.Series:
@@ -22,14 +71,16 @@ def parse_column(raw: pd.Series, column: ColumnRule) -> tuple[pd.Series, pd.Seri
     if column.type == "string":
         return text.str.strip().astype("string"), pd.Series(False, index=raw.index)
     if column.type in ("int", "float"):
-        typed = pd.to_numeric(text, errors="coerce")
-        bad = typed.isna() & ~missing
+        present = text.dropna()
         if column.type == "float":
-            return typed.astype("float64"), bad
-        fractional = typed.notna() & (typed != np.floor(typed))
-        return typed.where(~fractional).astype("Int64"), bad | fractional
+            values = [to_float(v) for v in present]
+            typed = pd.Series(values, index=present.index, dtype="float64").reindex(raw.index)
+        else:
+            values = pd.array([to_int(v) for v in present], dtype="Int64")
+            typed = pd.Series(values, index=present.index).reindex(raw.index)
+        return typed, typed.isna() & ~missing
     if column.type == "date":
-        typed = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d").dt.date
+        typed = to_date(text)
         return typed, typed.isna() & ~missing
     raise ValueError(column.type)  # pragma: no cover - the contract model restricts the literal
 

@@ -18,6 +18,17 @@ from data_contracts import ColumnRule, Contract
 # Text a delivery uses for "no value": missing, not unparsable, on both engines.
 NULL_TOKENS = ("", "NA", "NaN", "nan", "NULL", "null", "None")
 
+# The one text form of a number both engines accept (no `inf`, `nan`, hex or `1_000`):
+# pandas' and Spark's own number parsers disagree on those, so the grammar is ours.
+# A value outside it, or one that overflows its declared type (`1e400`, an int beyond
+# int64), fails the column's `type` rule: quarantined, never cast to a wrong value.
+NUMBER_PATTERN = r"[ \t]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*"
+INTEGER_PATTERN = r"[ \t]*[+-]?[0-9]+[ \t]*"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A date is `YYYY-MM-DD`, zero-padded, a real calendar day: Python's strptime also takes
+# `2016-7-3`, Spark's parser does not (and under ANSI fails the job instead of a null).
+DATE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+
 Check = Literal["type", "not_null", "between", "in_set", "regex"]
 T = TypeVar("T", covariant=True)
 

@@ -14,7 +14,40 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from data_contracts import ColumnRule, Contract
-from tasks.quality.rules import NULL_TOKENS, Rule, compile_rules, row_rules
+from tasks.quality.rules import (
+    DATE_PATTERN,
+    INT64_MAX,
+    INTEGER_PATTERN,
+    NULL_TOKENS,
+    NUMBER_PATTERN,
+    Rule,
+    compile_rules,
+    row_rules,
+)
+
+_TWO_63 = float(INT64_MAX + 1)  # 2**63, exact as a double
+
+
+def finite_double(text: Column) -> Column:
+    """A finite double in the shared number grammar, else null (like `pandas_rules.to_float`)."""
+    number = F.when(text.rlike(f"^{NUMBER_PATTERN}$"), text.try_cast("double"))
+    return F.when(~F.isnan(number) & (F.abs(number) != F.lit(float("inf"))), number)
+
+
+def to_date(text: Column) -> Column:
+    """`YYYY-MM-DD` text as a date, else null (never the ANSI parse error that fails the
+    job); like `pandas_rules.to_date`."""
+    return F.when(text.rlike(f"^{DATE_PATTERN}$"), F.try_to_date(text, "yyyy-MM-dd"))
+
+
+def _int64(text: Column) -> Column:
+    """An int64 like `pandas_rules.to_int`: integer text cast exactly (null on overflow), an
+    integral number in range through a double; never an ANSI cast error."""
+    integer = text.rlike(f"^{INTEGER_PATTERN}$")
+    exact = F.when(integer, text.try_cast("long"))
+    real = F.when(~integer, finite_double(text))
+    fits = (real == F.floor(real)) & (real >= F.lit(-_TWO_63)) & (real < F.lit(_TWO_63))
+    return F.coalesce(exact, F.when(fits, real).cast("long"))
 
 
 def _is_null_token(raw: Column) -> Column:
@@ -24,9 +57,10 @@ def _is_null_token(raw: Column) -> Column:
 def parse_column(raw: Column, rule: ColumnRule) -> tuple[Column, Column]:
     """Type one raw text column; returns (typed values, "failed to parse" flag).
 
-    Mirrors `tasks.quality.pandas_rules.parse_column`: null tokens are missing, not unparsable; an
-    int with a fractional part is unparsable; NaN parsed from text counts as unparsable
-    (pandas' `to_numeric` yields NaN, which it then sees as a failed parse).
+    Mirrors `tasks.quality.pandas_rules.parse_column`: null tokens are missing, not
+    unparsable; a number outside the shared grammar (`inf`, `NaN` spelled otherwise, hex),
+    one that overflows (`1e400`, an int beyond int64) or an int with a fractional part is
+    unparsable.
     """
     missing = _is_null_token(raw)
     text = F.when(~missing, raw)
@@ -34,15 +68,10 @@ def parse_column(raw: Column, rule: ColumnRule) -> tuple[Column, Column]:
         # pandas' str.strip(): leading and trailing whitespace
         return F.regexp_replace(text, r"^\s+|\s+$", ""), F.lit(False)
     if rule.type in ("int", "float"):
-        number = text.try_cast("double")
-        number = F.when(~F.isnan(number), number)
-        bad = number.isNull() & ~missing
-        if rule.type == "float":
-            return number, bad
-        fractional = number.isNotNull() & (number != F.floor(number))
-        return F.when(~fractional, number).cast("long"), bad | fractional
+        number = finite_double(text) if rule.type == "float" else _int64(text)
+        return number, number.isNull() & ~missing
     if rule.type == "date":
-        typed = F.to_date(text, "yyyy-MM-dd")
+        typed = to_date(text)
         return typed, typed.isNull() & ~missing
     raise ValueError(rule.type)  # pragma: no cover - the contract model restricts the literal
 

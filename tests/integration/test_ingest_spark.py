@@ -13,6 +13,7 @@ from tasks.datasets import get_dataset
 from tasks.ingest.pandas_engine import clean_day
 from tasks.ingest.stage import ingest_days
 from tasks.landing.simulator import land_days
+from tests.unit.ingest.dirty_dialect import DELIVERIES, deliver, dirty_flights, read_rows
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +151,8 @@ def test_engines_agree_on_a_dataset_dated_by_a_column_without_joins(tmp_lake, sp
         {**first, "booking_id": "900001", "arrival_date": "2016-07-03"},  # another day's row
         {**first, "booking_id": "900002", "lead_time": "-4"},
         {**first, "booking_id": "900003", "adults": "two"},
+        # not zero-padded: strptime would take it, Spark's ANSI parser would fail the job
+        {**first, "booking_id": "900004", "arrival_date": "2016-7-2"},
     ]
     raw = pd.concat([raw, pd.DataFrame(bad)], ignore_index=True)
     tmp_lake.write_bytes_atomic(path, raw.to_csv(index=False).encode())
@@ -161,7 +164,7 @@ def test_engines_agree_on_a_dataset_dated_by_a_column_without_joins(tmp_lake, sp
     spark_out = _outputs(tmp_lake, ("hotel_bookings",), days)
 
     assert [d.sources for d in dask_reports] == [s.sources for s in spark_reports]
-    assert dask_reports[0].quarantined_rows == 3
+    assert dask_reports[0].quarantined_rows == 4
     for key, (dask_table, dask_frame) in dask_out.items():
         spark_table, spark_frame = spark_out[key]
         assert spark_table.schema.equals(dask_table.schema), key
@@ -178,3 +181,72 @@ def test_engines_agree_on_a_dataset_dated_by_a_column_without_joins(tmp_lake, sp
     assert rules["900001"] == "date:matches_partition"
     assert rules["900002"].startswith("lead_time:between")
     assert rules["900003"] == "adults:type[int]"
+    assert rules["900004"] == "date:matches_partition"
+
+
+def _run_both(lake, days, spark):
+    """Dask (`clean_day` per day) then Spark on the same landed files: reports and outputs."""
+    dims = lake.latest_dimension_snapshot("flights", days[-1])
+    dask_reports = [clean_day(lake.root, "flights", day, dims) for day in days]
+    dask_out = _outputs(lake, days=days)
+    lake.fs.rm(lake.path("manifests"), recursive=True)  # forget the watermark
+    spark_reports = ingest_days(lake.root, "flights", days, dims, engine="spark", spark=spark)
+    return dask_reports, dask_out, spark_reports, _outputs(lake, days=days)
+
+
+def test_engines_agree_on_real_world_csv_dialects_row_for_row(tmp_lake, spark):
+    """The dirty-dialect fixture: real rows re-delivered with BOMs, UTF-16, CRLF, a blank
+    line, quoted line breaks, gzip/xz/zstd/bzip2 under a `.csv` name, non-finite and
+    overflowing numbers. Same clean rows, same quarantine rows with the same rules and the
+    same physical lines, on both engines."""
+    land_days(tmp_lake, get_dataset("flights"), DAYS[0], DAYS[-1])
+    expected = {}
+    for (source, index), how in DELIVERIES.items():
+        day = DAYS[index]
+        header, rows = read_rows(tmp_lake, day, source)
+        if source == "flights":
+            dirty = dirty_flights(header, rows)
+            expected[day], rows = dirty.quarantined, dirty.rows
+        else:
+            overflow = list(rows[0])
+            overflow[header.index("temp")] = "1e400"  # overflows a double: a type failure
+            rows = [*rows, overflow]
+        deliver(tmp_lake, day, source, header, rows, how)
+
+    dask_reports, dask_out, spark_reports, spark_out = _run_both(tmp_lake, DAYS, spark)
+    assert [d.sources for d in dask_reports] == [s.sources for s in spark_reports]
+    for key, (dask_table, dask_frame) in dask_out.items():
+        spark_table, spark_frame = spark_out[key]
+        assert spark_table.schema.equals(dask_table.schema), key
+        pd.testing.assert_frame_equal(_sorted(spark_frame), _sorted(dask_frame), obj=str(key))
+    for day in DAYS:
+        quarantine = spark_out[("quarantine", "flights", day)][1]
+        lines = dict(zip(quarantine["_source_line"], quarantine["_rules"], strict=True))
+        assert lines == expected[day], day
+        weather = spark_out[("quarantine", "weather", day)][1]
+        assert "temp:type[float]" in set(weather["_rules"])
+        clean = spark_out[("clean", "flights", day)][1]
+        assert clean.loc[clean["flight"] == 8011, "sched_arr_time"].tolist() == [1000]
+
+
+def test_engines_fail_an_unreadable_file_with_the_same_message(tmp_path, spark):
+    """Every unreadable-file case of the pandas dialect tests, on both engines: the same
+    error, word for word (file, line, column, rule), and nothing written."""
+    from tasks.core.lake import Lake
+    from tasks.quality.rules import ContractViolation
+    from tests.unit.ingest.test_dialect import ERRORS
+
+    landed = Lake(str(tmp_path / "landed"))
+    land_days(landed, get_dataset("flights"), DAYS[0], DAYS[0])
+    for index, (breach, pattern) in enumerate(ERRORS):
+        lake = Lake(str(tmp_path / f"lake{index}"))
+        landed.fs.cp(landed.path("landing"), lake.path("landing"), recursive=True)
+        breach(lake)
+        dims = lake.latest_dimension_snapshot("flights", DAYS[0])
+        with pytest.raises(ContractViolation, match=pattern) as dask_error:
+            clean_day(lake.root, "flights", DAYS[0], dims)
+        with pytest.raises(ContractViolation) as spark_error:
+            ingest_days(lake.root, "flights", [DAYS[0]], dims, engine="spark", spark=spark)
+        assert str(spark_error.value) == str(dask_error.value), breach.__name__
+        assert not lake.exists(lake.partition_file("clean", "flights", DAYS[0]))
+        assert not [p for p in lake.fs.find(lake.root) if "_staging" in p], breach.__name__

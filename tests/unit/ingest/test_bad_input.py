@@ -125,14 +125,17 @@ FILE_ERRORS = [
         r"flights\.csv: missing column\(s\) \['time_hour'\] required by contract flights/landing@1\.0\.0",
     ),
     (_empty_file, r"flights\.csv: empty file \(rule: file:not_empty\)"),
-    (_non_utf8, r"flights\.csv: line 4: bytes that are not UTF-8 \(rule: file:encoding\)"),
+    (
+        _non_utf8,
+        r"flights\.csv: line 4: bytes that are not UTF-8 in column 'origin' \(rule: file:encoding\)",
+    ),
     (
         _truncated_gzip,
         r"flights\.csv\.gz: corrupt or truncated compressed file \(rule: file:readable\)",
     ),
     (
         _corrupt_gzip,
-        r"flights\.csv\.gz: corrupt or truncated compressed file \(rule: file:readable\)",
+        r"flights\.csv\.gz: a zip archive, not a CSV file.* \(rule: file:readable\)",
     ),
 ]
 

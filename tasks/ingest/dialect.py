@@ -1,0 +1,239 @@
+"""One reading of a delivered CSV for both engines: content-detected compression and encoding,
+one CSV dialect, physical line numbers.
+
+Why a shared pre-read instead of each engine's own CSV options: pandas and Spark disagree
+on real-world files. Spark's line reader splits quoted fields that hold a line break,
+keeps a UTF-8 byte-order mark in the first column name, decompresses by file extension
+only, and reads `"a"b` differently from pandas. Here a delivery is read once, by the
+standard library's CSV reader in strict mode, into records that both engines then type
+and check with the same rule catalogue. The Spark engine reads a normalised copy of
+those records (`write_normalised`) instead of the raw bytes, so the two engines cannot
+split, decode or number a record differently.
+
+The dialect, whatever the file is called:
+
+* compression by magic bytes: gzip, bzip2, xz and zstd are decompressed; a zip archive
+  or a corrupt stream is a file-level error (`file:readable`);
+* encoding: UTF-8, with or without a byte-order mark; UTF-16 and UTF-32 *with* a
+  byte-order mark are decoded (the mark makes them unambiguous); anything else that is
+  not UTF-8 is an error naming the line and column (`file:encoding`);
+* line endings `\\n`, `\\r\\n` and `\\r` are all line breaks, also inside a quoted value
+  (a value's line break reads `\\n` on both engines);
+* RFC 4180 quoting with `""` as the escaped quote; a stray quote inside an unquoted
+  field or an unterminated quote is an error (`csv:quoting`);
+* blank lines are skipped; every other record must have the header's field count
+  (`csv:field_count`);
+* a NUL byte anywhere is an error (`file:nul_byte`): it means a truncated or padded file,
+  not a value.
+
+Line numbers are *physical* lines of the decompressed, decoded file, header = line 1,
+blank lines counted: a record reports the line it starts on. With a quoted line break a
+record spans several lines, so its line is not its record index + 2.
+
+An unreadable file fails as a whole (`ContractViolation`), like every other file-level
+breach: no row of it is cleaned, quarantined or written, and the message names the file,
+the line, the column and the rule.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import gzip
+import io
+import lzma
+import re
+import zlib
+from dataclasses import dataclass
+
+import zstandard
+
+from tasks.core.lake import Lake
+from tasks.ingest.reader import unique_header
+from tasks.quality.rules import ContractViolation
+
+# (magic bytes, name); checked in order on the file's first bytes
+_COMPRESSION_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+_ARCHIVE_MAGIC = ((b"PK\x03\x04", "zip"), (b"7z\xbc\xaf\x27\x1c", "7z"))
+# UTF-32 first: its little-endian mark starts with UTF-16's
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+# what `surrogateescape` makes of a byte that is not UTF-8
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+@dataclass
+class Delivery:
+    """A delivered CSV read into text records: the header (made unique as pandas does),
+    the data rows and the physical line each row starts on."""
+
+    path: str
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+    compression: str | None = None
+    encoding: str = "utf-8"
+
+
+def _unzstd(payload: bytes) -> bytes:
+    """Every zstd frame of `payload`; a frame cut short is an error, not a shorter file
+    (the library's one-shot and stream readers return what they have without a word)."""
+    parts, rest = [], payload
+    while rest:
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        parts.append(frame.decompress(rest))
+        if not frame.eof:
+            raise EOFError("compressed data ended before the end-of-frame marker was reached")
+        rest = frame.unused_data
+    return b"".join(parts)
+
+
+def _decompress(path: str, payload: bytes) -> tuple[bytes, str | None]:
+    """The payload decompressed by its magic bytes (not by its file name)."""
+    for magic, name in _ARCHIVE_MAGIC:
+        if payload.startswith(magic):
+            raise ContractViolation(
+                f"{path}: a {name} archive, not a CSV file or a gzip, bzip2, xz or zstd "
+                "stream (rule: file:readable)"
+            )
+    for magic, name in _COMPRESSION_MAGIC:
+        if payload.startswith(magic):
+            try:
+                if name == "gzip":
+                    return gzip.decompress(payload), name
+                if name == "bzip2":
+                    return bz2.decompress(payload), name
+                if name == "xz":
+                    return lzma.decompress(payload), name
+                return _unzstd(payload), name
+            except (
+                OSError,
+                EOFError,
+                ValueError,
+                zlib.error,
+                lzma.LZMAError,
+                zstandard.ZstdError,
+            ) as error:
+                raise ContractViolation(
+                    f"{path}: corrupt or truncated compressed file (rule: file:readable): "
+                    f"{name}: {error}"
+                ) from error
+    return payload, None  # the content decides: plain text under a `.gz` name is read as is
+
+
+def _decode(path: str, payload: bytes) -> tuple[str, str]:
+    """Text and encoding name; bytes that are not UTF-8 stay as lone surrogates, so the
+    record they are in can be named after parsing."""
+    for bom, encoding in _BOMS:
+        if payload.startswith(bom):
+            if encoding == "utf-8":
+                return payload[len(bom) :].decode("utf-8", "surrogateescape"), "utf-8-sig"
+            try:
+                return payload[len(bom) :].decode(encoding), encoding
+            except UnicodeDecodeError as error:
+                line = (
+                    payload[len(bom) : len(bom) + error.start]
+                    .decode(encoding, "replace")
+                    .count("\n")
+                )
+                raise ContractViolation(
+                    f"{path}: line {line + 1}: bytes that are not {encoding.upper()} after "
+                    f"its byte-order mark (rule: file:encoding)"
+                ) from error
+    if len(payload) > 3 and (payload[0] == 0) != (payload[1] == 0):  # one of 2 bytes NUL
+        raise ContractViolation(
+            f"{path}: line 1: looks like UTF-16 without a byte-order mark; deliver UTF-8, or "
+            "UTF-16 with its byte-order mark (rule: file:encoding)"
+        )
+    return payload.decode("utf-8", "surrogateescape"), "utf-8"
+
+
+def _records(path: str, text: str):
+    """(start line, fields) of every non-blank record; quoting errors name the line."""
+    lines = io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n"))
+    reader = csv.reader(lines, strict=True)
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ContractViolation(
+                f"{path}: line {start}: malformed quoting ({error}) (rule: csv:quoting)"
+            ) from error
+        if fields:
+            yield start, fields
+        start = reader.line_num + 1
+
+
+def _check_characters(path: str, header: list[str], line: int, fields: list[str]) -> None:
+    """Fail on a NUL byte or an undecodable byte, naming the line and the column."""
+    for index, value in enumerate(fields):
+        column = header[index] if index < len(header) else f"#{index + 1}"
+        if "\x00" in value:
+            raise ContractViolation(
+                f"{path}: line {line}: NUL byte in column '{column}' (rule: file:nul_byte)"
+            )
+        if _UNDECODABLE.search(value):
+            raise ContractViolation(
+                f"{path}: line {line}: bytes that are not UTF-8 in column '{column}' "
+                "(rule: file:encoding)"
+            )
+
+
+def read_delivery(lake: Lake, path: str) -> Delivery:
+    """Read a delivered CSV the one way both engines use (see the module docstring)."""
+    if not lake.exists(path):
+        raise ContractViolation(f"{path}: file not delivered (rule: file:exists)")
+    payload, compression = _decompress(path, lake.fs.cat_file(path))
+    text, encoding = _decode(path, payload)
+    if not text.strip():
+        raise ContractViolation(f"{path}: empty file (rule: file:not_empty)")
+    suspicious = "\x00" in text or _UNDECODABLE.search(text) is not None
+    records = _records(path, text)
+    header_line, header = next(records, (1, []))
+    if suspicious:
+        _check_characters(path, header, header_line, header)
+    header = unique_header(header)
+    rows, lines = [], []
+    for line, fields in records:
+        if suspicious:  # first: NUL padding or bad bytes also break the field count
+            _check_characters(path, header, line, fields)
+        if len(fields) != len(header):
+            raise ContractViolation(
+                f"{path}: line {line}: expected {len(header)} fields, found {len(fields)} "
+                "(rule: csv:field_count)"
+            )
+        rows.append(fields)
+        lines.append(line)
+    return Delivery(path, header, rows, lines, compression, encoding)
+
+
+LINE_COLUMN = "_source_line"
+
+
+def write_normalised(lake: Lake, delivery: Delivery, target: str) -> None:
+    """Write `delivery` as plain UTF-8 CSV with `\\n` line ends and its physical line number
+    as the first column, for an engine that parses files itself (Spark, `multiLine`).
+
+    Quoting is minimal and RFC 4180 (`""` escapes a quote): a value holding a line break
+    is quoted, which Spark's multi-line CSV reader reads back as one value.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([LINE_COLUMN, *delivery.header])
+    for line, fields in zip(delivery.lines, delivery.rows, strict=True):
+        writer.writerow([line, *fields])
+    lake.write_bytes_atomic(target, buffer.getvalue().encode("utf-8"))
