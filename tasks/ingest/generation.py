@@ -56,7 +56,9 @@ def new_generation() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def staged_file(lake: Lake, dataset: str, day: date, generation: str, layer: str, table: str) -> str:
+def staged_file(
+    lake: Lake, dataset: str, day: date, generation: str, layer: str, table: str
+) -> str:
     """Where an engine writes one table's file of a generation under staging."""
     return posixpath.join(lake.staging(dataset, day, generation), layer, f"{table}.parquet")
 

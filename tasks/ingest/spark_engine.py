@@ -309,9 +309,7 @@ def _staged_files(lake: Lake, folder: str, day: date) -> list[str]:
 
 def _day_table(lake: Lake, staged: _Staged, day: date) -> bytes:
     """One day's rows of a Spark output as the lake's single Parquet file (its bytes)."""
-    tables = [
-        pq.read_table(lake.fs.open(p, "rb")) for p in _staged_files(lake, staged.folder, day)
-    ]
+    tables = [pq.read_table(lake.fs.open(p, "rb")) for p in _staged_files(lake, staged.folder, day)]
     table = pa.concat_tables(
         [t.cast(staged.schema) for t in tables] or [staged.schema.empty_table()]
     )

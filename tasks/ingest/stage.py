@@ -145,7 +145,9 @@ def check_missing_days(
     )
     log.warning("ingest: %s", message)
     if outcome == "hold":
-        return {d.isoformat(): f"held by contract: not delivered (rule: {MISSING_DAY})" for d in gaps}, None
+        return {
+            d.isoformat(): f"held by contract: not delivered (rule: {MISSING_DAY})" for d in gaps
+        }, None
     return {}, DayRejected(message, gaps[0].isoformat(), outcome)
 
 

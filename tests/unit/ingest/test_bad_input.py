@@ -240,7 +240,8 @@ def test_weather_file_for_the_wrong_day_is_quarantined_not_joined(lake):
         _clean(lake)  # the day breaks weather's threshold: nothing published
     assert not lake.exists(lake.manifest("flights", DAY))
     assert all(
-        r.endswith("date:matches_partition") for r in _rejected(lake, "quarantine", "weather")["_rules"]
+        r.endswith("date:matches_partition")
+        for r in _rejected(lake, "quarantine", "weather")["_rules"]
     )
     assert _rejected(lake, "clean", "flights")["temp"].isna().all()  # no weather from another day
 
