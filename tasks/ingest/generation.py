@@ -179,6 +179,8 @@ def publish_day(
     rejected = _verdict(day_problems(lake, spec, report))
     if rejected is not None:  # keep the evidence (its quarantine says why), publish nothing
         kept = lake.rejected(spec.name, day, generation)
+        if lake.exists(posixpath.dirname(kept)):  # keep only the latest rejection of a day
+            lake.fs.rm(posixpath.dirname(kept), recursive=True)
         lake.fs.makedirs(posixpath.dirname(kept), exist_ok=True)
         lake.fs.mv(lake.staging(spec.name, day, generation), kept, recursive=True)
         raise DayRejected(
