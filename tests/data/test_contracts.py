@@ -1,5 +1,6 @@
 """Data tests: the contracts themselves, and Great Expectations on real clean data."""
 
+import hashlib
 from datetime import date, timedelta
 
 import pandas as pd
