@@ -123,6 +123,7 @@ def test_a_bad_redelivery_keeps_the_last_good_generation_until_held_or_corrected
         raw.loc[raw.index[::10], "origin"] = ""
         return raw
 
+    original = lake.fs.cat(_landing(lake, old))
     _redeliver(lake, old, broken)
     for night in range(2):  # rejected every night: the bad delivery is never "remembered"
         with pytest.raises(DaysRejected) as raised:
@@ -143,7 +144,8 @@ def test_a_bad_redelivery_keeps_the_last_good_generation_until_held_or_corrected
     assert len(lake.read_partition("flights", "clean", "flights", old)) == good_rows
     assert lake.read_manifest("flights", old)["hold"]["reason"].startswith("upstream")
 
-    # a corrected delivery, once the hold is lifted, heals the day
+    # a corrected delivery (the good rows, less 5 cancelled flights) heals the day
+    lake.write_bytes_atomic(_landing(lake, old), original)
     _redeliver(lake, old, lambda raw: raw.iloc[:-5])
     assert release_hold(lake, "flights", old)
     healed = {r.day: r for r in _ingest(lake, days, dask_client)}[old.isoformat()]
@@ -201,6 +203,18 @@ def test_kill_9_mid_ingest_leaves_every_day_old_or_new_and_a_rerun_completes(tmp
     after_kill = _verify_all(lake, days)  # each day: one whole generation, old or new
     new_days = [d for d in days if after_kill[d] != old[d]]
     assert len(new_days) < len(days), "killed too late: every day was already swapped"
+    # it died mid-write: a staged generation, or files moved but not yet swapped in
+    referenced = {
+        lake.path(e["path"])
+        for d in days
+        for e in lake.read_manifest("flights", d)["files"].values()
+    }
+    orphans = [
+        p
+        for p in lake.fs.find(lake.path("clean")) + lake.fs.find(lake.path("quarantine"))
+        if p not in referenced
+    ]
+    assert any(staging.rglob("*.parquet*")) or orphans, "killed between two days' writes"
 
     reports = _ingest(lake, days, dask_client)  # the rerun (on Dask) rebuilds what is left
     assert [r.skipped for r in reports] == [d in new_days for d in days]
