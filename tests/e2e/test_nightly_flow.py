@@ -43,6 +43,7 @@ def test_model_is_registered_as_champion_with_lineage_tags(nightly_run, settings
     assert int(tags["train_rows"]) > 30000 and int(tags["holdout_rows"]) > 10000
     assert "flights/clean@" in tags["contracts"] and "weather/clean@" in tags["contracts"]
     assert tags["git_commit"] and tags["prefect_flow_run_id"]
+    assert tags["held_days"] == "none"  # every day trained on as delivered
     run = client.get_run(tags["mlflow_run_id"])
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(nightly_run.model_auc)
     assert "baseline_roc_auc" in run.data.metrics
