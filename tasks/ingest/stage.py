@@ -20,7 +20,7 @@ from tasks.core.results import write_result
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec
-from tasks.ingest.generation import MISSING_DAY, DayRejected
+from tasks.ingest.generation import MISSING_DAY, DayRejected, remove_unreferenced
 from tasks.ingest.holds import held_days
 from tasks.ingest.pandas_engine import clean_days_dask
 from tasks.ingest.plan import (
@@ -77,6 +77,10 @@ def ingest_days(
         raise ValueError(f"unknown ingest engine {engine!r}; expected 'dask' or 'spark'")
     reports.update({r.day: r for r in done})
     spec = get_dataset(dataset)
+    for report in reports.values():  # files a killed run moved or left behind: unreadable
+        if report.skipped and not report.held:
+            day = date.fromisoformat(report.day)
+            remove_unreferenced(lake, spec, day, lake.read_manifest(dataset, day)["files"])
     for error in sorted(rejected, key=lambda e: e.day):
         log.warning("ingest: %s", error.message)
         if error.outcome == "hold":

@@ -102,8 +102,14 @@ def _accounted(lake: Lake, days: list[date]) -> None:
 
 
 def _no_leftovers(lake: Lake) -> None:
+    """No staging, no temporary file, and no partition file that no manifest names."""
     stray = [p for p in lake.fs.find(lake.root) if "_staging" in p or ".tmp-" in p]
     assert stray == []
+    named = set()
+    for manifest in lake.fs.glob(lake.path("manifests", "flights", "*.json")):
+        named |= {lake.path(e["path"]) for e in lake.read_json(manifest)["files"].values()}
+    files = lake.fs.find(lake.path("clean")) + lake.fs.find(lake.path("quarantine"))
+    assert [p for p in files if p not in named] == []
 
 
 # --- a bad re-delivery of an old day ------------------------------------------------------------
