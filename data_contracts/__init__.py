@@ -39,11 +39,24 @@ class ColumnRule(BaseModel):
         return self
 
 
+DayOutcome = Literal["fail", "hold", "warn"]
+
+
 class Thresholds(BaseModel):
-    """Batch-level limits; breaking one fails the run."""
+    """Per-day limits, checked on a day's staged generation before it may replace the last
+    good one (a breach never touches published data).
+
+    `on_empty_day` / `on_missing_day` say what a header-only delivery, or no delivery at
+    all for a day up to `as_of`, does: `fail` the run naming the day and file, `hold` the
+    day (the night goes on with its last good generation, or without it, and the day is
+    listed as held in the run's results and the model's tags) or `warn` (empty only: the
+    day is published empty, e.g. a side source with no readings that day).
+    """
 
     max_quarantine_fraction: float = Field(default=0.02, ge=0, le=1)
     min_rows_per_partition: int = Field(default=1, ge=0)
+    on_empty_day: DayOutcome = "fail"
+    on_missing_day: Literal["fail", "hold"] = "fail"
 
 
 class Contract(BaseModel):

@@ -469,6 +469,50 @@ def rollback(dataset: Dataset = DEFAULT_DATASET) -> None:
     typer.echo(f"{name}: @champion v{current} -> v{target} (rolled back)")
 
 
+@app.command()
+def hold(
+    day: Annotated[str, typer.Option("--day", help="The day to hold, YYYY-MM-DD.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the manifest and model tags).")],
+    dataset: Dataset = DEFAULT_DATASET,
+) -> None:
+    """Hold (waive) a day: nights keep its last good generation, or go without it."""
+    from tasks.core.lake import Lake
+    from tasks.ingest.holds import hold_day
+
+    lake, when = Lake(get_settings().lake_url), _parse_day(day)
+    try:
+        record = hold_day(lake, _dataset(dataset).name, when, reason)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(f"{dataset} {when}: held ({record['reason']}); {lake.manifest(dataset, when)}")
+
+
+@app.command("release-hold")
+def release_hold_command(
+    day: Annotated[str, typer.Option("--day", help="The held day, YYYY-MM-DD.")],
+    dataset: Dataset = DEFAULT_DATASET,
+) -> None:
+    """Lift a hold: the next run ingests whatever is landed for the day."""
+    from tasks.core.lake import Lake
+    from tasks.ingest.holds import release_hold
+
+    lake, when = Lake(get_settings().lake_url), _parse_day(day)
+    if not release_hold(lake, _dataset(dataset).name, when):
+        typer.echo(f"{dataset} {when}: not held", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"{dataset} {when}: hold released; the next run ingests it")
+
+
+@app.command()
+def holds(dataset: Dataset = DEFAULT_DATASET) -> None:
+    """List the held days of a dataset, with their reasons."""
+    from tasks.core.lake import Lake
+    from tasks.ingest.holds import held_days
+
+    for day, record in held_days(Lake(get_settings().lake_url), _dataset(dataset).name).items():
+        typer.echo(f"{day}  held since {record['at'][:19]}: {record['reason']}")
+
+
 @app.command("settings")
 def show_settings() -> None:
     """Print the effective settings (after NIGHTSHIFT_* environment overrides)."""

@@ -5,18 +5,29 @@ to object storage (any fsspec URL) never touches a stage.
 
     landing/<dataset>/daily/<YYYY-MM-DD>/<source>.csv         raw, as delivered
     landing/<dataset>/dimensions/<YYYY-MM-DD>/<dimension>.csv dimension snapshots
-    clean/<table>/date=<YYYY-MM-DD>/part-0.parquet            valid rows
-    quarantine/<table>/date=<YYYY-MM-DD>/part-0.parquet       invalid rows + reason
-    manifests/<dataset>/date=<YYYY-MM-DD>.json                per-partition accounting
+    clean/<table>/date=<YYYY-MM-DD>/part-<generation>.parquet valid rows
+    quarantine/<table>/date=<YYYY-MM-DD>/part-<generation>.parquet invalid rows + reason
+    manifests/<dataset>/date=<YYYY-MM-DD>.json                the day's pointer: accounting,
+                                                              its generation's files + sha256,
+                                                              an operator's hold
+    _staging/<dataset>/date=<YYYY-MM-DD>/<generation>/        a generation being checked
+    rejected/<dataset>/date=<YYYY-MM-DD>/<generation>/        one that failed them (kept)
     reports/validation/<dataset>/<as_of>/                     GX results + Data Docs
     runs/<dataset>/<as_of>/<stage>/                           each stage's outputs and result
 
 A dataset's tables (its delivered sources, e.g. flights and weather) have names unique
 across datasets, so clean/ and quarantine/ are keyed by table.
+
+A day's clean and quarantine files of every table form one *generation*. Its files have
+names of their own, so writing them changes nothing a reader sees: the day's manifest
+names the current generation, and replacing the manifest (one atomic rename) swaps the
+whole day at once. Readers go through the manifest (`read_partition`), which also checks
+each file's sha256, so a half-written or tampered file is refused instead of trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import posixpath
@@ -29,6 +40,10 @@ import fsspec
 import pandas as pd
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+
+
+class PartitionCorrupt(RuntimeError):
+    """A published file does not match its manifest: never read it."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +120,83 @@ class Lake:
         return self.path(layer, table, f"date={day.isoformat()}")
 
     def partition_file(self, layer: str, table: str, day: date) -> str:
+        """The current file of a partition, as the day's manifest names it.
+
+        Callers that know the dataset should prefer `partition_entry`/`read_partition`;
+        this looks the table up in every dataset's manifest of the day (a handful). With
+        no manifest naming it, the conventional path is returned (which does not exist),
+        so `exists()` answers "nothing published".
+        """
+        base = self.path("manifests")
+        if self.fs.exists(base):
+            for entry in sorted(self.fs.ls(base, detail=False)):
+                dataset = posixpath.basename(entry.rstrip("/"))
+                found = self.partition_entry(dataset, layer, table, day)
+                if found is not None:
+                    return self.path(found["path"])
         return posixpath.join(self.partition(layer, table, day), "part-0.parquet")
+
+    def generation_file(self, layer: str, table: str, day: date, generation: str) -> str:
+        """Where a generation's file of a partition lives once published (a unique name)."""
+        return posixpath.join(self.partition(layer, table, day), f"part-{generation}.parquet")
 
     def manifest(self, dataset: str, day: date) -> str:
         return self.path("manifests", dataset, f"date={day.isoformat()}.json")
+
+    def staging(self, dataset: str, day: date, generation: str | None = None) -> str:
+        """A day's staging folder, or one generation's inside it (never read by a stage)."""
+        folder = self.path("_staging", dataset, f"date={day.isoformat()}")
+        return posixpath.join(folder, generation) if generation else folder
+
+    def rejected(self, dataset: str, day: date, generation: str) -> str:
+        """Where a generation that failed its checks is kept, for the operator to inspect."""
+        return self.path("rejected", dataset, f"date={day.isoformat()}", generation)
+
+    def relative(self, path: str) -> str:
+        """`path` relative to the lake root: what manifests store, so the lake can move."""
+        return posixpath.relpath(url_to_fs(path)[1], url_to_fs(self.root)[1])
+
+    def read_manifest(self, dataset: str, day: date) -> dict | None:
+        path = self.manifest(dataset, day)
+        return self.read_json(path) if self.fs.exists(path) else None
+
+    def partition_entry(self, dataset: str, layer: str, table: str, day: date) -> dict | None:
+        """The manifest's record of a partition's current file (path, sha256, bytes)."""
+        manifest = self.read_manifest(dataset, day)
+        if not manifest:
+            return None
+        return (manifest.get("files") or {}).get(f"{layer}/{table}")
+
+    def read_partition(
+        self,
+        dataset: str,
+        layer: str,
+        table: str,
+        day: date,
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Read a partition's current file after checking it against the manifest's sha256.
+
+        A reader never trains on a file the manifest does not vouch for: a mismatch (a
+        torn write, a file swapped by hand, bit rot) is refused with the file named.
+        """
+        entry = self.partition_entry(dataset, layer, table, day)
+        if entry is None:
+            raise FileNotFoundError(
+                f"no published {layer} {table} partition for date={day.isoformat()} in "
+                f"{self.manifest(dataset, day)}; run `nightshift ingest` for that day"
+            )
+        path = self.path(entry["path"])
+        with self.fs.open(path, "rb") as handle:
+            data = handle.read()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry["sha256"]:
+            raise PartitionCorrupt(
+                f"{path}: sha256 {digest[:16]}… does not match the manifest's "
+                f"{entry['sha256'][:16]}… ({self.manifest(dataset, day)}); refusing to read it "
+                "(rule: manifest:sha256)"
+            )
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
 
     def run_dir(self, dataset: str, as_of: date, *parts: str) -> str:
         return self.path("runs", dataset, as_of.isoformat(), *parts)
@@ -122,9 +210,14 @@ class Lake:
         fs = self.fs
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with fs.open(tmp, "wb") as handle:
-            handle.write(data)
-        fs.mv(tmp, path)
+        try:
+            with fs.open(tmp, "wb") as handle:
+                handle.write(data)
+            fs.mv(tmp, path)
+        except BaseException:  # e.g. ENOSPC: leave no half-written temporary behind
+            if fs.exists(tmp):
+                fs.rm(tmp)
+            raise
 
     def write_json_atomic(self, path: str, payload: Any) -> None:
         self.write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())

@@ -23,14 +23,15 @@ from tasks.ingest.plan import IngestSummary
 
 
 def read_clean(
-    lake: Lake, table: str, days: list[date], columns: list[str] | None = None
+    lake: Lake, dataset: str, table: str, days: list[date], columns: list[str] | None = None
 ) -> pd.DataFrame:
-    """Concatenate the clean partitions of `table` for `days` (in day order)."""
-    frames = []
-    for day in days:
-        path = lake.partition_file("clean", table, day)
-        if lake.exists(path):
-            frames.append(lake.read_parquet(path, columns=columns))
+    """Concatenate the current clean generations of `table` for `days` (in day order).
+
+    Every file is checked against its manifest's sha256 (`Lake.read_partition`): a torn
+    or altered file stops the run naming the file instead of training on it. Each day
+    must be published: the ingest result lists only days that are.
+    """
+    frames = [lake.read_partition(dataset, "clean", table, day, columns) for day in days]
     if not frames:
         raise FileNotFoundError(f"no clean {table} partitions for {days[0]}..{days[-1]}")
     return pd.concat(frames, ignore_index=True)
@@ -83,7 +84,7 @@ def build_features(ctx: RunContext, ingested: IngestSummary, holdout_days: int) 
     frames = {}
     unlabelled = 0
     for name, part in (("train", train_days), ("holdout", holdout_list)):
-        clean = read_clean(lake, spec.fact.name, part)
+        clean = read_clean(lake, spec.name, spec.fact.name, part)
         clean["label"] = spec.label(clean)
         unlabelled += int(clean["label"].isna().sum())
         frames[name] = clean.loc[clean["label"].notna()].reset_index(drop=True)

@@ -22,6 +22,7 @@ from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
 from tasks.ingest.dialect import LINE_COLUMN, read_delivery
+from tasks.ingest.generation import LAYERS, DayRejected, publish_day, staged_file, staging
 from tasks.ingest.plan import (
     PartitionReport,
     SourceCounts,
@@ -29,7 +30,6 @@ from tasks.ingest.plan import (
     contract_metadata,
     landing_file,
     partition_fingerprint,
-    write_manifest,
 )
 from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
@@ -148,11 +148,13 @@ def join_tables(
 def clean_day(
     lake_root: str, dataset: str, day: date, dims_dir: str | None, fingerprint: str | None = None
 ) -> PartitionReport:
-    """Turn one landed day into clean + quarantine partitions and a manifest; idempotent.
+    """Turn one landed day into a new generation (clean + quarantine of every table) and
+    publish it; idempotent.
 
-    The manifest is written last, so a partition counts as done only when all of its
-    files are in place; every file is replaced atomically. `fingerprint` is the caller's
-    `partition_fingerprint` when it already hashed the inputs to decide to come here.
+    The generation is staged and checked (`generation.publish_day`) before the manifest
+    swap makes it current: a rejected day (`DayRejected`) leaves the previous generation.
+    `fingerprint` is the caller's `partition_fingerprint` when it already hashed the
+    inputs to decide to come here.
     """
     started = time.perf_counter()
     spec = get_dataset(dataset)
@@ -180,16 +182,14 @@ def clean_day(
     outputs[spec.fact.name] = (join_tables(fact_clean, spec, daily, dimensions), fact_quarantine)
     check_accounting(report, lake.landing_day(dataset, day))
 
-    for source in spec.sources:
-        metadata = contract_metadata(load_contract(source.name))
-        clean, quarantine = outputs[source.name]
-        lake.write_parquet_atomic(lake.partition_file("clean", source.name, day), clean, metadata)
-        lake.write_parquet_atomic(
-            lake.partition_file("quarantine", source.name, day), quarantine, metadata
-        )
     report.seconds = round(time.perf_counter() - started, 3)
-    write_manifest(lake, spec, report, "dask")
-    return report
+    with staging(lake, dataset, day) as generation:
+        for source in spec.sources:
+            metadata = contract_metadata(load_contract(source.name))
+            for layer, frame in zip(LAYERS, outputs[source.name], strict=True):
+                staged = staged_file(lake, dataset, day, generation, layer, source.name)
+                lake.write_parquet_atomic(staged, frame, metadata)
+        return publish_day(lake, spec, report, generation, "dask")
 
 
 def clean_days_dask(
@@ -199,8 +199,14 @@ def clean_days_dask(
     todo: list[tuple[date, str]],
     dims_dir: str | None,
     log: logging.Logger | logging.LoggerAdapter = logger,
-) -> list[PartitionReport]:
-    """Clean the days `todo` (day, fingerprint) on the Dask cluster, one task per day."""
+) -> tuple[list[PartitionReport], list[DayRejected]]:
+    """Clean the days `todo` (day, fingerprint) on the Dask cluster, one task per day.
+
+    Returns the published days' reports and the rejected days (`DayRejected`, or any
+    `ContractViolation` of a delivery, as a `fail`); every day is tried, so one bad day
+    never keeps the good ones from being published. Other errors are raised after the
+    remaining days finished.
+    """
     on_cpu = cpu_work_options(client)  # GPU workers stay free for trials and ranks
     futures = [
         client.submit(
@@ -216,14 +222,20 @@ def clean_days_dask(
         )
         for day, fingerprint in todo
     ]
-    reports = []
+    reports: list[PartitionReport] = []
+    rejected: list[DayRejected] = []
+    days = {future.key: day for future, (day, _) in zip(futures, todo, strict=True)}
     step = max(1, len(futures) // 10)
     for done, future in enumerate(distributed.as_completed(futures, loop=client.loop), start=1):
         try:
             reports.append(future.result())
+        except DayRejected as error:
+            rejected.append(error)
+        except ContractViolation as error:
+            rejected.append(DayRejected(str(error), days[future.key].isoformat()))
         except Exception:
             client.gather(futures, errors="skip")  # let the other partitions finish first
             raise
         if done % step == 0 or done == len(futures):
             log.info("ingest: %d/%d day(s) processed", done, len(futures))
-    return reports
+    return reports, rejected

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Literal
 
 from data_contracts import Contract, load_contract
@@ -22,7 +22,7 @@ from tasks.datasets.spec import DatasetSpec
 logger = logging.getLogger("nightshift.ingest")
 
 # Bump when the cleaning logic changes, so every partition is rebuilt on the next run.
-INGEST_CODE_VERSION = "2"
+INGEST_CODE_VERSION = "3"  # 3: generations, sha256 per file in the manifest
 CONTRACT_METADATA_KEY = "nightshift.contract"
 
 Engine = Literal["dask", "spark"]
@@ -55,6 +55,9 @@ class PartitionReport:
     sources: dict[str, SourceCounts] = field(default_factory=dict)
     skipped: bool = False
     seconds: float = 0.0
+    # why the day is held (an operator's hold, or a contract's `hold` outcome): the night
+    # uses its last good generation, or goes without it when `sources` is empty
+    held: str = ""
 
     @property
     def counts(self) -> SourceCounts:
@@ -144,9 +147,22 @@ def stored_report(lake: Lake, dataset: str, day: date, fingerprint: str) -> Part
     if not lake.exists(path):
         return None
     stored = lake.read_json(path)
-    if stored.get("fingerprint") != fingerprint or "sources" not in stored:
+    if stored.get("fingerprint") != fingerprint or not stored.get("files"):
         return None
     return PartitionReport.from_manifest(stored)
+
+
+def held_report(lake: Lake, spec: DatasetSpec, day: date, reason: str) -> PartitionReport:
+    """A held day as the night sees it: its last good generation's report, or an empty one
+    (no sources) when it never had one, so the night goes on without it."""
+    stored = lake.read_manifest(spec.name, day) or {}
+    if stored.get("files"):
+        report = PartitionReport.from_manifest(stored)
+    else:
+        report = PartitionReport(day=day.isoformat(), fingerprint="", fact=spec.fact.name)
+        report.skipped = True
+    report.held = reason
+    return report
 
 
 def changed_days(
@@ -156,7 +172,13 @@ def changed_days(
     process (with their new fingerprints): the content-hash watermark both engines share."""
     unchanged: dict[str, PartitionReport] = {}
     todo: list[tuple[date, str]] = []
+    spec = get_dataset(dataset)
     for day in days:
+        hold = (lake.read_manifest(dataset, day) or {}).get("hold")
+        if hold:  # an operator's hold: the day keeps its last good generation
+            reason = f"held by operator: {hold.get('reason', '')}"
+            unchanged[day.isoformat()] = held_report(lake, spec, day, reason)
+            continue
         fingerprint = partition_fingerprint(lake, dataset, day, dims_dir)
         existing = stored_report(lake, dataset, day, fingerprint)
         if existing is None:
@@ -177,15 +199,33 @@ def check_accounting(report: PartitionReport, where: str) -> None:
             )
 
 
-def write_manifest(lake: Lake, spec: DatasetSpec, report: PartitionReport, engine: Engine) -> None:
-    """The partition's manifest, written last: the day counts as done only once it exists."""
+def write_manifest(
+    lake: Lake,
+    spec: DatasetSpec,
+    report: PartitionReport,
+    engine: Engine,
+    generation: str,
+    files: dict[str, dict],
+) -> None:
+    """Swap the day to `generation`: one atomic replace of the manifest, written last.
+
+    `files` maps `<layer>/<table>` to the file's lake-relative path, sha256 and size;
+    readers verify them. An operator's hold already on the day is kept.
+    """
+    day = date.fromisoformat(report.day)
     payload = asdict(report)
     payload.pop("skipped")
+    payload.pop("held")
+    previous = lake.read_manifest(spec.name, day) or {}
     lake.write_json_atomic(
-        lake.manifest(spec.name, date.fromisoformat(report.day)),
+        lake.manifest(spec.name, day),
         {
             **payload,
             "engine": engine,
+            "generation": generation,
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": files,
+            "hold": previous.get("hold"),
             "contracts": [load_contract(t).tag for t in spec.tables],
             "landing_contracts": [load_contract(t, "landing").tag for t in spec.tables],
         },
@@ -233,11 +273,22 @@ class IngestSummary:
     worst_day: str | None
     worst_quarantine_fraction: float
     engine: str = "dask"
+    # days the night does not take as delivered, by day: why (an operator's hold, or a
+    # contract's `hold` outcome). A held day with a last good generation stays in `days`.
+    held_days: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, spec: DatasetSpec, reports: list[PartitionReport], engine: str) -> IngestSummary:
+        held = {r.day: r.held for r in reports if r.held}
+        reports = [r for r in reports if r.sources]  # held days that never had a generation
+        if not reports:
+            raise RuntimeError(
+                f"ingest of {spec.name}: every day is held and none has a good generation: "
+                f"{', '.join(sorted(held))}"
+            )
         worst = max(reports, key=lambda r: r.quarantine_fraction)
         return cls(
+            held_days=held,
             dataset=spec.name,
             days=[r.day for r in reports],
             processed=sum(not r.skipped for r in reports),

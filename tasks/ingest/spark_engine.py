@@ -37,13 +37,13 @@ from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
 from tasks.ingest.dialect import LINE_COLUMN, read_delivery, write_normalised
+from tasks.ingest.generation import DayRejected, publish_day, staged_file, staging
 from tasks.ingest.plan import (
     PartitionReport,
     SourceCounts,
     check_accounting,
     contract_metadata,
     landing_file,
-    write_manifest,
 )
 from tasks.ingest.reader import require_columns
 from tasks.quality.dimensions import allowed_sets
@@ -254,7 +254,7 @@ def _stage(
     lake: Lake, frame: DataFrame, layer: str, dataset: str, days: list[date], contract: Contract
 ) -> _Staged:
     """Write `frame` partitioned by day into a staging folder; rows per day from the footers."""
-    folder = lake.path("_staging", f"{layer}-{dataset}-{uuid.uuid4().hex}")
+    folder = lake.path("_staging", "_spark", f"{layer}-{dataset}-{uuid.uuid4().hex}")
     schema = _arrow_schema(frame.drop("_day"))
     (
         frame.withColumn("_partition", F.date_format("_day", "yyyy-MM-dd"))
@@ -278,21 +278,30 @@ def _staged_files(lake: Lake, folder: str, day: date) -> list[str]:
     return sorted(lake.fs.glob(f"{day_folder}/*.parquet")) if lake.fs.exists(day_folder) else []
 
 
-def _commit(lake: Lake, staged: _Staged, days: list[date]) -> None:
-    """Move each day's staged rows into the lake as its single `part-0.parquet`."""
-    for day in days:
-        tables = [
-            pq.read_table(lake.fs.open(p, "rb")) for p in _staged_files(lake, staged.folder, day)
-        ]
-        table = pa.concat_tables(
-            [t.cast(staged.schema) for t in tables] or [staged.schema.empty_table()]
-        )
-        buffer = pa.BufferOutputStream()
-        metadata = {k.encode(): v.encode() for k, v in staged.metadata.items()}
-        pq.write_table(table.replace_schema_metadata(metadata), buffer)
-        path = lake.partition_file(staged.layer, staged.dataset, day)
-        lake.write_bytes_atomic(path, buffer.getvalue().to_pybytes())
-    lake.fs.rm(staged.folder, recursive=True)
+def _day_table(lake: Lake, staged: _Staged, day: date) -> bytes:
+    """One day's rows of a Spark output as the lake's single Parquet file (its bytes)."""
+    tables = [pq.read_table(lake.fs.open(p, "rb")) for p in _staged_files(lake, staged.folder, day)]
+    table = pa.concat_tables(
+        [t.cast(staged.schema) for t in tables] or [staged.schema.empty_table()]
+    )
+    buffer = pa.BufferOutputStream()
+    metadata = {k.encode(): v.encode() for k, v in staged.metadata.items()}
+    pq.write_table(table.replace_schema_metadata(metadata), buffer)
+    return buffer.getvalue().to_pybytes()
+
+
+def _publish(
+    lake: Lake, spec: DatasetSpec, report: PartitionReport, staged: list[_Staged]
+) -> PartitionReport:
+    """Stage one day's generation from Spark's output, check it and swap it in: the same
+    protocol as the pandas engine (`generation.publish_day`)."""
+    day = date.fromisoformat(report.day)
+    with staging(lake, spec.name, day) as generation:
+        for output in staged:
+            if day in output.rows:
+                path = staged_file(lake, spec.name, day, generation, output.layer, output.dataset)
+                lake.write_bytes_atomic(path, _day_table(lake, output, day))
+        return publish_day(lake, spec, report, generation, "spark")
 
 
 def _arrow_schema(frame: DataFrame) -> pa.Schema:
@@ -313,20 +322,22 @@ def clean_days_spark(
     dataset: str,
     todo: list[tuple[date, str]],
     dims_dir: str | None,
-) -> list[PartitionReport]:
+) -> tuple[list[PartitionReport], list[DayRejected]]:
     """Turn the landed days `todo` (day, fingerprint) into clean + quarantine + manifests.
 
-    Same outputs as calling the pandas engine's `clean_day` for each day. Accounting per
-    day (raw = clean + quarantined + duplicates) is checked before anything becomes visible.
+    Same outputs as calling the pandas engine's `clean_day` for each day, and the same
+    rejected days. Accounting per day (raw = clean + quarantined + duplicates) is checked
+    before anything becomes visible; each day is then staged, checked and swapped in.
     A failure inside Spark (e.g. a gzip member truncated past what the driver checked) is
     re-raised naming the days, with the JVM's first line, instead of a bare Java trace.
     """
     if not todo:
-        return []
-    lake = Lake(lake_root)
-    scratch = lake.path("_staging", f"normalised-{dataset}-{uuid.uuid4().hex}")
+        return [], []
+    # Spark's own output and the normalised copies of the deliveries (`_files_by_header`)
+    scratch = Lake(lake_root).path("_staging", "_spark")
+    normalised = f"{scratch}/normalised-{dataset}-{uuid.uuid4().hex}"
     try:
-        return _clean_days_spark(spark, lake_root, dataset, todo, dims_dir, scratch)
+        return _clean_days_spark(spark, lake_root, dataset, todo, dims_dir, normalised)
     except (PySparkException, Py4JJavaError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ContractViolation(
@@ -334,9 +345,9 @@ def clean_days_spark(
             f"({len(todo)} day(s)) under {Lake(lake_root).path('landing', dataset, 'daily')} "
             f"failed (rule: file:readable): {first_line}"
         ) from error
-    finally:  # the normalised copies of the deliveries (`_files_by_header`)
-        if lake.fs.exists(scratch):
-            lake.fs.rm(scratch, recursive=True)
+    finally:  # scratch: whatever happened, it goes
+        if Lake(lake_root).exists(scratch):
+            Lake(lake_root).fs.rm(scratch, recursive=True)
 
 
 @dataclass
@@ -433,7 +444,8 @@ def _clean_days_spark(
     todo: list[tuple[date, str]],
     dims_dir: str | None,
     scratch: str,
-) -> list[PartitionReport]:
+) -> tuple[list[PartitionReport], list[DayRejected]]:
+    """Long on purpose: one Spark job, then the per-day accounting and publication."""
     started = time.perf_counter()
     spec = get_dataset(dataset)
     lake = Lake(lake_root)
@@ -493,12 +505,14 @@ def _clean_days_spark(
             report.sources[source.name] = counts
         check_accounting(report, landing_file(lake, dataset, day, spec.fact.name))
         reports[day] = report
-    # every day's accounting holds: only now does anything become visible in the lake
-    for output in staged:
-        _commit(lake, output, list(output.rows))
+    # every day's accounting holds: only now is each day staged, checked and swapped in
+    published, rejected = [], []
     for day in days:
-        write_manifest(lake, spec, reports[day], "spark")
-    return [reports[d] for d in days]
+        try:
+            published.append(_publish(lake, spec, reports[day], staged))
+        except DayRejected as error:
+            rejected.append(error)
+    return published, rejected
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:

@@ -97,7 +97,7 @@ def validate_table(ctx: RunContext, table: str, days: list[date]) -> ValidationR
     """
     lake = ctx.lake
     contract = load_contract(table)
-    frames = [lake.read_parquet(lake.partition_file("clean", table, d)) for d in days]
+    frames = [lake.read_partition(ctx.dataset, "clean", table, d) for d in days]
     frame = pd.concat(frames, ignore_index=True)
     allowed = allowed_sets(lake, ctx.spec, dimensions_dir(lake, ctx.spec, ctx.as_of))
     out_dir = lake.validation_dir(ctx.dataset, ctx.as_of)

@@ -131,6 +131,8 @@ def version_tags(ctx: RunContext, ingested: IngestSummary, features: FeatureSet)
         "holdout_rows": str(features.holdout_rows),
         "clean_rows": str(ingested.clean_rows),
         "quarantined_rows": str(ingested.quarantined_rows),
+        # days trained on their last good generation, or without them (`nightshift hold`)
+        "held_days": ",".join(sorted(ingested.held_days)) or "none",
         "contracts": ",".join(load_contract(t).tag for t in ctx.spec.tables),
         "git_commit": git_commit(),
         "prefect_flow_run_id": str(ctx.flow_run_id or "none"),

@@ -1,5 +1,6 @@
 """Data tests: the contracts themselves, and Great Expectations on real clean data."""
 
+import hashlib
 from datetime import date, timedelta
 
 import pandas as pd
@@ -59,6 +60,12 @@ def test_broken_clean_batch_fails_naming_rule_and_partition(clean_lake):
     rows.loc[0, "distance"] = 99999.0  # out of range
     rows = pd.concat([rows, rows.iloc[[1]]], ignore_index=True)  # duplicate flight key
     clean_lake.write_parquet_atomic(path, rows)
+    # published as if by a buggy ingest (the manifest vouches for it): GX must still catch it
+    manifest = clean_lake.read_manifest("flights", DAYS[1])
+    manifest["files"]["clean/flights"]["sha256"] = hashlib.sha256(
+        clean_lake.fs.cat(path)
+    ).hexdigest()
+    clean_lake.write_json_atomic(clean_lake.manifest("flights", DAYS[1]), manifest)
 
     with pytest.raises(ContractBroken) as broken:
         validate(context_for(clean_lake, as_of=DAYS[-1]), "flights", DAYS)

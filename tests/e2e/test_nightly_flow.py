@@ -43,6 +43,7 @@ def test_model_is_registered_as_champion_with_lineage_tags(nightly_run, settings
     assert int(tags["train_rows"]) > 30000 and int(tags["holdout_rows"]) > 10000
     assert "flights/clean@" in tags["contracts"] and "weather/clean@" in tags["contracts"]
     assert tags["git_commit"] and tags["prefect_flow_run_id"]
+    assert tags["held_days"] == "none"  # every day trained on as delivered
     run = client.get_run(tags["mlflow_run_id"])
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(nightly_run.model_auc)
     assert "baseline_roc_auc" in run.data.metrics
@@ -179,9 +180,10 @@ def test_broken_contract_fails_the_run_naming_rule_and_partition_and_registers_n
         assert str(failed.flow_run_id) == str(state.state_details.flow_run_id)
         assert "**FAILED**" in failed.data and "quarantine_fraction<=0.02" in failed.data
         assert "date=2013-03-04" in state.message
-        quarantine = lake.read_parquet(
-            lake.partition_file("quarantine", "flights", date(2013, 3, 4))
-        )
+        # rejected in staging: never published, its generation kept to inspect
+        assert not lake.exists(lake.manifest("flights", date(2013, 3, 4)))
+        (kept,) = lake.fs.glob(lake.path("rejected", "flights", "date=2013-03-04", "*"))
+        quarantine = pd.read_parquet(f"{kept}/quarantine/flights.parquet")
         assert len(quarantine) == 40 and set(quarantine["_rules"]) == {"distance:between[1,6000]"}
         assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_registered_models() == []
     finally:

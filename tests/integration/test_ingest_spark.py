@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.datasets import get_dataset
+from tasks.ingest.generation import DayRejected
 from tasks.ingest.pandas_engine import clean_day
-from tasks.ingest.stage import ingest_days
+from tasks.ingest.stage import DaysRejected, ingest_days
 from tasks.landing.simulator import land_days
 from tests.unit.ingest.dirty_dialect import DELIVERIES, deliver, dirty_flights, read_rows
 
@@ -76,12 +77,18 @@ def _dirty(lake):
     )
 
 
-def _outputs(lake, tables=("flights", "weather"), days=DAYS):
+def _rejected_or_published(lake, name, layer, table, day):
+    """The day's published file, or the file of its rejected generation (kept to inspect)."""
+    kept = lake.fs.glob(lake.path("rejected", name, f"date={day}", "*"))
+    return f"{kept[0]}/{layer}/{table}.parquet" if kept else lake.partition_file(layer, table, day)
+
+
+def _outputs(lake, tables=("flights", "weather"), days=DAYS, name="flights"):
     out = {}
     for layer in ("clean", "quarantine"):
         for dataset in tables:
             for day in days:
-                path = lake.partition_file(layer, dataset, day)
+                path = _rejected_or_published(lake, name, layer, dataset, day)
                 table = pq.read_table(path)
                 assert table.schema.metadata[b"nightshift.contract"].startswith(
                     f"{dataset}/clean@".encode()
@@ -157,14 +164,29 @@ def test_engines_agree_on_a_dataset_dated_by_a_column_without_joins(tmp_lake, sp
     raw = pd.concat([raw, pd.DataFrame(bad)], ignore_index=True)
     tmp_lake.write_bytes_atomic(path, raw.to_csv(index=False).encode())
 
-    dask_reports = [clean_day(tmp_lake.root, "hotels", day, None) for day in days]
-    dask_out = _outputs(tmp_lake, ("hotel_bookings",), days)
-    tmp_lake.fs.rm(tmp_lake.path("manifests"), recursive=True)
-    spark_reports = ingest_days(tmp_lake.root, "hotels", days, None, engine="spark", spark=spark)
-    spark_out = _outputs(tmp_lake, ("hotel_bookings",), days)
+    # 4 of 38 rows quarantined break the day's 2% threshold: both engines reject the day
+    # the same way, keep the same rejected generation, and publish the other day
+    rejected = {}
+    with pytest.raises(DayRejected) as raised:
+        clean_day(tmp_lake.root, "hotels", days[0], None)
+    rejected["dask"] = raised.value.message
+    dask_reports = [clean_day(tmp_lake.root, "hotels", days[1], None)]
+    dask_out = _outputs(tmp_lake, ("hotel_bookings",), days, "hotels")
+    for folder in ("manifests", "rejected"):
+        tmp_lake.fs.rm(tmp_lake.path(folder), recursive=True)
+    with pytest.raises(DaysRejected) as raised:
+        ingest_days(tmp_lake.root, "hotels", days, None, engine="spark", spark=spark)
+    rejected["spark"] = str(raised.value)
+    spark_reports = ingest_days(
+        tmp_lake.root, "hotels", days[1:], None, engine="spark", spark=spark
+    )
+    spark_out = _outputs(tmp_lake, ("hotel_bookings",), days, "hotels")
 
     assert [d.sources for d in dask_reports] == [s.sources for s in spark_reports]
-    assert dask_reports[0].quarantined_rows == 4
+    for message in rejected.values():
+        assert f"date={days[0]}: hotel_bookings: 4 of 38 rows quarantined" in message
+        assert "rule: quarantine_fraction<=0.02" in message
+    assert rejected["dask"].split("; rejected generation")[0] in rejected["spark"]
     for key, (dask_table, dask_frame) in dask_out.items():
         spark_table, spark_frame = spark_out[key]
         assert spark_table.schema.equals(dask_table.schema), key

@@ -1,5 +1,7 @@
 """Code tests for the `nightshift` command line (typer's runner, real lake)."""
 
+from datetime import date
+
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -72,3 +74,27 @@ def test_prefect_api_reuses_a_configured_server(prefect_server):
 
     with prefect_api() as url:
         assert url == get_current_settings().api.url
+
+
+def test_hold_holds_and_release_hold_round_trip_through_the_manifest(monkeypatch, tmp_path):
+    from tasks.core.lake import Lake
+    from tasks.core.settings import get_settings
+
+    monkeypatch.setenv("NIGHTSHIFT_LAKE_ROOT", str(tmp_path / "lake"))
+    get_settings.cache_clear()
+    try:
+        held = runner.invoke(app, ["hold", "--day", "2013-03-04", "--reason", "bad re-send"])
+        listed = runner.invoke(app, ["holds"])
+        no_reason = runner.invoke(app, ["hold", "--day", "2013-03-05", "--reason", " "])
+        released = runner.invoke(app, ["release-hold", "--day", "2013-03-04"])
+        again = runner.invoke(app, ["release-hold", "--day", "2013-03-04"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert held.exit_code == 0, held.output
+    assert "2013-03-04" in listed.output and "bad re-send" in listed.output
+    assert no_reason.exit_code == 2 and "needs a reason" in no_reason.output
+    assert released.exit_code == 0 and "hold released" in released.output
+    assert again.exit_code == 1 and "not held" in again.output
+    lake = Lake(str(tmp_path / "lake"))
+    assert not lake.exists(lake.manifest("flights", date(2013, 3, 4)))  # nothing left behind

@@ -13,12 +13,12 @@ import pytest
 
 from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
+from tasks.ingest.generation import DayRejected
 from tasks.ingest.pandas_engine import clean_day
 from tasks.ingest.plan import days_to_ingest
 from tasks.ingest.stage import ingest_days
 from tasks.landing.simulator import land_days
 from tasks.quality.rules import ContractViolation
-from tasks.quality.validate import quarantine_threshold_failures
 
 FLIGHTS = get_dataset("flights")
 
@@ -195,14 +195,17 @@ def test_all_null_column_quarantines_every_row_and_breaks_the_day_threshold(lake
     raw["origin"] = ""  # a required column delivered empty
     raw["dep_time"] = "NA"  # a nullable one: rows stay clean with nulls
     _deliver(lake, raw)
-    report = _clean(lake)
-    assert report.quarantined_rows == report.raw_rows == len(raw)
-    assert set(_quarantine(lake)["_rules"]) == {"origin:not_null"}
-    from data_contracts import load_contract
-
-    failures = quarantine_threshold_failures(lake, "flights", load_contract("flights"), [DAY])
-    assert failures and failures[0].partitions == [DAY.isoformat()]
-    assert "quarantine_fraction<=0.02" in failures[0].describe()
+    with pytest.raises(DayRejected) as raised:  # checked in staging, never published
+        _clean(lake)
+    message = str(raised.value)
+    assert f"date={DAY.isoformat()}" in message and "flights.csv" in message
+    assert f"{len(raw)} of {len(raw)} rows quarantined" in message
+    assert "rule: quarantine_fraction<=0.02" in message and "rows:min_per_day>=1" in message
+    assert not lake.exists(lake.manifest("flights", DAY))
+    assert not lake.exists(lake.partition_file("clean", "flights", DAY))
+    # the rejected generation is kept for the operator: every row there, with its rule
+    quarantine = _rejected(lake, "quarantine", "flights")
+    assert len(quarantine) == len(raw) and set(quarantine["_rules"]) == {"origin:not_null"}
 
 
 def test_duplicate_rows_are_dropped_and_counted_and_key_duplicates_quarantined(lake):
@@ -236,15 +239,20 @@ def test_weather_file_for_the_wrong_day_is_quarantined_not_joined(lake):
     weather = _raw(lake, "weather")
     weather["day"] = "13"  # tomorrow's readings delivered in today's folder
     _deliver(lake, weather, "weather")
-    report = _clean(lake)
-    weather_counts = report.sources["weather"]
-    assert weather_counts.quarantined_rows == weather_counts.raw_rows == len(weather)
-    assert all(r.endswith("date:matches_partition") for r in _quarantine(lake, "weather")["_rules"])
-    clean = lake.read_parquet(lake.partition_file("clean", "flights", DAY))
-    assert clean["temp"].isna().all()  # no weather from another day
-    from data_contracts import load_contract
+    with pytest.raises(DayRejected, match=r"weather: 72 of 72 rows quarantined .*<=0\.05"):
+        _clean(lake)  # the day breaks weather's threshold: nothing published
+    assert not lake.exists(lake.manifest("flights", DAY))
+    assert all(
+        r.endswith("date:matches_partition")
+        for r in _rejected(lake, "quarantine", "weather")["_rules"]
+    )
+    assert _rejected(lake, "clean", "flights")["temp"].isna().all()  # no weather from another day
 
-    assert quarantine_threshold_failures(lake, "flights", load_contract("weather"), [DAY])
+
+def _rejected(lake: Lake, layer: str, table: str) -> pd.DataFrame:
+    """A table's file in the day's (single) rejected generation."""
+    (kept,) = lake.fs.glob(lake.path("rejected", "flights", f"date={DAY}", "*"))
+    return pd.read_parquet(f"{kept}/{layer}/{table}.parquet")
 
 
 def test_gzipped_delivery_is_accepted_like_plain_csv(lake):
