@@ -35,7 +35,7 @@ from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
 from tasks.quality.pandas_rules import to_date, to_float, typed_frame_and_violations
-from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE
+from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
 
 logger = logging.getLogger("nightshift.ingest")
 
