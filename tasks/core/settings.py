@@ -82,6 +82,48 @@ class Settings(BaseSettings):
         default="nightshift-process", description="Prefect work pool `nightshift deploy` uses."
     )
 
+    task_timeouts_s: dict[str, float] = Field(
+        default={},
+        description="Per-task overrides of the Prefect task timeouts, by task name, e.g. "
+        '{"train-network-ddp": 14400}. Defaults: `tasks.core.settings.TASK_TIMEOUTS_S`.',
+    )
+    dask_wait_timeout_s: float = Field(
+        default=2 * 3600.0,
+        gt=0,
+        description="Longest wait for a stage's Dask tasks (e.g. ingest's one task per day).",
+    )
+    ddp_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="DDP attempts within one train task: a lost rank re-plans on the workers "
+        "that remain and resumes from the last checkpoint.",
+    )
+    ddp_group_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="torch.distributed process-group timeout: the longest a rank waits for a "
+        "peer in a collective (must cover the chief's per-epoch validation and checkpoint).",
+    )
+    ddp_wait_timeout_s: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        description="Longest wait for one DDP attempt's ranks to finish.",
+    )
+    tune_wait_timeout_s: float = Field(
+        default=3 * 3600.0,
+        gt=0,
+        description="Longest wait for the tuning trial batches, beyond the search's own timeout.",
+    )
+    tune_heartbeat_s: int = Field(
+        default=5, ge=1, description="Optuna trial heartbeat interval (RDB study storage)."
+    )
+    tune_grace_s: int = Field(
+        default=20,
+        ge=2,
+        description="A running trial with no heartbeat for this long is failed and retried.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -120,6 +162,32 @@ class Settings(BaseSettings):
     def prefect_home(self) -> Path:
         """PREFECT_HOME for the embedded server, so its database stays with the project."""
         return self.home / "prefect"
+
+
+# Prefect task timeouts (seconds) by task name: generous bounds on a healthy night (the
+# full flights set trains in minutes), there so that nothing holds the deployment's slot
+# forever. Override per task with NIGHTSHIFT_TASK_TIMEOUTS_S='{"name": seconds}'.
+TASK_TIMEOUTS_S: dict[str, float] = {
+    "ingest-landed-days": 2 * 3600,
+    "validate-contract": 3600,
+    "build-features": 3600,
+    "tune-hyperparameters": 4 * 3600,
+    "train-network-ddp": 5 * 3600,
+    "evaluate-on-holdout": 3600,
+    "compress-network": 3600,
+    "register-challenger": 1800,
+    "gate-challenger": 1800,
+    "promote-challenger": 600,
+    "publish-summary": 600,
+    "plan-backfill": 600,
+    "publish-backfill": 600,
+}
+
+
+def task_timeout(name: str) -> float:
+    """The Prefect `timeout_seconds` of the task `name`: the settings' override, else the
+    default above (an unknown name gets an hour: every task has a bound)."""
+    return float(get_settings().task_timeouts_s.get(name, TASK_TIMEOUTS_S.get(name, 3600)))
 
 
 @lru_cache(maxsize=1)

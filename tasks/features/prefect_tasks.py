@@ -5,11 +5,12 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from tasks.core.context import RunContext
+from tasks.core.settings import task_timeout
 from tasks.features.build import FeatureSet, build_features
 from tasks.ingest.plan import IngestSummary
 
 
-@task(name="build-features")
+@task(name="build-features", timeout_seconds=task_timeout("build-features"))
 def build_features_task(ctx: RunContext, ingested: IngestSummary, holdout_days: int) -> FeatureSet:
     """Time split + preprocessing fitted on the training window."""
     features = build_features(ctx, ingested, holdout_days)

@@ -9,6 +9,7 @@ dataset spec declares, and writes clean + quarantine partitions and the day's ma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import date
@@ -19,6 +20,7 @@ import pandas as pd
 
 from data_contracts import Contract, load_contract
 from tasks.core.lake import Lake
+from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
 from tasks.ingest.dialect import LINE_COLUMN, read_delivery
@@ -226,15 +228,19 @@ def clean_days_dask(
     rejected: list[DayRejected] = []
     days = {future.key: day for future, (day, _) in zip(futures, todo, strict=True)}
     step = max(1, len(futures) // 10)
-    for done, future in enumerate(distributed.as_completed(futures, loop=client.loop), start=1):
+    wait_s = get_settings().dask_wait_timeout_s  # nothing waits forever on a lost worker
+    finishing = distributed.as_completed(futures, loop=client.loop, timeout=wait_s)
+    for done, future in enumerate(finishing, start=1):
         try:
-            reports.append(future.result())
+            reports.append(future.result(timeout=wait_s))
         except DayRejected as error:
             rejected.append(error)
         except ContractViolation as error:
             rejected.append(DayRejected(str(error), days[future.key].isoformat()))
         except Exception:
-            client.gather(futures, errors="skip")  # let the other partitions finish first
+            # let the other partitions finish first
+            with contextlib.suppress(TimeoutError), client.as_current():
+                distributed.wait(futures, timeout=wait_s)
             raise
         if done % step == 0 or done == len(futures):
             log.info("ingest: %d/%d day(s) processed", done, len(futures))

@@ -7,11 +7,17 @@ from datetime import date
 from prefect import get_run_logger, task
 
 from tasks.core.context import RunContext
+from tasks.core.settings import task_timeout
 from tasks.ingest.plan import Engine, IngestSummary
 from tasks.ingest.stage import ingest
 
 
-@task(name="ingest-landed-days", retries=1, retry_delay_seconds=5)
+@task(
+    name="ingest-landed-days",
+    timeout_seconds=task_timeout("ingest-landed-days"),
+    retries=1,
+    retry_delay_seconds=5,
+)
 def ingest_landed_days(
     ctx: RunContext, first_day: date | None = None, engine: Engine = "dask"
 ) -> IngestSummary:

@@ -127,6 +127,29 @@ def gpu_or_all_workers(client: distributed.Client) -> list[str]:
     return gpu or cpu
 
 
+def gather_within(
+    client: distributed.Client,
+    futures: list[distributed.Future],
+    timeout_s: float,
+    errors: str = "raise",
+) -> list:
+    """`client.gather`, bounded: waits at most `timeout_s` for the futures, then gathers.
+
+    `Client.gather` itself has no timeout, and a task pinned to a worker that died waits
+    for it forever; every gather in the project goes through here (a layout test checks).
+    Raises TimeoutError naming how many of the futures were still pending.
+    """
+    try:
+        with client.as_current():  # `wait` finds its client as the current one
+            distributed.wait(futures, timeout=timeout_s)
+    except TimeoutError:
+        pending = sum(not f.done() for f in futures)
+        raise TimeoutError(
+            f"{pending} of {len(futures)} Dask task(s) still pending after {timeout_s:.0f} s"
+        ) from None
+    return client.gather(futures, errors=errors)
+
+
 @contextmanager
 def stage_client(address: str | None, settings: Settings) -> Iterator[distributed.Client]:
     """A client on `address`, or on a local cluster started for this block (CLI stages)."""

@@ -5,11 +5,16 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from tasks.core.context import RunContext
+from tasks.core.settings import task_timeout
 from tasks.ingest.plan import IngestSummary
 from tasks.quality.validate import ValidationReport, validate
 
 
-@task(name="validate-contract", task_run_name="validate-{table}")
+@task(
+    name="validate-contract",
+    timeout_seconds=task_timeout("validate-contract"),
+    task_run_name="validate-{table}",
+)
 def validate_contract(ctx: RunContext, table: str, ingested: IngestSummary) -> ValidationReport:
     """GX validation of one table's clean batch; fails the run naming rule and partitions."""
     report = validate(ctx, table, ingested.day_dates)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from tasks.core.context import RunContext
+from tasks.core.settings import task_timeout
 from tasks.evaluation.evaluate import Evaluation
 from tasks.features.build import FeatureSet
 from tasks.ingest.plan import IngestSummary
@@ -22,7 +23,7 @@ from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult
 
 
-@task(name="compress-network")
+@task(name="compress-network", timeout_seconds=task_timeout("compress-network"))
 def compress_network_task(
     ctx: RunContext, features: FeatureSet, trained: TrainResult, config: CompressionConfig
 ) -> Compression:
@@ -30,7 +31,7 @@ def compress_network_task(
     return compress(ctx, features, trained, config, get_run_logger())
 
 
-@task(name="register-challenger")
+@task(name="register-challenger", timeout_seconds=task_timeout("register-challenger"))
 def register_challenger_task(
     ctx: RunContext,
     ingested: IngestSummary,
@@ -54,7 +55,7 @@ def register_challenger_task(
     return challenger
 
 
-@task(name="gate-challenger")
+@task(name="gate-challenger", timeout_seconds=task_timeout("gate-challenger"))
 def gate_challenger_task(
     ctx: RunContext,
     challenger: Challenger,
@@ -69,7 +70,7 @@ def gate_challenger_task(
     return gate
 
 
-@task(name="promote-challenger")
+@task(name="promote-challenger", timeout_seconds=task_timeout("promote-challenger"))
 def promote_challenger_task(
     ctx: RunContext, challenger: Challenger, gate: GateResult
 ) -> Registration:

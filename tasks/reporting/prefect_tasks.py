@@ -17,6 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 
 from tasks.core.context import RunContext
+from tasks.core.settings import task_timeout
 from tasks.evaluation.evaluate import Evaluation
 from tasks.features.build import FeatureSet
 from tasks.ingest.plan import IngestSummary
@@ -108,7 +109,7 @@ def _publish_tables(run: UUID | None, summary: RunSummary, compression, registra
         )
 
 
-@task(name="publish-summary")
+@task(name="publish-summary", timeout_seconds=task_timeout("publish-summary"))
 def publish_summary(
     ctx: RunContext,
     ingested: IngestSummary,

@@ -14,6 +14,7 @@ would hold one of the worker slots the ranks need and the job would deadlock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -30,7 +31,7 @@ from tasks.core.context import RunContext
 from tasks.core.results import write_result
 from tasks.core.settings import get_settings
 from tasks.features.build import FeatureSet
-from tasks.ops.cluster import gpu_or_all_workers, stage_client
+from tasks.ops.cluster import gather_within, gpu_or_all_workers, stage_client
 from tasks.training.checkpoint import checkpoint_fingerprint, clear_checkpoints
 from tasks.training.config import TrainConfig
 from tasks.training.devices import DevicePlan, WorkerDevices, plan_rank_devices, probe_devices
@@ -167,39 +168,115 @@ def one_worker_per_process(
     return chosen
 
 
-def train_distributed(
+class RanksLost(RuntimeError):
+    """A DDP attempt lost a rank: its worker left the cluster, or a peer's connection broke."""
+
+
+@dataclass(frozen=True)
+class DdpLimits:
+    """How long DDP waits and how often it tries again (from the settings by default).
+
+    `group_timeout_s` bounds a rank's wait for a peer inside torch.distributed (rendezvous
+    and collectives); `wait_timeout_s` bounds the whole attempt as seen from the caller;
+    `attempts` counts the tries in one call, each on the workers alive at that moment.
+    """
+
+    attempts: int = 3
+    group_timeout_s: float = 300.0
+    wait_timeout_s: float = 4 * 3600.0
+    poll_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls) -> DdpLimits:
+        """The limits the operator configured (NIGHTSHIFT_DDP_*)."""
+        settings = get_settings()
+        return cls(settings.ddp_attempts, settings.ddp_group_timeout_s, settings.ddp_wait_timeout_s)
+
+
+def is_peer_loss(error: BaseException) -> bool:
+    """Whether a rank's error means a peer went away (retry on the survivors), not a bug.
+
+    torch raises its DistError family (DistBackendError, DistNetworkError, DistStoreError)
+    for a broken group: a peer's connection reset, a rendezvous or collective timeout.
+    """
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        mark in text for mark in ("Connection reset", "Connection closed", "Broken pipe", "gloo")
+    )
+
+
+def _rank_workers(client: distributed.Client) -> list[str]:
+    """The worker processes that can hold a rank right now, as the scheduler sees them."""
+    return one_worker_per_process(client, gpu_or_all_workers(client))
+
+
+def _await_ranks(
+    client: distributed.Client,
+    futures: list[distributed.Future],
+    chosen: list[str],
+    limits: DdpLimits,
+) -> list:
+    """The ranks' results, or an error as soon as one rank fails or its worker leaves.
+
+    A rank pinned to a worker that died never fails by itself: the scheduler keeps it
+    waiting for that address, and a nanny restarts the worker on a new one. So the wait
+    polls: a rank that raised, a chosen worker gone from the scheduler, or the attempt's
+    deadline ends it. The peers of a lost rank fail on their own within the group timeout
+    (gloo sees the connection reset at once).
+    """
+    deadline = time.monotonic() + limits.wait_timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(
+                f"ddp: the ranks did not finish within {limits.wait_timeout_s:.0f} s "
+                "(NIGHTSHIFT_DDP_WAIT_TIMEOUT_S)"
+            )
+        with contextlib.suppress(TimeoutError), client.as_current():
+            pending = [f for f in futures if not f.done()]
+            distributed.wait(
+                pending or futures, timeout=min(limits.poll_s, left), return_when="FIRST_COMPLETED"
+            )
+        failed = [f for f in futures if f.status in ("error", "cancelled")]
+        if failed:
+            rank = futures.index(failed[0])
+            error = (
+                failed[0].exception(timeout=limits.poll_s) if failed[0].status == "error" else None
+            )
+            if error is not None and not is_peer_loss(error):
+                raise error  # a real error of the job (bad data, a bug): no retry repairs it
+            raise RanksLost(f"ddp: rank {rank} on {chosen[rank]} failed: {error!r}") from error
+        if all(f.status == "finished" for f in futures):
+            return gather_within(client, futures, limits.poll_s)
+        alive = set(client.scheduler_info(n_workers=-1)["workers"])
+        gone = [w for w in chosen if w not in alive]
+        if gone:
+            raise RanksLost(f"ddp: worker(s) {', '.join(gone)} left the cluster during training")
+
+
+def _run_attempt(
     client: distributed.Client,
     job: TrainingJob,
-    world_size: int | None = None,
-    timeout_s: float = 300.0,
-    fail_after_epoch: int | None = None,
-    log: logging.Logger | logging.LoggerAdapter = logger,
-) -> TrainResult:
-    """Run DDP training with one rank per Dask worker and return rank 0's result."""
-    workers = one_worker_per_process(client, gpu_or_all_workers(client))
-    world_size = world_size or len(workers)
-    if world_size > len(workers):
-        raise ValueError(
-            f"world_size {world_size} needs as many Dask worker processes; the cluster at "
-            f"{client.scheduler.address} has {len(workers)} (workers that share a process, "
-            "as in a threads-only LocalCluster, count once: a process holds one DDP rank)"
-        )
-    if job.config.batch_size < world_size:
-        raise ValueError(
-            f"batch_size {job.config.batch_size} is smaller than world_size {world_size}"
-        )
-    chosen = workers[:world_size]
+    chosen: list[str],
+    limits: DdpLimits,
+    fail_after_epoch: int | None,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> list:
+    """One rendezvous on `chosen` (a fresh port), ranks submitted pinned, results awaited."""
+    world_size = len(chosen)
     hosts = [distributed.comm.get_address_host(w) for w in chosen]
     cores = client.run(lambda: len(os.sched_getaffinity(0)), workers=chosen)
     host, port = client.submit(
         free_port_here, workers=[chosen[0]], allow_other_workers=False, pure=False
-    ).result()
+    ).result(timeout=limits.wait_timeout_s)  # the worker may still be importing torch
     probes = client.run(probe_devices, workers=chosen)
     plan = plan_rank_devices(
         [WorkerDevices(w, *probes[w]) for w in chosen], nccl_available=dist.is_nccl_available()
     )
     log.info("ddp: %s", plan.reason)
-    meet = Rendezvous(host, port, world_size, timeout_s, plan)
+    meet = Rendezvous(host, port, world_size, limits.group_timeout_s, plan)
     log.info(
         "ddp: %d rank(s) on %s, rendezvous tcp://%s:%d", world_size, ", ".join(chosen), host, port
     )
@@ -220,17 +297,79 @@ def train_distributed(
         for rank, address in enumerate(chosen)
     ]
     try:
-        results = client.gather(futures)
-    except Exception:
-        client.gather(futures, errors="skip")  # let the peers time out before a retry
+        return _await_ranks(client, futures, chosen, limits)
+    except BaseException:
+        # a rank waiting for a dead worker's address would wait forever: drop them all
+        client.cancel(futures)
         raise
+
+
+def train_distributed(
+    client: distributed.Client,
+    job: TrainingJob,
+    world_size: int | None = None,
+    limits: DdpLimits | None = None,
+    fail_after_epoch: int | None = None,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> TrainResult:
+    """Run DDP training with one rank per Dask worker and return rank 0's result.
+
+    When a rank is lost (its worker killed, a peer's connection reset), the attempt ends
+    within the group timeout, and the next attempt asks the scheduler again for the
+    workers alive now, meets on a fresh port, and resumes from rank 0's last checkpoint,
+    on fewer ranks when fewer workers remain. After `limits.attempts` tries it raises.
+    A simulated failure (the `fail_after_epoch` test hook) is not retried here.
+    """
+    limits = limits or DdpLimits.from_settings()
+    workers = _rank_workers(client)
+    world_size = world_size or len(workers)
+    if world_size > len(workers):
+        raise ValueError(
+            f"world_size {world_size} needs as many Dask worker processes; the cluster at "
+            f"{client.scheduler.address} has {len(workers)} (workers that share a process, "
+            "as in a threads-only LocalCluster, count once: a process holds one DDP rank)"
+        )
+    if job.config.batch_size < world_size:
+        raise ValueError(
+            f"batch_size {job.config.batch_size} is smaller than world_size {world_size}"
+        )
+    # the checkpoint identity leaves out the world size (checkpoint.py): a retry, also a
+    # Prefect retry of the task, may resume on fewer workers than the attempt that wrote it
+    for attempt in range(1, limits.attempts + 1):
+        chosen = workers[: min(world_size, len(workers))]
+        try:
+            results = _run_attempt(client, job, chosen, limits, fail_after_epoch, log)
+            break
+        except (RanksLost, TimeoutError) as error:
+            if attempt == limits.attempts:
+                raise RanksLost(
+                    f"ddp: gave up after {attempt} attempt(s) (NIGHTSHIFT_DDP_ATTEMPTS); "
+                    f"last: {error}"
+                ) from error
+            log.warning("ddp: attempt %d/%d failed: %s", attempt, limits.attempts, error)
+            workers = _surviving_workers(client, limits)
     digests = [digest for digest, _ in results]
     if len(set(digests)) != 1:
         raise RuntimeError(f"ddp: ranks ended with different parameters: {digests}")
     result = results[0][1]
     assert result is not None
     result.rank_parameter_digests = digests
+    result.attempts = attempt
     return result
+
+
+def _surviving_workers(client: distributed.Client, limits: DdpLimits) -> list[str]:
+    """The workers to re-plan on after a lost rank: those the scheduler lists now.
+
+    Waits (within the group timeout) for at least one: a nanny may be restarting the only
+    worker. A worker that dies but is not yet noticed is caught by the next attempt.
+    """
+    time.sleep(limits.poll_s)  # let the scheduler notice a worker that just died
+    client.wait_for_workers(1, timeout=limits.group_timeout_s)
+    workers = _rank_workers(client)
+    if not workers:
+        raise RanksLost("ddp: no Dask worker left to train on")
+    return workers
 
 
 def train(
@@ -263,7 +402,9 @@ def train(
         result.validation_auc,
         result.samples_per_second,
         result.seconds,
-        f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "",
+        f" (resumed after epoch {result.resumed_from_epoch}, attempt {result.attempts})"
+        if result.resumed_from_epoch
+        else "",
     )
     written = write_result(ctx, "train", result)
     # the stage succeeded (weights + result.json written): its checkpoints are done with

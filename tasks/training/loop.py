@@ -59,6 +59,7 @@ class TrainResult:
     world_size: int = 1
     resumed_from_epoch: int = 0
     rank_parameter_digests: list[str] | None = None
+    attempts: int = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -275,12 +276,21 @@ def _run_epoch(
 
 
 def _checkpoint_state(
-    fingerprint: dict[str, str], epoch: int, net: TabularNet, optimizer, scheduler, progress
+    fingerprint: dict[str, str],
+    epoch: int,
+    net: TabularNet,
+    optimizer,
+    scheduler,
+    progress: _Progress,
+    world_size: int = 1,
 ) -> dict:
     """Tensors and plain containers only: checkpoints are read with weights_only=True."""
     return {
         "fingerprint": fingerprint,
         "epoch": epoch,
+        # how the schedule was laid out: a resume at another world size re-lays it
+        "world_size": world_size,
+        "total_steps": scheduler.total_steps,
         "model": {k: v.to("cpu") for k, v in net.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -289,10 +299,23 @@ def _checkpoint_state(
     }
 
 
-def _restore(state: dict, net: TabularNet, optimizer, scheduler) -> _Progress:
+def _restore(state: dict, net: TabularNet, optimizer, scheduler, steps_per_epoch: int) -> _Progress:
+    """Load a checkpoint into the network, optimiser, schedule and RNGs.
+
+    The weights and AdamW moments are the same at any world size; only the one-cycle
+    schedule's step count depends on it (steps = shard rows // per-rank batch). When a
+    retry runs on fewer ranks, the fresh schedule (laid out for this world size) is moved
+    to the end of the checkpoint's epoch instead of loading the old one, whose step count
+    would overrun or stop short.
+    """
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    if state.get("total_steps", scheduler.total_steps) == scheduler.total_steps:
+        scheduler.load_state_dict(state["scheduler"])
+    else:
+        # the optimiser state carries the learning rate reached at the end of that epoch,
+        # the same point of the cycle; the next step() continues from here
+        scheduler.last_epoch = state["epoch"] * steps_per_epoch
     set_rng_state(state["rng"])
     return _Progress(**state["progress"])
 
@@ -327,6 +350,21 @@ def _validate_and_keep(
     return val_auc
 
 
+def _epoch_message(entry: dict, epochs: int, seconds: float) -> str:
+    return (
+        f"train: epoch {entry['epoch']}/{epochs} loss {entry['train_loss']:.4f} "
+        f"val_auc {entry['val_auc']:.4f} ({seconds:.1f} s)"
+    )
+
+
+def _resume_message(state: dict, checkpoint_dir: str | None, world_size: int) -> str:
+    written_by = state.get("world_size", "?")
+    return (
+        f"train: resuming after epoch {state['epoch']} from {checkpoint_dir} "
+        f"(written by {written_by} rank(s), now {world_size})"
+    )
+
+
 def fit_network(
     data: TrainingData,
     config: TrainConfig,
@@ -347,6 +385,11 @@ def fit_network(
     single process holding all shards accumulates their gradients, DDP averages them across
     ranks; both give the same step. Only the chief validates, keeps the best epoch and
     writes checkpoints; `wrap` turns the network into a DistributedDataParallel module.
+
+    Resume rule: the newest checkpoint written for `fingerprint` (data, preprocessor,
+    hyperparameters, seed; not the world size, see checkpoint.py) is resumed, so a retry on
+    fewer ranks continues from the last epoch: shards re-cut for this world size, schedule
+    re-laid.
     """
     seed_everything(seed)
     device = torch.device(device)
@@ -360,9 +403,9 @@ def fit_network(
     fingerprint = fingerprint or {}
     resumed = latest_checkpoint(checkpoint_dir, fingerprint, log) if checkpoint_dir else None
     if resumed is not None:
-        progress = _restore(resumed, net, optimizer, scheduler)
+        progress = _restore(resumed, net, optimizer, scheduler, steps)
         first_epoch = resumed["epoch"] + 1
-        log.info("train: resuming after epoch %d from %s", resumed["epoch"], checkpoint_dir)
+        log.info(_resume_message(resumed, checkpoint_dir, data.world_size))
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
         loss, samples = _run_epoch(
@@ -374,17 +417,12 @@ def fit_network(
         entry = {"epoch": epoch, "train_loss": loss}
         if is_chief:
             entry["val_auc"] = _validate_and_keep(net, data, config, progress, epoch)
-            log.info(
-                "train: epoch %d/%d loss %.4f val_auc %.4f (%.1f s)",
-                epoch,
-                config.epochs,
-                loss,
-                entry["val_auc"],
-                time.perf_counter() - epoch_start,
-            )
+            log.info(_epoch_message(entry, config.epochs, time.perf_counter() - epoch_start))
         progress.history.append(entry)
         if is_chief and checkpoint_dir:
-            state = _checkpoint_state(fingerprint, epoch, net, optimizer, scheduler, progress)
+            state = _checkpoint_state(
+                fingerprint, epoch, net, optimizer, scheduler, progress, data.world_size
+            )
             write_checkpoint(checkpoint_dir, state)
         if is_chief and on_epoch is not None:
             on_epoch(epoch, entry["val_auc"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from tasks.core.context import RunContext
+from tasks.core.settings import task_timeout
 from tasks.features.build import FeatureSet
 from tasks.training.config import TrainConfig, TuneConfig
 from tasks.training.ddp import train
@@ -16,7 +17,7 @@ from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult, tune
 
 
-@task(name="tune-hyperparameters")
+@task(name="tune-hyperparameters", timeout_seconds=task_timeout("tune-hyperparameters"))
 def tune_hyperparameters_task(
     ctx: RunContext, features: FeatureSet, base: TrainConfig, config: TuneConfig
 ) -> TuneResult:
@@ -24,7 +25,12 @@ def tune_hyperparameters_task(
     return tune(ctx, features, base, config, get_run_logger())
 
 
-@task(name="train-network-ddp", retries=1, retry_delay_seconds=5)
+@task(
+    name="train-network-ddp",
+    timeout_seconds=task_timeout("train-network-ddp"),
+    retries=1,
+    retry_delay_seconds=5,
+)
 def train_network_task(
     ctx: RunContext, features: FeatureSet, tuned: TuneResult, world_size: int | None = None
 ) -> TrainResult:

@@ -2,9 +2,11 @@
 
 The search space is declared once (`suggest_train_config`); the best trial's parameters are
 replayed through the same function (`FixedTrial`) to build the TrainConfig the DDP training
-uses. The study lives in a journal file in the lake (`runs/<as_of>/tune/study.journal`;
-Optuna's file backend locks it, so worker processes share it safely), so re-running the
-same night continues the study. Trials are pruned by successive halving on their
+uses. The study lives in a SQLite database in the lake (`runs/<dataset>/<as_of>/tune/study.db`,
+`study_storage_url`), so re-running the same night continues the study. It is an Optuna
+RDB storage because only that one has trial heartbeats: a trial whose worker was killed
+stops beating, is marked FAIL after the grace period and re-queued once
+(`RetryHeartbeatStaleTrialCallback`), instead of staying RUNNING forever as in a journal file. Trials are pruned by successive halving on their
 per-epoch validation AUC, and every trial is a MLflow run nested under one tuning run.
 
 Trials are cheaper than the final training: fewer epochs and fewer ensemble members
@@ -24,20 +26,22 @@ import distributed
 import optuna
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from tasks.core.context import RunContext
 from tasks.core.results import write_result
 from tasks.core.settings import get_settings
 from tasks.features.build import FeatureSet
-from tasks.ops.cluster import gpu_or_all_workers, stage_client
+from tasks.ops.cluster import gather_within, gpu_or_all_workers, stage_client
 from tasks.training.config import TrainConfig, TuneConfig
 from tasks.training.devices import probe_devices
 from tasks.training.loop import fit_network, load_training_data, mix_seed
 
 logger = logging.getLogger("nightshift.tune")
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 # Batch sizes by where the trials run: on a GPU small batches leave it idle (a bare loop
@@ -94,11 +98,42 @@ def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """How a trial proves it is alive: a heartbeat every `heartbeat_s`; none for `grace_s`
+    and it is failed (and retried up to `retries` times) by the next trial that starts."""
+
+    heartbeat_s: int = 5
+    grace_s: int = 20
+    retries: int = 2
+    sqlite_timeout_s: float = 60.0
+
+
+def study_storage_url(ctx: RunContext) -> str:
+    """Where the night's study lives: the one place that says so (a later change may make
+    the study span nights by pointing this elsewhere)."""
+    return f"sqlite:///{ctx.run_dir('tune')}/study.db"
+
+
 def open_study(
-    storage_path: str, study_name: str, config: TuneConfig, sampler_seed: int
+    storage_url: str,
+    study_name: str,
+    config: TuneConfig,
+    sampler_seed: int,
+    liveness: Liveness = Liveness(),
 ) -> optuna.Study:
-    """Create or load the persistent study (maximising validation ROC AUC)."""
-    storage = JournalStorage(JournalFileBackend(storage_path))
+    """Create or load the persistent study (maximising validation ROC AUC).
+
+    Several trial processes write the SQLite file at once: each connection waits up to
+    `sqlite_timeout_s` for the write lock instead of failing with "database is locked".
+    """
+    storage = RDBStorage(
+        storage_url,
+        engine_kwargs={"connect_args": {"timeout": liveness.sqlite_timeout_s}},
+        heartbeat_interval=liveness.heartbeat_s,
+        grace_period=liveness.grace_s,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=liveness.retries),
+    )
     return optuna.create_study(
         study_name=study_name,
         storage=storage,
@@ -125,7 +160,7 @@ class TrialBatch:
 
     batch: int
     n_trials: int
-    storage_path: str
+    storage_url: str
     study_name: str
     dataset: str
     train_path: str
@@ -139,6 +174,8 @@ class TrialBatch:
     deadline: float
     earlier_trials: int = 0
     space: Space = "cpu"
+    finished_target: int = 0
+    liveness: Liveness = Liveness()
 
 
 def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
@@ -155,12 +192,14 @@ def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
     mlflow = MlflowClient(job.tracking_uri)
     # Seeded per batch and per continuation: a re-run must not replay the first run's samples.
     study = open_study(
-        job.storage_path,
+        job.storage_url,
         job.study_name,
         job.config,
         mix_seed(job.seed, job.batch, job.earlier_trials) % 2**32,
+        job.liveness,
     )
     report = TrialBatchReport(0, 0, 0, 0)
+    worker_address = distributed.get_worker().address
 
     def objective(trial: optuna.Trial) -> float:
         trial_config = suggest_train_config(trial, job.base, job.space).model_copy(
@@ -170,6 +209,8 @@ def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
                 "keep": "best_validation",
             }
         )
+        # which worker ran it: an operator (and the fault test) can tell whose trial died
+        trial.set_user_attr("worker", worker_address)
         run = mlflow.create_run(
             job.experiment_id,
             tags={
@@ -213,6 +254,8 @@ def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
         n_trials=job.n_trials,
         timeout=max(1.0, job.deadline - time.time()),
         gc_after_trial=False,
+        # a batch re-run after its worker died stops once the run has its trials
+        callbacks=[MaxTrialsCallback(job.finished_target, states=FINISHED)],
     )
     return report
 
@@ -231,7 +274,7 @@ class TuneResult:
     config: TrainConfig
     enabled: bool
     study_name: str = ""
-    storage_path: str = ""
+    storage_url: str = ""
     best_params: dict = field(default_factory=dict)
     best_value: float | None = None
     best_trial: int | None = None
@@ -239,6 +282,7 @@ class TuneResult:
     trials_this_run: int = 0
     pruned_this_run: int = 0
     completed_this_run: int = 0
+    failed_this_run: int = 0
     epochs_trained_this_run: int = 0
     parent_run_id: str | None = None
     seconds: float = 0.0
@@ -246,37 +290,52 @@ class TuneResult:
 
 
 def _open_night_study(
-    ctx: RunContext, base: TrainConfig, config: TuneConfig, space: Space
+    ctx: RunContext, base: TrainConfig, config: TuneConfig, space: Space, liveness: Liveness
 ) -> tuple[str, str, set[int]]:
-    """The night's study journal in the lake: (path, name, numbers of earlier trials).
+    """The night's study in the lake: (storage URL, name, numbers of earlier trials).
 
     A new study starts with the given config as its first trial, so the search can only
     improve on it.
     """
     if not ctx.lake.is_local:
         raise ValueError(
-            f"tune: the study journal needs a local (or NFS-locking) lake, got {ctx.lake_root}; "
+            f"tune: the study database needs a local (or NFS-locking) lake, got {ctx.lake_root}; "
             "disable tuning or point the lake at a shared filesystem"
         )
-    tune_dir = ctx.run_dir("tune")
-    ctx.lake.fs.makedirs(tune_dir, exist_ok=True)
+    ctx.lake.fs.makedirs(ctx.run_dir("tune"), exist_ok=True)
     # one study per search space: Optuna refuses a categorical whose choices change
     suffix = "" if space == "cpu" else f"-{space}"
-    storage_path = f"{tune_dir}/study.journal"
+    storage_url = study_storage_url(ctx)
     study_name = f"nightly-{ctx.as_of.isoformat()}{suffix}"
-    study = open_study(storage_path, study_name, config, ctx.seed)
+    study = open_study(storage_url, study_name, config, ctx.seed, liveness)
     known = {t.number for t in study.get_trials(deepcopy=False)}
     baseline = params_of(base, space)
     if not known and baseline is not None:
         study.enqueue_trial(baseline, skip_if_exists=True)
-    return storage_path, study_name, known
+    return storage_url, study_name, known
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL (and re-queue, via the retry callback) every trial still RUNNING.
+
+    Called only once every batch of this run has returned: a RUNNING trial then belongs
+    to a process that is gone (a killed worker), whether or not its grace period is over.
+    """
+    storage = study._storage
+    callback = storage.get_heartbeat_stale_trial_callback()
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in orphans:
+        failed = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        if failed and callback is not None:
+            callback(study, storage.get_trial(trial._trial_id))
+    return [t.number for t in orphans]
 
 
 def _summarise_study(
     job: TrialBatch, known: set[int], reports: list[TrialBatchReport], started: float
 ) -> TuneResult:
     """The best trial's config and how this run's trials went."""
-    study = open_study(job.storage_path, job.study_name, job.config, job.seed)
+    study = open_study(job.storage_url, job.study_name, job.config, job.seed, job.liveness)
     trials = study.get_trials(deepcopy=False)
     new = [t for t in trials if t.number not in known]
     if not any(t.state == TrialState.COMPLETE for t in trials):
@@ -286,7 +345,7 @@ def _summarise_study(
         config=best_train_config(best.params, job.base, job.space),
         enabled=True,
         study_name=job.study_name,
-        storage_path=job.storage_path,
+        storage_url=job.storage_url,
         best_params=dict(best.params),
         best_value=round(float(best.value), 5),
         best_trial=best.number,
@@ -294,11 +353,63 @@ def _summarise_study(
         trials_this_run=len(new),
         pruned_this_run=sum(t.state == TrialState.PRUNED for t in new),
         completed_this_run=sum(t.state == TrialState.COMPLETE for t in new),
+        failed_this_run=sum(t.state == TrialState.FAIL for t in new),
         epochs_trained_this_run=sum(r.epochs_trained for r in reports),
         parent_run_id=job.parent_run_id,
         seconds=round(time.perf_counter() - started, 2),
         space=job.space,
     )
+
+
+def run_trial_rounds(
+    client: distributed.Client,
+    job: TrialBatch,
+    workers: list[str],
+    wait_s: float,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+    rounds: int = 3,
+) -> list[TrialBatchReport]:
+    """Run `job.n_trials` trials as one batch per worker, until they all finished.
+
+    Each batch prefers its worker but may run elsewhere: when a worker dies mid-trial, the
+    scheduler re-runs its batch on a worker that remains, where the dead trial is failed
+    (no heartbeat) and retried. After every round, trials still RUNNING are orphans and
+    are failed and re-queued; another round runs the re-queued ones (and any trials still
+    missing), at most `rounds` rounds. Each round waits at most `wait_s`.
+    """
+    study = open_study(job.storage_url, job.study_name, job.config, job.seed, job.liveness)
+    target = len(study.get_trials(deepcopy=False, states=FINISHED)) + job.n_trials
+    reports: list[TrialBatchReport] = []
+    todo = job.n_trials
+    for round_no in range(1, rounds + 1):
+        batches = max(1, min(len(workers), todo))
+        counts = [todo // batches + (i < todo % batches) for i in range(batches)]
+        cores = client.run(lambda: len(os.sched_getaffinity(0)), workers=workers[:batches])
+        futures = [
+            client.submit(
+                run_trial_batch,
+                replace(job, batch=job.batch + batch, n_trials=count, finished_target=target),
+                max(1, cores[workers[batch]] // batches),
+                workers=[workers[batch]],
+                allow_other_workers=True,  # a batch outlives its worker
+                pure=False,
+            )
+            for batch, count in enumerate(counts)
+        ]
+        reports += gather_within(client, futures, wait_s)
+        orphans = fail_orphaned_trials(study)
+        if orphans:
+            log.warning("tune: trial(s) %s lost their worker: failed and re-queued", orphans)
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        missing = target - len(study.get_trials(deepcopy=False, states=FINISHED))
+        todo = max(waiting, missing)
+        if todo <= 0 or time.time() >= job.deadline:
+            break
+        target += waiting if missing <= 0 else 0
+        job = replace(job, batch=job.batch + batches)
+        workers = gpu_or_all_workers(client) or workers
+        log.info("tune: round %d left %d trial(s) to run; another round", round_no, todo)
+    return reports
 
 
 def tune_hyperparameters(
@@ -308,6 +419,7 @@ def tune_hyperparameters(
     base: TrainConfig,
     config: TuneConfig,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    liveness: Liveness | None = None,
 ) -> TuneResult:
     """Run (or continue) the night's study on the Dask workers; return the best config.
 
@@ -317,17 +429,19 @@ def tune_hyperparameters(
     """
     if not config.enabled:
         return TuneResult(config=base, enabled=False)
+    settings = get_settings()
+    liveness = liveness or Liveness(settings.tune_heartbeat_s, settings.tune_grace_s)
     started = time.perf_counter()
     workers = gpu_or_all_workers(client)
     probes = client.run(probe_devices, workers=workers)
     space: Space = "gpu" if any(gpus for _, gpus in probes.values()) else "cpu"
-    storage_path, study_name, known = _open_night_study(ctx, base, config, space)
+    storage_url, study_name, known = _open_night_study(ctx, base, config, space, liveness)
     mlflow = MlflowClient(ctx.tracking_uri)
     parent = mlflow.create_run(str(ctx.experiment_id), tags={MLFLOW_RUN_NAME: f"tune-{ctx.as_of}"})
     job = TrialBatch(
         batch=0,
-        n_trials=0,
-        storage_path=storage_path,
+        n_trials=config.n_trials,
+        storage_url=storage_url,
         study_name=study_name,
         dataset=ctx.dataset,
         train_path=features.train_path,
@@ -341,31 +455,21 @@ def tune_hyperparameters(
         deadline=time.time() + config.timeout_s,
         earlier_trials=len(known),
         space=space,
+        liveness=liveness,
     )
-    batches = min(len(workers), config.n_trials)
-    counts = [config.n_trials // batches + (i < config.n_trials % batches) for i in range(batches)]
-    cores = client.run(lambda: len(os.sched_getaffinity(0)), workers=workers[:batches])
     log.info(
         "tune: study %s (%d earlier trial(s)), %d trial(s) on %d %s worker(s), %d epoch(s) each",
         study_name,
         len(known),
         config.n_trials,
-        batches,
+        min(len(workers), config.n_trials),
         space.upper(),
         config.epochs,
     )
-    futures = [
-        client.submit(
-            run_trial_batch,
-            replace(job, batch=batch, n_trials=count),
-            max(1, cores[workers[batch]] // batches),
-            workers=[workers[batch]],
-            pure=False,
-        )
-        for batch, count in enumerate(counts)
-    ]
+    wait_s = config.timeout_s + settings.tune_wait_timeout_s
     try:
-        result = _summarise_study(job, known, client.gather(futures), started)
+        reports = run_trial_rounds(client, job, workers, wait_s, log)
+        result = _summarise_study(job, known, reports, started)
     except Exception:
         mlflow.set_terminated(parent.info.run_id, status="FAILED")
         raise

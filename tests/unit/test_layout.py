@@ -144,3 +144,53 @@ def test_the_flows_read_as_a_table_of_contents():
     for statement in flow.body:
         for node in ast.walk(statement):
             assert not isinstance(node, ast.For | ast.While | ast.BinOp), ast.unparse(node)[:80]
+
+
+def _calls(path: Path):
+    """(enclosing function name, call node) for every call in a file."""
+    tree = ast.parse(path.read_text())
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(func):
+                if isinstance(node, ast.Call):
+                    yield func.name, node
+
+
+def test_every_prefect_task_has_a_timeout():
+    """Nothing holds the deployment's slot forever: each @task names `timeout_seconds`."""
+    missing = []
+    for path in TASKS.glob("*/prefect_tasks.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for deco in node.decorator_list:
+                name = ast.unparse(deco.func if isinstance(deco, ast.Call) else deco)
+                keywords = {k.arg for k in deco.keywords} if isinstance(deco, ast.Call) else set()
+                if name == "task" and "timeout_seconds" not in keywords:
+                    missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert missing == []
+
+
+def test_every_dask_wait_in_tasks_is_bounded():
+    """Every `.result()`, `wait`, `as_completed` and `wait_for_workers` passes `timeout=`,
+    and `gather` (which has none) is only called by `gather_within`, which waits first.
+
+    A Prefect `state.result()` is exempt: a final state holds its result, nothing waits.
+    """
+    unbounded = []
+    for path in [*TASKS.rglob("*.py"), *(ROOT / "flows").glob("*.py")]:
+        for function, call in _calls(path):
+            callee = call.func
+            name = callee.attr if isinstance(callee, ast.Attribute) else getattr(callee, "id", "")
+            receiver = ast.unparse(callee.value) if isinstance(callee, ast.Attribute) else ""
+            has_timeout = any(k.arg == "timeout" for k in call.keywords)
+            where = f"{path.relative_to(ROOT)}:{call.lineno} {ast.unparse(call)[:60]}"
+            unbounded_here = (
+                (name == "gather" and function != "gather_within")
+                or (name == "result" and not has_timeout and not receiver.endswith("state"))
+                or (name in ("as_completed", "wait_for_workers") and not has_timeout)
+                or (name == "wait" and receiver in ("", "distributed") and not has_timeout)
+            )
+            if unbounded_here:
+                unbounded.append(where)
+    assert unbounded == []

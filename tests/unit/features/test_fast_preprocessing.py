@@ -39,8 +39,8 @@ def real(request, tmp_path_factory):
     dims = lake.landing_dimensions(spec.name, days[0])
     for day in days:
         clean_day(lake.root, spec.name, day, dims)
-    rows = read_clean(lake, spec.fact.name, days)[list(spec.input_columns)]
-    first = read_clean(lake, spec.fact.name, days[:2])
+    rows = read_clean(lake, spec.name, spec.fact.name, days)[list(spec.input_columns)]
+    first = read_clean(lake, spec.name, spec.fact.name, days[:2])
     pre = preprocessor_for(spec)
     pre.min_count = 3
     pre.fit(spec.feature_frame(first))
