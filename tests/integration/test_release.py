@@ -280,8 +280,8 @@ def test_rollback_and_promote_commands_move_champion_and_keep_history(release, m
     get_settings.cache_clear()
     runner = CliRunner()
     try:
-        # by hand, a person may promote what the gate refused (v4 broke the EWR slice)
-        promoted = runner.invoke(app, ["promote", "--version", "4"])
+        # by hand, a person may promote what the gate refused (v3: shuffled labels)
+        promoted = runner.invoke(app, ["promote", "--version", "3"])
         after_promote = str(client.get_model_version_by_alias(MODEL, CHAMPION).version)
         rolled = runner.invoke(app, ["rollback"])
         after_rollback = str(client.get_model_version_by_alias(MODEL, CHAMPION).version)
@@ -291,10 +291,10 @@ def test_rollback_and_promote_commands_move_champion_and_keep_history(release, m
         get_settings.cache_clear()
 
     assert promoted.exit_code == 0, promoted.output
-    assert after_promote == "4" and "v2 -> v4" in promoted.output
+    assert after_promote == "3" and "v2 -> v3" in promoted.output
     assert rolled.exit_code == 0, rolled.output
-    assert after_rollback == "2" and "v4 -> v2" in rolled.output
-    assert client.get_model_version(MODEL, "4").tags["demoted_at"]
+    assert after_rollback == "2" and "v3 -> v2" in rolled.output
+    assert client.get_model_version(MODEL, "3").tags["demoted_at"]
     assert champion_history(client, MODEL) == ["2"]
     assert missing.exit_code == 1 and "v99" in missing.output
 
