@@ -248,10 +248,13 @@ def _run_stage(stage: str, as_of: str, dataset: str, as_json: bool, body) -> Non
 
     _dataset(dataset)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from tasks.core.runlock import run_lock
+
     ctx = RunContext.from_settings(settings, _parse_day(as_of), dataset)
     started = time.perf_counter()
-    try:
-        result = body(ctx)
+    try:  # one run per night: a stage alone never overlaps a flow run of the same as_of
+        with run_lock(ctx.lake, dataset, ctx.as_of, owner=f"nightshift {stage} (CLI)"):
+            result = body(ctx)
     except Exception as error:  # the stage's own message names the rule and the data
         typer.echo(f"nightshift {stage} {dataset} {as_of}: FAILED: {error}", err=True)
         raise typer.Exit(code=1) from None

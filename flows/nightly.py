@@ -13,6 +13,7 @@ from pydantic import Field
 
 from flows.params import NightlyParams
 from flows.runtime import dask_task_runner, nightly_run_name, open_run
+from tasks.core.runlock import run_lock
 from tasks.core.settings import get_settings
 from tasks.evaluation.prefect_tasks import evaluate_on_holdout
 from tasks.features.prefect_tasks import build_features_task
@@ -49,48 +50,49 @@ def nightly_retrain(
 ) -> RunSummary:
     """Retrain the dataset's model on data up to `as_of` and register it in MLflow."""
     ctx = open_run(as_of, params.dataset)
+    # one run per night: a second run of this dataset and as_of fails here, naming us
+    with run_lock(ctx.lake, ctx.dataset, ctx.as_of, owner=f"flow run {ctx.flow_run_id}"):
+        # Ingest: landing → clean/ + quarantine/ on the Dask cluster or on Spark
+        ingested = ingest_landed_days(ctx, params.first_day, params.engine)
 
-    # Ingest: landing → clean/ + quarantine/ on the Dask cluster or on Spark
-    ingested = ingest_landed_days(ctx, params.first_day, params.engine)
+        # Validate: every table's data contract, with Great Expectations; a breach stops here
+        reports = [validate_contract(ctx, table, ingested) for table in ctx.spec.tables]
 
-    # Validate: every table's data contract, with Great Expectations; a breach stops here
-    reports = [validate_contract(ctx, table, ingested) for table in ctx.spec.tables]
+        # Features: time split and preprocessing fitted on the training window
+        features = build_features_task(ctx, ingested, params.holdout_days)
 
-    # Features: time split and preprocessing fitted on the training window
-    features = build_features_task(ctx, ingested, params.holdout_days)
+        # Tune: Optuna trials on the Dask workers, each a nested MLflow run
+        tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune)
 
-    # Tune: Optuna trials on the Dask workers, each a nested MLflow run
-    tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune)
+        # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
+        trained = train_network_task(ctx, features, tuned, params.world_size)
 
-    # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
-    trained = train_network_task(ctx, features, tuned, params.world_size)
+        # Evaluate: new model vs baseline vs champion, same holdout
+        evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
 
-    # Evaluate: new model vs baseline vs champion, same holdout
-    evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
+        # Compress: int8 / pruned / low-rank ONNX variants; keep the smallest within budget
+        compression = compress_network_task(ctx, features, trained, params.release.compression)
 
-    # Compress: int8 / pruned / low-rank ONNX variants; keep the smallest within budget
-    compression = compress_network_task(ctx, features, trained, params.release.compression)
+        # Release: register @challenger → gate → promote @champion; undone if a step fails
+        with undo_release_on_failure(ctx):
+            challenger = register_challenger_task(
+                ctx, ingested, features, tuned, trained, evaluation, compression, params.release
+            )
+            gate = gate_challenger_task(
+                ctx, challenger, features, evaluation, compression, params.release
+            )
+            registration = promote_challenger_task(ctx, challenger, gate)
 
-    # Release: register @challenger → gate → promote @champion; undone if a step fails
-    with undo_release_on_failure(ctx):
-        challenger = register_challenger_task(
-            ctx, ingested, features, tuned, trained, evaluation, compression, params.release
+        # Report: what an operator reads in the Prefect UI, attached to this flow run
+        return publish_summary(
+            ctx,
+            ingested,
+            reports,
+            features,
+            evaluation,
+            compression,
+            registration,
+            tuned,
+            params.train,
+            params.release,
         )
-        gate = gate_challenger_task(
-            ctx, challenger, features, evaluation, compression, params.release
-        )
-        registration = promote_challenger_task(ctx, challenger, gate)
-
-    # Report: what an operator reads in the Prefect UI, attached to this flow run
-    return publish_summary(
-        ctx,
-        ingested,
-        reports,
-        features,
-        evaluation,
-        compression,
-        registration,
-        tuned,
-        params.train,
-        params.release,
-    )

@@ -4,9 +4,11 @@ A scheduled run carries no `as_of`: the date is the one the run was scheduled fo
 the schedule's time zone, so the 02:00 America/New_York run of 2013-12-31 trains on
 data up to 2013-12-31 even if a worker picks it up late or after midnight UTC. A manual
 run without `as_of` uses the day it was started. "Done" means the registry holds a
-model version tagged with that `as_of`: a version is registered only after the data
-passed its contracts and the model was evaluated, so a failed night stays "not done"
-and the next backfill re-runs it.
+model version tagged with that `as_of` whose release completed (`release_state=completed`,
+set as the release's last step): a version is registered only after the data passed its
+contracts and the model was evaluated, and a release that died half-way (a crash, the
+MLflow server gone) leaves no completed version, so that night stays "not done" and the
+next backfill re-runs it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def dates_to_run(first: date, last: date, done: Iterable[date], rerun: bool = Fa
 
 
 def completed_as_of_dates(tracking_uri: str, model_name: str) -> set[date]:
-    """The `as_of` dates for which the registry holds a version (the nights that finished)."""
+    """The `as_of` dates for which the registry holds a completed release (finished nights)."""
     client = MlflowClient(tracking_uri)
     try:
         versions = client.search_model_versions(f"name='{model_name}'")
@@ -63,7 +65,8 @@ def completed_as_of_dates(tracking_uri: str, model_name: str) -> set[date]:
         return set()  # no registered model yet: nothing is done
     done = set()
     for version in versions:
-        tag = (version.tags or {}).get("as_of")
-        if tag:
+        tags = version.tags or {}
+        tag = tags.get("as_of")
+        if tag and tags.get("release_state") == "completed":
             done.add(date.fromisoformat(tag))
     return done

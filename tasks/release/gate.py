@@ -5,6 +5,12 @@ same holdout rows, its served form (the compressed ONNX) is at least as good as 
 champion overall (within `auc_margin`), no slice with enough rows regresses by more than
 `slice_margin`, it meets the size and batch-1 latency budgets, and the registered
 `models:/<name>/<version>` loads and reproduces the evaluation's predictions.
+
+Two checks hold even when there is no champion yet, so the first model gets no free pass:
+the served AUC must clear the absolute floor `min_auc` and come within `baseline_margin`
+of the in-run gradient-boosting baseline. And a challenger trained on data older than the
+champion's (`as_of` before the champion's, e.g. a backfill of an old night) is never
+promoted automatically: a person can still do it with `nightshift promote`.
 """
 
 from __future__ import annotations
@@ -29,14 +35,50 @@ class GateCheck:
     detail: str
 
 
+def _absolute_checks(served_auc: float, baseline_auc: float, config: ReleaseConfig):
+    """The checks that need no champion: the AUC floor and the in-run baseline."""
+    floor = baseline_auc - config.baseline_margin
+    return [
+        GateCheck(
+            "floor",
+            served_auc >= config.min_auc,
+            f"served AUC {served_auc:.4f} {'>=' if served_auc >= config.min_auc else '<'} "
+            f"floor min_auc {config.min_auc:g}",
+        ),
+        GateCheck(
+            "baseline",
+            served_auc >= floor,
+            f"served AUC {served_auc:.4f} {'>=' if served_auc >= floor else '<'} "
+            f"baseline {baseline_auc:.4f} - margin {config.baseline_margin:g}",
+        ),
+    ]
+
+
+def recency_check(challenger_as_of: str | None, champion_as_of: str | None) -> GateCheck:
+    """A challenger from an older night than the champion's never replaces it by itself."""
+    if not champion_as_of or not challenger_as_of:
+        return GateCheck("recency", True, "no champion as_of to compare with")
+    older = challenger_as_of < champion_as_of  # ISO dates compare as strings
+    return GateCheck(
+        "recency",
+        not older,
+        f"challenger as_of {challenger_as_of} {'<' if older else '>='} champion as_of "
+        f"{champion_as_of}"
+        + ("; an older night never replaces a newer champion (promote by hand)" if older else ""),
+    )
+
+
 def gate_checks(
     *,
     served_auc: float,
+    baseline_auc: float,
     champion_auc: float | None,
     slices: list[dict],
     compression: Compression,
     smoke: GateCheck,
     config: ReleaseConfig,
+    challenger_as_of: str | None = None,
+    champion_as_of: str | None = None,
 ) -> list[GateCheck]:
     """Evaluate every gate condition; all must pass for `champion`.
 
@@ -71,6 +113,8 @@ def gate_checks(
                 + (": " + "; ".join(regressed) if regressed else ""),
             )
         )
+    checks += _absolute_checks(served_auc, baseline_auc, config)
+    checks.append(recency_check(challenger_as_of, champion_as_of))
     chosen = compression.chosen_variant
     checks.append(
         GateCheck(

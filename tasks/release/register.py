@@ -8,8 +8,11 @@
    a version tag.
 3. `promote_challenger` moves `champion` when the gate passed.
 
-Around the three, `registry.undo_release_on_failure` deletes a half-made version and puts
-the aliases back. `release_model` runs all three in one call (tests, the CLI).
+Around the three, `registry.undo_release_on_failure` settles releases earlier runs left
+unfinished, then deletes a half-made version and puts the aliases back (compare-and-set).
+The release marker says how far this release got; only a `completed` release (version tag
+`release_state=completed`) counts as a finished night. `release_model` runs all three in
+one call (tests, the CLI).
 """
 
 from __future__ import annotations
@@ -52,7 +55,14 @@ from tasks.release.config import ReleaseConfig
 from tasks.release.gate import gate_checks, serving_smoke_test
 from tasks.release.integrity import record_digests
 from tasks.release.pyfunc import SERVING_MODULES, ServedModel, sha256_file
-from tasks.release.registry import mark_release, promote_version, undo_release_on_failure
+from tasks.release.registry import (
+    COMPLETED,
+    RELEASE_STATE_TAG,
+    AliasMoved,
+    mark_release,
+    promote_version,
+    undo_release_on_failure,
+)
 from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult
 
@@ -419,6 +429,9 @@ def register_challenger(
         tempfile.TemporaryDirectory() as scratch,
     ):
         run_id = run.info.run_id
+        # before anything is registered: a version made by a `log_model` that then fails
+        # is found again by this run id (the undo, or the next run's reconciliation)
+        mark_release(ctx, None, "registering", run_id)
         client.log_batch(
             run_id,
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
@@ -434,7 +447,7 @@ def register_challenger(
         mlflow.log_artifact(trained.weights_path, artifact_path="fp32")
         mlflow.log_artifact(trained.net_config_path, artifact_path="fp32")
         version, model_id = _log_served_model(ctx, scratch, features, trained, compression, example)
-        mark_release(ctx, version, "pending")
+        mark_release(ctx, version, "pending", run_id)
         # the holdout AUCs, linked to the logged model and the holdout: "Datasets used"
         mlflow.log_metrics(
             headline_metrics(evaluation, compression),
@@ -486,9 +499,12 @@ def gate_challenger(
     smoke = serving_smoke_test(
         challenger.model_uri, holdout[list(ctx.spec.input_columns)], served_proba
     )
-    champion_auc, slices = None, []
+    champion_auc, slices, champion_as_of = None, [], None
     if evaluation.champion is not None:
         champion_auc = evaluation.champion["roc_auc"]
+        if evaluation.champion_version:
+            tags = client.get_model_version(ctx.model_name, evaluation.champion_version).tags
+            champion_as_of = tags.get("as_of")
         predictions = ctx.lake.read_parquet(evaluation.predictions_path, columns=["champion"])
         slices = slice_metrics(
             holdout["label"].to_numpy().astype(int),
@@ -498,11 +514,14 @@ def gate_challenger(
         )
     checks = gate_checks(
         served_auc=compression.chosen_variant.roc_auc,
+        baseline_auc=evaluation.baseline["roc_auc"],
         champion_auc=champion_auc,
         slices=slices,
         compression=compression,
         smoke=smoke,
         config=release,
+        challenger_as_of=str(ctx.as_of),
+        champion_as_of=champion_as_of,
     )
     passed = all(c.passed for c in checks)
     failed = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
@@ -520,11 +539,33 @@ def gate_challenger(
 
 
 def promote_challenger(ctx: RunContext, challenger: Challenger, gate: GateResult) -> Registration:
-    """Move `@champion` to the challenger when the gate passed; the release is then complete."""
+    """Move `@champion` to the challenger when the gate passed; the release is then complete.
+
+    The move is compare-and-set against the champion the gate compared with: if another
+    run moved `@champion` meanwhile, this version stays `@challenger` and says why.
+    """
     previous = challenger.previous_champion
     client = MlflowClient(ctx.tracking_uri)
+    promoted = gate.passed
     if gate.passed:
-        previous = promote_version(client, ctx.model_name, challenger.version, gate.reason[:4000])
+        try:
+            previous = promote_version(
+                client,
+                ctx.model_name,
+                challenger.version,
+                gate.reason[:4000],
+                expected=challenger.previous_champion,
+            )
+        except AliasMoved as refused:
+            logger.warning("promote: refused: %s", refused)
+            promoted = False
+            gate = replace(gate, reason=f"gate passed, promotion refused: {refused}")
+            client.set_model_version_tag(
+                ctx.model_name, challenger.version, "alias_decision", CHALLENGER
+            )
+            client.set_model_version_tag(
+                ctx.model_name, challenger.version, "alias_reason", gate.reason[:4000]
+            )
     if challenger.card is not None:
         card = replace(
             challenger.card,
@@ -533,14 +574,16 @@ def promote_challenger(ctx: RunContext, challenger: Challenger, gate: GateResult
             gate_checks=gate.checks,
         )
         describe(client, ctx, challenger.run_id, card)
-    mark_release(ctx, challenger.version, "completed")
+    # last: only now does the night count as done (tasks.ops.schedule)
+    client.set_model_version_tag(ctx.model_name, challenger.version, RELEASE_STATE_TAG, COMPLETED)
+    mark_release(ctx, challenger.version, COMPLETED, challenger.run_id)
     return Registration(
         run_id=challenger.run_id,
         experiment_id=challenger.experiment_id,
         model_name=challenger.model_name,
         model_uri=challenger.model_uri,
         version=challenger.version,
-        alias=CHAMPION if gate.passed else CHALLENGER,
+        alias=CHAMPION if promoted else CHALLENGER,
         reason=gate.reason,
         previous_champion=previous,
         gate=gate.checks,

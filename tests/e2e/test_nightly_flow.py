@@ -132,7 +132,16 @@ def test_rerun_skips_ingestion_and_gates_against_the_champion(nightly_run, setti
     assert again.champion_auc == pytest.approx(nightly_run.served_auc, abs=1e-6)
     assert int(again.version) == int(nightly_run.version) + 1
     checks = {c["name"]: c["passed"] for c in again.gate}
-    assert set(checks) == {"auc", "slices", "size", "latency", "serving"}
+    assert set(checks) == {
+        "auc",
+        "slices",
+        "floor",
+        "baseline",
+        "recency",
+        "size",
+        "latency",
+        "serving",
+    }
     assert checks["serving"]
     expected = "champion" if all(checks.values()) else "challenger"
     assert again.alias == expected

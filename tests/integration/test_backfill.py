@@ -32,7 +32,11 @@ def test_backfill_runs_only_the_nights_without_a_registered_version(
         # The registry as an earlier night left it: 2013-03-05 is done.
         client = MlflowClient(tracking_uri)
         client.create_registered_model(model_name)
-        client.create_model_version(model_name, source=str(tmp_path), tags={"as_of": "2013-03-05"})
+        client.create_model_version(
+            model_name,
+            source=str(tmp_path),
+            tags={"as_of": "2013-03-05", "release_state": "completed"},
+        )
 
         state = backfill(
             start=date(2013, 3, 5),

@@ -4,8 +4,9 @@ moves, serving over HTTP, and the tamper check.
 Three small networks are trained on the Jan–Feb 2013 split of the session's nightly run
 and released, in order, into a registry of this module's own (SQLite MLflow store):
 
-    v1  trained on shuffled labels             first model -> champion (no champion yet)
-    v2  trained on the real labels             better on the same holdout -> champion
+    v1  trained on shuffled labels             first model, but under the floor and far
+                                               behind the baseline -> stays challenger
+    v2  trained on the real labels             clears floor and baseline -> champion
     v3  the shuffled-label model again         worse than v2 -> stays challenger
     v4  labels shuffled for origin=EWR only    close overall, broken for EWR -> blocked
 
@@ -202,30 +203,39 @@ def test_compression_keeps_auc_within_budget_on_real_data(release):
 # ----------------------------------------------------------------------------- the gate
 
 
-def test_first_model_becomes_champion_with_compression_tags(release):
+def test_a_first_model_on_shuffled_labels_is_not_champion(release):
     first = release["released"][0].registration
     client = release["client"]
     version = client.get_model_version(MODEL, first.version)
+    checks = {c["name"]: c for c in first.gate}
 
-    assert first.version == "1" and first.alias == CHAMPION
+    # no champion yet is no free pass: the floor and the in-run baseline still gate
+    assert first.version == "1" and first.alias == CHALLENGER
+    assert checks["auc"]["passed"] and checks["serving"]["passed"]
+    assert not checks["floor"]["passed"] and not checks["baseline"]["passed"]
+    assert champion_history(client, MODEL)[0] == "2"  # v1 never held @champion
     tags = version.tags
     compression = release["released"][0].compression
     assert tags["compression_variant"] == compression.chosen
     assert tags["artifact_sha256"] == sha256_file(compression.chosen_onnx_path)
     assert int(tags["artifact_size_bytes"]) == compression.chosen_variant.size_bytes
-    assert float(tags["latency_ms_batch1"]) > 0 and tags["gate_passed"] == "true"
-    assert tags["as_of"] == str(AS_OF)
+    assert float(tags["latency_ms_batch1"]) > 0 and tags["gate_passed"] == "false"
+    assert tags["gate_baseline"].startswith("FAIL") and tags["gate_floor"].startswith("FAIL")
+    assert tags["as_of"] == str(AS_OF) and tags["release_state"] == "completed"
 
 
-def test_better_challenger_is_promoted(release):
-    shuffled, good = release["released"][0], release["released"][1]
+def test_a_model_that_clears_floor_and_baseline_becomes_the_first_champion(release):
+    good = release["released"][1]
     client = release["client"]
+    checks = {c["name"]: c for c in good.registration.gate}
 
-    assert good.registration.alias == CHAMPION
-    assert good.evaluation.champion_version == shuffled.registration.version
-    assert good.compression.chosen_variant.roc_auc > good.evaluation.champion["roc_auc"]
-    assert good.registration.previous_champion == "1"
-    assert client.get_model_version(MODEL, "2").tags["previous_champion"] == "1"
+    assert good.registration.alias == CHAMPION, good.registration.reason
+    assert good.evaluation.champion_version is None  # v1 never became champion
+    assert checks["floor"]["passed"] and checks["baseline"]["passed"]
+    served = good.compression.chosen_variant.roc_auc
+    assert served >= good.evaluation.baseline["roc_auc"] - ReleaseConfig().baseline_margin
+    assert good.registration.previous_champion is None
+    assert "previous_champion" not in client.get_model_version(MODEL, "2").tags
 
 
 def test_worse_challenger_trained_on_shuffled_labels_is_not_promoted(release):
@@ -264,26 +274,28 @@ def test_rollback_and_promote_commands_move_champion_and_keep_history(release, m
 
     client = release["client"]
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "2"
-    assert champion_history(client, MODEL) == ["1", "2"]
+    assert champion_history(client, MODEL) == ["2"]
     monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", release["tracking_uri"])
     monkeypatch.setenv("NIGHTSHIFT_MODEL_NAME", MODEL)
     get_settings.cache_clear()
     runner = CliRunner()
     try:
+        # by hand, a person may promote what the gate refused (v3: shuffled labels)
+        promoted = runner.invoke(app, ["promote", "--version", "3"])
+        after_promote = str(client.get_model_version_by_alias(MODEL, CHAMPION).version)
         rolled = runner.invoke(app, ["rollback"])
         after_rollback = str(client.get_model_version_by_alias(MODEL, CHAMPION).version)
-        promoted = runner.invoke(app, ["promote", "--version", "2"])
         missing = runner.invoke(app, ["promote", "--version", "99"])
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
 
-    assert rolled.exit_code == 0, rolled.output
-    assert after_rollback == "1" and "v2 -> v1" in rolled.output
-    assert client.get_model_version(MODEL, "2").tags["demoted_at"]
     assert promoted.exit_code == 0, promoted.output
-    assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "2"
-    assert champion_history(client, MODEL) == ["1", "2"]
+    assert after_promote == "3" and "v2 -> v3" in promoted.output
+    assert rolled.exit_code == 0, rolled.output
+    assert after_rollback == "2" and "v3 -> v2" in rolled.output
+    assert client.get_model_version(MODEL, "3").tags["demoted_at"]
+    assert champion_history(client, MODEL) == ["2"]
     assert missing.exit_code == 1 and "v99" in missing.output
 
 

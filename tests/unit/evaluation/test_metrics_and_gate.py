@@ -97,6 +97,7 @@ def test_gate_fails_exactly_the_broken_conditions(served, champion, slice_auc, s
     )
     checks = gate_checks(
         served_auc=served,
+        baseline_auc=0.70,
         champion_auc=champion,
         slices=slices,
         compression=_compression(size, ms),
@@ -110,6 +111,7 @@ def test_gate_fails_exactly_the_broken_conditions(served, champion, slice_auc, s
 def test_a_failed_serving_smoke_test_blocks_the_gate():
     checks = gate_checks(
         served_auc=0.8,
+        baseline_auc=0.75,
         champion_auc=None,
         slices=[],
         compression=_compression(1000, 0.1),
@@ -117,3 +119,50 @@ def test_a_failed_serving_smoke_test_blocks_the_gate():
         config=ReleaseConfig(),
     )
     assert [c.name for c in checks if not c.passed] == ["serving"]
+
+
+@pytest.mark.parametrize(
+    ("served", "baseline", "failed"),
+    [
+        (0.70, 0.71, set()),  # trails the baseline within the default margin 0.02
+        (0.68, 0.71, {"baseline"}),  # trails it by more
+        (0.52, 0.53, {"floor"}),  # beats a useless baseline, but under the floor 0.55
+        (0.50, 0.71, {"floor", "baseline"}),  # learned nothing (shuffled labels)
+    ],
+)
+def test_the_first_model_gets_no_free_pass(served, baseline, failed):
+    checks = gate_checks(
+        served_auc=served,
+        baseline_auc=baseline,
+        champion_auc=None,
+        slices=[],
+        compression=_compression(1000, 0.1),
+        smoke=SERVES,
+        config=ReleaseConfig(),
+    )
+    assert {c.name for c in checks if not c.passed} == failed
+    details = {c.name: c.detail for c in checks}
+    assert "min_auc 0.55" in details["floor"] and "margin 0.02" in details["baseline"]
+
+
+def test_an_older_night_never_replaces_a_newer_champion():
+    def failed(challenger_as_of, champion_as_of):
+        checks = gate_checks(
+            served_auc=0.9,
+            baseline_auc=0.7,
+            champion_auc=0.7,
+            slices=[],
+            compression=_compression(1000, 0.1),
+            smoke=SERVES,
+            config=ReleaseConfig(),
+            challenger_as_of=challenger_as_of,
+            champion_as_of=champion_as_of,
+        )
+        return {c.name: c.detail for c in checks if not c.passed}
+
+    older = failed("2013-11-30", "2013-12-31")
+    assert list(older) == ["recency"]
+    assert "2013-11-30 < champion as_of 2013-12-31" in older["recency"]
+    assert "promote by hand" in older["recency"]
+    assert failed("2013-12-31", "2013-12-31") == {}  # a rerun of the champion's night
+    assert failed("2014-01-01", "2013-12-31") == {}

@@ -78,7 +78,7 @@ def test_backfill_range_must_not_be_reversed():
         days_between(date(2013, 1, 5), date(2013, 1, 1))
 
 
-def test_done_dates_come_from_registry_version_tags(tmp_path):
+def test_done_dates_are_the_completed_releases_in_the_registry(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -86,8 +86,12 @@ def test_done_dates_come_from_registry_version_tags(tmp_path):
     client = MlflowClient(uri)
     client.create_registered_model("m")
     for as_of in ("2013-03-01", "2013-03-03"):
-        client.create_model_version("m", source=str(tmp_path), tags={"as_of": as_of})
+        client.create_model_version(
+            "m", source=str(tmp_path), tags={"as_of": as_of, "release_state": "completed"}
+        )
     client.create_model_version("m", source=str(tmp_path))  # untagged: not a nightly run
+    # a release that died after registering (a crash, the MLflow server gone): not done
+    client.create_model_version("m", source=str(tmp_path), tags={"as_of": "2013-03-02"})
 
     assert completed_as_of_dates(uri, "m") == {date(2013, 3, 1), date(2013, 3, 3)}
 
