@@ -241,6 +241,7 @@ def _await_ranks(
             )
         failed = [f for f in futures if f.status in ("error", "cancelled")]
         if failed:
+            _settle(client, futures, chosen, limits)
             rank = futures.index(failed[0])
             error = (
                 failed[0].exception(timeout=limits.poll_s) if failed[0].status == "error" else None
@@ -253,7 +254,29 @@ def _await_ranks(
         alive = set(client.scheduler_info(n_workers=-1)["workers"])
         gone = [w for w in chosen if w not in alive]
         if gone:
+            _settle(client, futures, chosen, limits)
             raise RanksLost(f"ddp: worker(s) {', '.join(gone)} left the cluster during training")
+
+
+def _settle(
+    client: distributed.Client,
+    futures: list[distributed.Future],
+    chosen: list[str],
+    limits: DdpLimits,
+) -> None:
+    """Let the ranks still running on live workers end before the attempt is given up.
+
+    Dask cannot interrupt a running task: a cancelled rank 0 would go on and could still
+    be writing its checkpoint while the next attempt reads it. Its peers end by themselves
+    once one rank is gone (gloo sees the reset at once; at worst the group timeout), so
+    the wait is bounded by that timeout. Ranks pinned to a worker that left never run and
+    are not waited for.
+    """
+    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    running = [f for f, w in zip(futures, chosen, strict=True) if w in alive and not f.done()]
+    if running:
+        with contextlib.suppress(TimeoutError), client.as_current():
+            distributed.wait(running, timeout=limits.group_timeout_s + limits.poll_s)
 
 
 def _run_attempt(
