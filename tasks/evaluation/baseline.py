@@ -7,7 +7,7 @@ evaluate stage, and (c) blind to the holdout, or the comparison is not like with
 LightGBM with early stopping on the last `validation_days` of the training window (the
 same days the network early-stops on) meets all three. Measured side by side on the
 December 2013 holdout (BENCHMARKS.md §8), it scores a little higher than the
-HistGradientBoosting baseline it replaced (0.7172 vs 0.7157 over 3 seeds, with a third of
+HistGradientBoosting baseline it replaced (0.7172 vs 0.7157 over 3 seeds, with a quarter of
 its spread) in about the same time. After early stopping it is refit on the whole training
 window with the chosen number of rounds, so the most recent days, which matter most for
 the next month, are not thrown away.
