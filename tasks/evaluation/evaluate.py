@@ -71,16 +71,10 @@ def baseline_proba(
     holdout: pd.DataFrame,
     preprocessor: TabularPreprocessor,
     seed: int,
-    validation_days: int = 14,
 ) -> np.ndarray:
     """The baseline's holdout scores: fitted on the training window only (see baseline.py)."""
-    baseline = fit_baseline(spec, train, preprocessor, seed, validation_days)
-    logger.info(
-        "evaluate: %s baseline, %d rounds (validation AUC %s)",
-        BASELINE_NAME,
-        baseline.rounds,
-        "n/a" if baseline.validation_auc is None else f"{baseline.validation_auc:.4f}",
-    )
+    baseline = fit_baseline(spec, train, preprocessor, seed)
+    logger.info("evaluate: %s baseline, %d rounds", BASELINE_NAME, baseline.rounds)
     return baseline.predict_proba(holdout)
 
 

@@ -1,11 +1,11 @@
-"""The in-run LightGBM baseline: the bar the network is measured against every night."""
+"""The in-run gradient-boosting baseline: the bar the network is measured against."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from tasks.datasets import get_dataset
-from tasks.evaluation.baseline import fit_baseline
+from tasks.evaluation.baseline import MAX_ITER, fit_baseline
 from tasks.features.preprocessor import TabularPreprocessor
 from tests.conftest import AS_OF
 
@@ -31,8 +31,7 @@ def test_baseline_learns_real_signal_and_is_reproducible(window):
     proba = first.predict_proba(holdout)
     np.testing.assert_array_equal(proba, again.predict_proba(holdout))
     assert roc_auc_score(holdout["label"], proba) > 0.62
-    # rounds were chosen by early stopping on the training window's last days
-    assert first.validation_auc is not None and 1 <= first.rounds < 3000
+    assert 1 <= first.rounds <= MAX_ITER
 
 
 @pytest.mark.slow
@@ -42,14 +41,3 @@ def test_baseline_on_shuffled_labels_is_no_better_than_chance(window):
     shuffled["label"] = np.random.default_rng(0).permutation(shuffled["label"].to_numpy())
     proba = fit_baseline(FLIGHTS, shuffled, pre, seed=0).predict_proba(holdout)
     assert abs(roc_auc_score(holdout["label"], proba) - 0.5) < 0.04
-
-
-@pytest.mark.slow
-def test_a_tiny_window_skips_the_early_stop_and_says_so(window, caplog):
-    pre, train, holdout = window
-    tiny = train.sort_values("date").tail(600)
-    with caplog.at_level("INFO", logger="nightshift.evaluate"):
-        baseline = fit_baseline(FLIGHTS, tiny, pre, seed=0, validation_days=1)
-    assert baseline.validation_auc is None and baseline.rounds == 200
-    assert "no early stop" in caplog.text
-    assert baseline.predict_proba(holdout).shape == (len(holdout),)
