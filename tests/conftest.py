@@ -66,6 +66,32 @@ def context_for(lake: Lake, tmp_path=None, as_of: date = AS_OF, **changes) -> Ru
     return ctx.with_(**changes)
 
 
+def small_flights_run(home: Path, first: date, as_of: date, model: str):
+    """Real flights days `first..as_of` landed, cleaned and featurised in `home`, with an
+    MLflow SQLite store there: the start of the tests that release a small model."""
+    from datetime import timedelta
+
+    from tasks.core.tracking import configure_mlflow
+    from tasks.features.build import build_features
+    from tasks.ingest.pandas_engine import clean_day
+    from tasks.ingest.plan import IngestSummary
+
+    flights = get_dataset("flights")
+    lake = Lake(str(home / "lake"))
+    land_days(lake, flights, first, as_of)
+    days = [first + timedelta(days=i) for i in range((as_of - first).days + 1)]
+    dims = lake.landing_dimensions("flights", first)
+    ingested = IngestSummary.of(
+        flights, [clean_day(lake.root, "flights", d, dims) for d in days], "dask"
+    )
+    tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+    experiment = configure_mlflow(tracking_uri, model, (home / "artifacts").as_uri())
+    ctx = context_for(
+        lake, as_of=as_of, tracking_uri=tracking_uri, experiment_id=experiment, model_name=model
+    )
+    return lake, ctx, build_features(ctx, ingested, holdout_days=2)
+
+
 @pytest.fixture
 def tmp_lake(tmp_path) -> Lake:
     """An empty lake of its own, for tests that write bad input."""

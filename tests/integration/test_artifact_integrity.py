@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -20,15 +20,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.core.lake import Lake
-from tasks.core.tracking import configure_mlflow
 from tasks.datasets import get_dataset
 from tasks.evaluation.champion import load_in_process
 from tasks.evaluation.evaluate import evaluate_models
-from tasks.features.build import build_features
-from tasks.ingest.pandas_engine import clean_day
-from tasks.ingest.plan import IngestSummary
-from tasks.landing.simulator import land_days
 from tasks.release.compress import compress_network
 from tasks.release.config import CompressionConfig, ReleaseConfig
 from tasks.release.integrity import DIGEST_TAG, FILES_TAG, TamperedFileError
@@ -38,7 +32,7 @@ from tasks.serving.model import VersionRefused, download_and_load
 from tasks.training.config import TrainConfig
 from tasks.training.loop import train_network
 from tasks.training.tune import TuneResult
-from tests.conftest import context_for
+from tests.conftest import small_flights_run
 
 pytestmark = pytest.mark.integration
 
@@ -52,19 +46,8 @@ FLIGHTS = get_dataset("flights")
 def registered(tmp_path_factory):
     """Version 1 of MODEL, released by the pipeline; where its files are stored."""
     home = tmp_path_factory.mktemp("integrity")
-    lake = Lake(str(home / "lake"))
-    land_days(lake, FLIGHTS, FIRST, AS_OF)
-    days = [FIRST + timedelta(days=i) for i in range((AS_OF - FIRST).days + 1)]
-    dims = lake.landing_dimensions("flights", FIRST)
-    ingested = IngestSummary.of(
-        FLIGHTS, [clean_day(lake.root, "flights", d, dims) for d in days], "dask"
-    )
-    tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
-    experiment = configure_mlflow(tracking_uri, MODEL, (home / "artifacts").as_uri())
-    ctx = context_for(
-        lake, as_of=AS_OF, tracking_uri=tracking_uri, experiment_id=experiment, model_name=MODEL
-    )
-    features = build_features(ctx, ingested, holdout_days=2)
+    lake, ctx, features = small_flights_run(home, FIRST, AS_OF, MODEL)
+    tracking_uri = ctx.tracking_uri
     trained = train_network(
         "flights", features.train_path, features.preprocessor_path, str(home / "net"), TINY, 1
     )
