@@ -384,6 +384,7 @@ def compress_stage(
 ) -> None:
     """Build and measure the ONNX variants; keep the smallest within the AUC budget."""
     from tasks.core.results import read_result
+    from tasks.evaluation.evaluate import Evaluation
     from tasks.features.build import FeatureSet
     from tasks.release.compress import compress
     from tasks.release.config import CompressionConfig
@@ -392,7 +393,8 @@ def compress_stage(
     def body(ctx):
         features = read_result(ctx, "features", FeatureSet)
         trained = read_result(ctx, "train", TrainResult)
-        return compress(ctx, features, trained, CompressionConfig())
+        evaluation = read_result(ctx, "evaluate", Evaluation)  # the blend choice lives there
+        return compress(ctx, features, trained, CompressionConfig(), blend=evaluation.blend_choice)
 
     _run_stage("compress", as_of, dataset, as_json, body)
 

@@ -67,11 +67,14 @@ def nightly_retrain(
         # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
         trained = train_network_task(ctx, features, tuned, params.world_size)
 
-        # Evaluate: new model vs baseline vs champion, same holdout
+        # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
         evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
 
         # Compress: int8 / pruned / low-rank ONNX variants; keep the smallest within budget
-        compression = compress_network_task(ctx, features, trained, params.release.compression)
+        # (served blended with the tree when the blend won on the validation days)
+        compression = compress_network_task(
+            ctx, features, trained, params.release.compression, evaluation
+        )
 
         # Release: register @challenger → gate → promote @champion; undone if a step fails
         with undo_release_on_failure(ctx):

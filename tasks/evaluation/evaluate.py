@@ -5,7 +5,9 @@ on the same holdout rows, so every comparison in the run is like with like.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from tasks.core.lake import Lake
 from tasks.core.results import write_result
 from tasks.datasets.spec import DatasetSpec
 from tasks.evaluation.baseline import BASELINE_NAME, fit_baseline
+from tasks.evaluation.blend import BlendChoice, choose_blend, refit_for_serving
 from tasks.evaluation.champion import champion_scorer
 from tasks.evaluation.diagnostics import (
     calibration_bins,
@@ -35,8 +38,9 @@ from tasks.evaluation.diagnostics import (
 )
 from tasks.features.build import FeatureSet, load_preprocessor
 from tasks.features.preprocessor import TabularPreprocessor
-from tasks.training.loop import TrainResult, load_network
-from tasks.training.model import predict_proba
+from tasks.release.pyfunc import blend_proba, load_tree, tree_proba
+from tasks.training.loop import TrainResult, load_network, validation_mask
+from tasks.training.model import TabularNet, predict_proba
 
 logger = logging.getLogger("nightshift.evaluate")
 
@@ -83,7 +87,9 @@ class Evaluation:
     """Metrics of the new model, the baseline and the champion on one holdout.
 
     `slices` has one row per slice with enough rows: `<scorer>_roc_auc` and `<scorer>_brier`
-    for model, baseline and (if any) champion. `calibration` is the model's reliability table.
+    for model, baseline, blend and (if any) champion. `calibration` is the model's
+    reliability table. `blend` holds the network + tree blend's holdout metrics (reported
+    whichever candidate won); `blend_choice` what the validation days decided.
     """
 
     model: dict[str, float]
@@ -96,6 +102,13 @@ class Evaluation:
     slice_min_rows: int = 0
     calibration: list[dict] = field(default_factory=list)
     plot_paths: list[str] = field(default_factory=list)
+    blend: dict[str, float] | None = None
+    blend_choice: BlendChoice | None = None
+
+    @property
+    def candidate(self) -> str:
+        """What the release serves: "network", or "blend" when it won on validation."""
+        return self.blend_choice.candidate if self.blend_choice else "network"
 
 
 def evaluate_models(
@@ -121,10 +134,18 @@ def evaluate_models(
     net = load_network(trained.weights_path, trained.net_config_path)
     model_proba = predict_proba(net, *preprocessor.transform(spec.feature_frame(holdout)))
     base_proba = baseline_proba(spec, train, holdout, preprocessor, seed)
+    choice = blend_on_validation(spec, train, preprocessor, net, trained, out_dir, seed)
     # The contract's key identifies each holdout row in the predictions file.
     predictions = holdout[[*load_contract(spec.fact.name).key, "label"]].copy()
     predictions["model"] = model_proba
     predictions["baseline"] = base_proba
+    if choice is not None:
+        tree = load_tree(choice.tree_path)
+        codes, numeric = preprocessor.transform(spec.feature_frame(holdout))
+        # the blend at the weight the validation days chose (1.0, the network itself, when
+        # no blend beat it there); scored on the holdout for the record, never to choose it
+        tree_holdout = tree_proba(tree, codes, numeric)
+        predictions["blend"] = blend_proba(model_proba, tree_holdout, choice.weight)
 
     champion_metrics, champion_version = None, None
     if score_champion is not None:
@@ -138,7 +159,7 @@ def evaluate_models(
     lake.write_parquet_atomic(predictions_path, predictions)
     scores = {
         name: predictions[name].to_numpy()
-        for name in ("model", "baseline", "champion")
+        for name in ("model", "baseline", "blend", "champion")
         if name in predictions
     }
     return Evaluation(
@@ -154,7 +175,51 @@ def evaluate_models(
         plot_paths=save_plots(y_true, scores, trained.threshold, f"{out_dir}/plots")
         if lake.is_local
         else [],
+        blend=classification_metrics(y_true, predictions["blend"].to_numpy(), choice.threshold)
+        if choice is not None
+        else None,
+        blend_choice=choice,
     )
+
+
+def blend_on_validation(
+    spec: DatasetSpec,
+    train: pd.DataFrame,
+    preprocessor: TabularPreprocessor,
+    net: TabularNet,
+    trained: TrainResult,
+    out_dir: str,
+    seed: int,
+) -> BlendChoice | None:
+    """Fit the blend's tree and choose network vs blend on the validation days only.
+
+    None when the window is too small to hold out validation days of both classes (tiny
+    test windows): the network is then the candidate, as before blends existed.
+    """
+    is_validation = validation_mask(train, trained.validation_days)
+    labels = train["label"].to_numpy().astype(int)
+    if is_validation.all() or len(np.unique(labels[is_validation])) < 2:
+        logger.warning("evaluate: no usable validation days for a blend; serving the network")
+        return None
+    codes, numeric = preprocessor.transform(spec.feature_frame(train))
+    fit, val = ~is_validation, is_validation
+    local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
+    Path(local_dir).mkdir(parents=True, exist_ok=True)
+    choice = choose_blend(
+        codes[fit],
+        numeric[fit],
+        labels[fit],
+        codes[val],
+        numeric[val],
+        labels[val],
+        predict_proba(net, codes[val], numeric[val]),
+        f"{local_dir}/blend_tree.txt",
+        seed,
+    )
+    if not choice.is_blend:
+        return choice
+    logger.info("evaluate: the blend won on validation; refitting its tree on the whole window")
+    return refit_for_serving(choice, codes, numeric, labels, seed)
 
 
 def evaluate(

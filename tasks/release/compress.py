@@ -35,9 +35,19 @@ from tasks.core.context import RunContext
 from tasks.core.lake import Lake
 from tasks.core.results import write_result
 from tasks.datasets.spec import DatasetSpec
+from tasks.evaluation.blend import BlendChoice
 from tasks.features.build import FeatureSet, load_preprocessor
 from tasks.release.config import CompressionConfig
-from tasks.release.pyfunc import INPUT_NAMES, OUTPUT_NAME, onnx_proba, session, sha256_file
+from tasks.release.pyfunc import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    blend_proba,
+    load_tree,
+    onnx_proba,
+    session,
+    sha256_file,
+    tree_proba,
+)
 from tasks.training.loop import TrainResult, load_network, seed_everything
 from tasks.training.model import MemberLinear, TabularNet, member_loss, predict_proba
 
@@ -257,6 +267,20 @@ def torch_latency_ms(
         torch.set_num_threads(previous)
 
 
+def blend_latency_ms(
+    sess: ort.InferenceSession, tree, codes: np.ndarray, numeric: np.ndarray, repeats: int
+) -> float:
+    """Median wall time of one served blend call: the ONNX network, the tree, the blend."""
+    for _ in range(3):
+        blend_proba(onnx_proba(sess, codes, numeric), tree_proba(tree, codes, numeric), 0.5)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        blend_proba(onnx_proba(sess, codes, numeric), tree_proba(tree, codes, numeric), 0.5)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
 def onnx_latency_ms(
     sess: ort.InferenceSession, codes: np.ndarray, numeric: np.ndarray, repeats: int
 ) -> float:
@@ -302,10 +326,32 @@ class Compression:
     auc_drop_budget: float
     predictions_path: str
     table_path: str
+    # What is served: the chosen network variant alone, or blended with the tree that the
+    # validation days chose (tasks/evaluation/blend.py). Network-only: the blend fields
+    # stay None and `served_auc` is the chosen variant's.
+    served_candidate: str = "network"
+    served_roc_auc: float | None = None
+    served_latency_ms_batch1: float | None = None
+    blend_weight: float | None = None
+    blend_threshold: float | None = None
+    tree_path: str | None = None
+    tree_size_bytes: int | None = None
 
     @property
     def chosen_variant(self) -> Variant:
         return next(v for v in self.variants if v.name == self.chosen)
+
+    @property
+    def served_auc(self) -> float:
+        """Holdout AUC of what the registered model serves (network variant or blend)."""
+        return self.chosen_variant.roc_auc if self.served_roc_auc is None else self.served_roc_auc
+
+    @property
+    def served_latency_ms(self) -> float:
+        """Batch-1 latency of what is served: the ONNX network, plus the tree in a blend."""
+        if self.served_latency_ms_batch1 is None:
+            return self.chosen_variant.latency_ms_batch1
+        return self.served_latency_ms_batch1
 
     def size_ratio(self) -> float:
         return self.reference_size_bytes / self.chosen_variant.size_bytes
@@ -376,11 +422,14 @@ def compress_network(
     config: CompressionConfig,
     seed: int,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    blend: BlendChoice | None = None,
 ) -> Compression:
     """Build, measure and choose among the variants; write their ONNX files to `out_dir`.
 
     Long on purpose: it reads as the list of variants it builds and the one table that
-    measures them all the same way.
+    measures them all the same way. Compression applies to the network; when `blend` is
+    the candidate, the chosen variant is then blended with the tree and measured again
+    as served (holdout AUC, batch-1 latency).
     """
     lake = Lake.of(features.holdout_path)
     preprocessor = load_preprocessor(features.preprocessor_path)
@@ -452,8 +501,32 @@ def compress_network(
             )
         )
     chosen = choose_variant(variants, config.auc_drop_budget)
+    served_proba = probas[chosen.name]
+    served: dict = {}
+    if blend is not None and blend.is_blend:
+        tree = load_tree(blend.tree_path)
+        served_proba = blend_proba(served_proba, tree_proba(tree, codes, numeric), blend.weight)
+        served = {
+            "served_candidate": "blend",
+            "served_roc_auc": float(roc_auc_score(y_true, served_proba)),
+            "served_latency_ms_batch1": blend_latency_ms(
+                session(chosen.onnx_path, threads), tree, *one, repeats
+            ),
+            "blend_weight": blend.weight,
+            "blend_threshold": blend.threshold,
+            "tree_path": blend.tree_path,
+            "tree_size_bytes": os.path.getsize(blend.tree_path),
+        }
+        log.info(
+            "compress: serving %s blended with the tree (network weight %.2f): holdout AUC "
+            "%.4f, %.3f ms at batch 1",
+            chosen.name,
+            blend.weight,
+            served["served_roc_auc"],
+            served["served_latency_ms_batch1"],
+        )
     predictions_path = f"{out_dir}/served_predictions.npy"
-    np.save(predictions_path, probas[chosen.name])
+    np.save(predictions_path, served_proba)
     compression = Compression(
         variants=variants,
         chosen=chosen.name,
@@ -466,6 +539,7 @@ def compress_network(
         auc_drop_budget=config.auc_drop_budget,
         predictions_path=predictions_path,
         table_path=f"{out_dir}/compression.json",
+        **served,
     )
     Path(compression.table_path).write_text(
         json.dumps({"chosen": chosen.name, "rows": compression.rows()}, indent=2)
@@ -490,10 +564,15 @@ def compress(
     trained: TrainResult,
     config: CompressionConfig,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    blend: BlendChoice | None = None,
 ) -> Compression:
-    """The compress stage: build the variants, measure them, keep the smallest within budget."""
+    """The compress stage: build the variants, measure them, keep the smallest within budget.
+
+    `blend` is the evaluation's choice (`Evaluation.blend_choice`): when it is the
+    candidate, the kept network variant is served blended with the tree.
+    """
     compression = compress_network(
-        ctx.spec, features, trained, ctx.run_dir("compression"), config, ctx.seed, log
+        ctx.spec, features, trained, ctx.run_dir("compression"), config, ctx.seed, log, blend
     )
     chosen = compression.chosen_variant
     log.info(

@@ -54,6 +54,22 @@ def _absolute_checks(served_auc: float, baseline_auc: float, config: ReleaseConf
     ]
 
 
+def network_check(network_auc: float, baseline_auc: float, config: ReleaseConfig) -> GateCheck:
+    """A served blend's network must pass the absolute checks on its own.
+
+    Otherwise a network that learned nothing (shuffled labels, a broken feature) would ride
+    into production on the tree's score, with a blend weight near zero.
+    """
+    floor = max(config.min_auc, baseline_auc - config.baseline_margin)
+    return GateCheck(
+        "network",
+        network_auc >= floor,
+        f"the blend's network alone: AUC {network_auc:.4f} "
+        f"{'>=' if network_auc >= floor else '<'} {floor:.4f} "
+        f"(max of min_auc {config.min_auc:g} and baseline - margin {config.baseline_margin:g})",
+    )
+
+
 def recency_check(challenger_as_of: str | None, champion_as_of: str | None) -> GateCheck:
     """A challenger from an older night than the champion's never replaces it by itself."""
     if not champion_as_of or not challenger_as_of:
@@ -114,8 +130,11 @@ def gate_checks(
             )
         )
     checks += _absolute_checks(served_auc, baseline_auc, config)
+    if compression.served_candidate == "blend":
+        checks.append(network_check(compression.chosen_variant.roc_auc, baseline_auc, config))
     checks.append(recency_check(challenger_as_of, champion_as_of))
     chosen = compression.chosen_variant
+    served_name = chosen.name + (" + tree" if compression.served_candidate == "blend" else "")
     checks.append(
         GateCheck(
             "size",
@@ -126,8 +145,8 @@ def gate_checks(
     checks.append(
         GateCheck(
             "latency",
-            chosen.latency_ms_batch1 <= config.max_latency_ms_batch1,
-            f"{chosen.name} {chosen.latency_ms_batch1:.3f} ms at batch 1 "
+            compression.served_latency_ms <= config.max_latency_ms_batch1,
+            f"{served_name} {compression.served_latency_ms:.3f} ms at batch 1 "
             f"(budget {config.max_latency_ms_batch1:g} ms)",
         )
     )

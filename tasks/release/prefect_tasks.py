@@ -25,10 +25,18 @@ from tasks.training.tune import TuneResult
 
 @task(name="compress-network", timeout_seconds=task_timeout("compress-network"))
 def compress_network_task(
-    ctx: RunContext, features: FeatureSet, trained: TrainResult, config: CompressionConfig
+    ctx: RunContext,
+    features: FeatureSet,
+    trained: TrainResult,
+    config: CompressionConfig,
+    evaluation: Evaluation | None = None,
 ) -> Compression:
-    """ONNX variants (fp32, int8, pruned, low-rank); keep the smallest within the AUC budget."""
-    return compress(ctx, features, trained, config, get_run_logger())
+    """ONNX variants (fp32, int8, pruned, low-rank); keep the smallest within the AUC budget.
+
+    With the evaluation's blend as the candidate, the kept variant is served blended.
+    """
+    blend = evaluation.blend_choice if evaluation is not None else None
+    return compress(ctx, features, trained, config, get_run_logger(), blend)
 
 
 @task(name="register-challenger", timeout_seconds=task_timeout("register-challenger"))

@@ -67,6 +67,43 @@ def onnx_proba(sess, codes: np.ndarray, numeric: np.ndarray) -> np.ndarray:
     return out.astype(np.float64)
 
 
+def tree_matrix(codes: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """The blend's tree reads the network's own inputs: codes first, then numerics.
+
+    Median-filled, scaled numerics with missing indicators carry the same information as the
+    raw columns for a tree (splits are invariant to monotone scaling), so the served model
+    computes one set of inputs for both halves of a blend.
+    """
+    return np.hstack([codes.astype(np.float64), numeric.astype(np.float64)])
+
+
+def tree_proba(booster, codes: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """P(label = 1) from the blend's LightGBM booster, one thread (a serving worker's share)."""
+    return np.asarray(booster.predict(tree_matrix(codes, numeric), num_threads=1), np.float64)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(clipped) - np.log1p(-clipped)
+
+
+def blend_proba(network: np.ndarray, tree: np.ndarray, weight: float) -> np.ndarray:
+    """sigmoid(w · logit(network) + (1 − w) · logit(tree)): w = 1 is the network alone.
+
+    Averaged in logit space, where both models' scores are additive evidence; averaging
+    probabilities would squash the confident ends of the better-calibrated model.
+    """
+    z = weight * _logit(network) + (1.0 - weight) * _logit(tree)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def load_tree(path: str):
+    """The blend's booster from its LightGBM text model file (no pickle is ever loaded)."""
+    import lightgbm
+
+    return lightgbm.Booster(model_file=path)
+
+
 def verify_artifacts(artifacts: dict[str, str], manifest: dict[str, str]) -> None:
     """Raise TamperedArtifactError naming the artifact whose bytes differ from the manifest."""
     for name, expected in manifest.items():
@@ -84,7 +121,9 @@ class ServedModel(mlflow.pyfunc.PythonModel):
     """Pyfunc: the dataset's raw clean rows in; its probability and decision columns out.
 
     Serves the compressed ONNX network (onnxruntime) after the model's own fitted
-    preprocessing and the dataset spec's feature derivation.
+    preprocessing and the dataset spec's feature derivation; when the release chose the
+    blend, the network's score is blended with a LightGBM tree's on the same inputs, with
+    the weight and threshold chosen on the validation days (`serving.json`).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
@@ -102,6 +141,19 @@ class ServedModel(mlflow.pyfunc.PythonModel):
             Path(artifacts["preprocessor"]).read_text()
         )
         self.session = session(artifacts["onnx"], threads=SERVING_THREADS)
+        self.tree, self.blend_weight = None, None
+        if serving.get("blend_weight") is not None:
+            if "tree" not in artifacts:
+                raise TamperedArtifactError("serving.json names a blend but the tree is missing")
+            self.tree = load_tree(artifacts["tree"])
+            self.blend_weight = float(serving["blend_weight"])
+
+    def score(self, codes: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        """The served probability for preprocessed inputs: network, or network + tree."""
+        proba = onnx_proba(self.session, codes, numeric)
+        if self.tree is not None:
+            proba = blend_proba(proba, tree_proba(self.tree, codes, numeric), self.blend_weight)
+        return proba
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
@@ -111,7 +163,7 @@ class ServedModel(mlflow.pyfunc.PythonModel):
             proba, decision = self.predict_columns(frame_arrays(rows))
         else:
             codes, numeric = self.preprocessor.transform(self.spec.feature_frame(rows))
-            proba = onnx_proba(self.session, codes, numeric)
+            proba = self.score(codes, numeric)
             decision = proba >= self.threshold
         return pd.DataFrame({self.spec.output: proba, self.spec.decision: decision})
 
@@ -127,7 +179,7 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         else:
             frame = pd.DataFrame(dict(columns))
             codes, numeric = self.preprocessor.transform(self.spec.feature_frame(frame))
-        proba = onnx_proba(self.session, codes, numeric)
+        proba = self.score(codes, numeric)
         return proba, proba >= self.threshold
 
 

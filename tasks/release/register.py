@@ -159,7 +159,7 @@ def headline_metrics(evaluation: Evaluation, compression: Compression) -> dict[s
     """The holdout ROC AUCs: linked to the logged model and the holdout dataset."""
     return {
         "holdout_roc_auc": evaluation.model["roc_auc"],
-        "served_roc_auc": compression.chosen_variant.roc_auc,
+        "served_roc_auc": compression.served_auc,
         "baseline_roc_auc": evaluation.baseline["roc_auc"],
         **({"champion_roc_auc": evaluation.champion["roc_auc"]} if evaluation.champion else {}),
     }
@@ -186,11 +186,13 @@ def run_metrics(
     values |= {
         "served/auc_drop": chosen.auc_drop,
         "served/size_bytes": chosen.size_bytes,
-        "served/latency_ms_batch1": chosen.latency_ms_batch1,
+        "served/latency_ms_batch1": compression.served_latency_ms,
+        "served/network_latency_ms_batch1": chosen.latency_ms_batch1,
         "served/latency_ms_batch1024": chosen.latency_ms_batch1024,
         "served/size_ratio": compression.size_ratio(),
         "served/speedup_batch1": compression.speedup_batch1(),
         "training/validation_auc": trained.validation_auc,
+        **_blend_metrics(evaluation),
         "training/seconds": trained.seconds,
         "training/samples_per_second": trained.samples_per_second,
     }
@@ -198,7 +200,7 @@ def run_metrics(
     night_ms = day * 86_400_000
     nightly = {
         "nightly/model_roc_auc": evaluation.model["roc_auc"],
-        "nightly/served_roc_auc": chosen.roc_auc,
+        "nightly/served_roc_auc": compression.served_auc,
         "nightly/baseline_roc_auc": evaluation.baseline["roc_auc"],
     }
     return (
@@ -210,6 +212,20 @@ def run_metrics(
             for key in ("train_loss", "val_auc")
         ]
     )
+
+
+def _blend_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """The blend's validation choice and its holdout AUC (logged whichever candidate won)."""
+    choice = evaluation.blend_choice
+    if choice is None or evaluation.blend is None:
+        return {}
+    return {
+        "blend/weight": choice.weight,
+        "blend/validation_auc_network": choice.network_validation_auc,
+        "blend/validation_auc_tree": choice.tree_validation_auc,
+        "blend/validation_auc_blend": choice.blend_validation_auc,
+        "blend/holdout_roc_auc": evaluation.blend["roc_auc"],
+    }
 
 
 def run_tags(ctx: RunContext, tags: dict[str, str], tuned: TuneResult) -> dict[str, str]:
@@ -243,13 +259,15 @@ def _serving_code(scratch: str) -> str:
 # versions. Declared rather than inferred: MLflow's inference loads the model in a
 # subprocess on every registration, and the list must never grow the pipeline's packages.
 SERVING_PACKAGES = ("mlflow", "onnxruntime", "pandas", "numpy")
+BLEND_PACKAGES = ("lightgbm",)  # only a served blend loads its tree
 
 
-def serving_requirements() -> list[str]:
+def serving_requirements(blend: bool = False) -> list[str]:
     """The served model's pip requirements, at the versions it was registered with."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+    names = SERVING_PACKAGES + (BLEND_PACKAGES if blend else ())
+    return [f"{name}=={version(name)}" for name in names]
 
 
 def _log_served_model(
@@ -266,11 +284,22 @@ def _log_served_model(
     """
     spec = ctx.spec
     serving = Path(scratch, "serving.json")
-    serving.write_text(json.dumps({"dataset": ctx.dataset, "threshold": trained.threshold}))
+    blend = compression.served_candidate == "blend"
+    serving.write_text(
+        json.dumps(
+            {
+                "dataset": ctx.dataset,
+                # a blend's decision uses the cut chosen on the blend's validation scores
+                "threshold": compression.blend_threshold if blend else trained.threshold,
+                "blend_weight": compression.blend_weight if blend else None,
+            }
+        )
+    )
     served = {
         "onnx": compression.chosen_onnx_path,
         "preprocessor": features.preprocessor_path,
         "serving": str(serving),
+        **({"tree": compression.tree_path} if blend else {}),
     }
     manifest = Path(scratch, "manifest.json")
     manifest.write_text(json.dumps({name: sha256_file(p) for name, p in served.items()}))
@@ -282,7 +311,7 @@ def _log_served_model(
         code_paths=[_serving_code(scratch)],
         signature=infer_signature(example, output_example),
         input_example=example,
-        pip_requirements=serving_requirements(),
+        pip_requirements=serving_requirements(blend),
         registered_model_name=ctx.model_name,
     )
     return str(info.registered_model_version), info.model_id
@@ -296,6 +325,15 @@ def _compression_tags(compression: Compression) -> dict[str, str]:
         "latency_ms_batch1": f"{chosen.latency_ms_batch1:.4f}",
         "latency_ms_batch1024": f"{chosen.latency_ms_batch1024:.3f}",
         "artifact_sha256": compression.chosen_sha256,
+        "served_candidate": compression.served_candidate,
+        **(
+            {
+                "blend_weight": f"{compression.blend_weight:.2f}",
+                "served_latency_ms_batch1": f"{compression.served_latency_ms:.4f}",
+            }
+            if compression.blend_weight is not None
+            else {}
+        ),
     }
 
 
@@ -371,10 +409,11 @@ def model_card(
         baseline_auc=evaluation.baseline["roc_auc"],
         champion_auc=evaluation.champion["roc_auc"] if evaluation.champion else None,
         champion_version=evaluation.champion_version,
-        served_variant=chosen.name,
-        served_auc=chosen.roc_auc,
+        served_variant=chosen.name
+        + (f" + tree (weight {compression.blend_weight:.2f})" if compression.blend_weight else ""),
+        served_auc=compression.served_auc,
         served_size_bytes=chosen.size_bytes,
-        served_latency_ms=chosen.latency_ms_batch1,
+        served_latency_ms=compression.served_latency_ms,
         hyperparameters=tuned.config.model_dump(),
         tuning=tuning,
         git_commit=tags.get("git_commit", ""),
@@ -477,7 +516,7 @@ def _tag_version(client, name, version, tags, evaluation, compression, run_id) -
     for key, value in {
         **{k: v for k, v in tags.items() if not k.startswith("mlflow.")},
         "holdout_roc_auc": f"{evaluation.model['roc_auc']:.5f}",
-        "served_roc_auc": f"{compression.chosen_variant.roc_auc:.5f}",
+        "served_roc_auc": f"{compression.served_auc:.5f}",
         "baseline_roc_auc": f"{evaluation.baseline['roc_auc']:.5f}",
         "mlflow_run_id": run_id,
     }.items():
@@ -513,7 +552,7 @@ def gate_challenger(
             release.slice_min_rows,
         )
     checks = gate_checks(
-        served_auc=compression.chosen_variant.roc_auc,
+        served_auc=compression.served_auc,
         baseline_auc=evaluation.baseline["roc_auc"],
         champion_auc=champion_auc,
         slices=slices,

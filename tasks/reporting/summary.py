@@ -111,6 +111,9 @@ class RunSummary:
     slices: list[dict] = field(default_factory=list)
     trend: list[dict] = field(default_factory=list)
     slice_margin: float = SLICE_MARGIN
+    blend_auc: float | None = None
+    blend_weight: float | None = None  # the network's weight chosen on the validation days
+    candidate: str = "network"
 
     @property
     def promoted(self) -> bool:
@@ -179,7 +182,15 @@ class RunSummary:
             f"| holdout {first}..{last} ({self.holdout_rows:,} rows) | ROC AUC |",
             "|---|---:|",
             f"| new model | {self.model_auc:.4f} |",
-            f"| new model, served form | {served} |",
+            f"| new model, served form ({self.candidate}) | {served} |",
+            *(
+                [
+                    f"| network + tree blend, network weight {self.blend_weight:.2f} "
+                    f"(chosen on validation days) | {self.blend_auc:.4f} |"
+                ]
+                if self.blend_auc is not None and self.blend_weight is not None
+                else []
+            ),
             f"| baseline ({BASELINE_NAME}) | {self.baseline_auc:.4f} |",
             f"| current champion | {champion} |",
             "",
@@ -329,8 +340,15 @@ def build_summary(
         mlflow_run_id=registration.run_id,
         tracking_uri=ctx.tracking_uri,
         data_docs=docs,
-        served_variant=compression.chosen if compression else None,
-        served_auc=compression.chosen_variant.roc_auc if compression else None,
+        served_variant=(
+            compression.chosen + (" + tree" if compression.served_candidate == "blend" else "")
+        )
+        if compression
+        else None,
+        served_auc=compression.served_auc if compression else None,
+        blend_auc=evaluation.blend["roc_auc"] if evaluation.blend else None,
+        blend_weight=evaluation.blend_choice.weight if evaluation.blend_choice else None,
+        candidate=evaluation.candidate,
         size_ratio=compression.size_ratio() if compression else None,
         speedup_batch1=compression.speedup_batch1() if compression else None,
         gate=registration.gate,

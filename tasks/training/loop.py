@@ -60,6 +60,7 @@ class TrainResult:
     resumed_from_epoch: int = 0
     rank_parameter_digests: list[str] | None = None
     attempts: int = 1
+    validation_days: int = 14  # the days `validation_auc` and `threshold` were chosen on
 
 
 def seed_everything(seed: int) -> None:
@@ -137,6 +138,17 @@ class TrainingData:
     n_numeric: int
 
 
+def validation_mask(rows: pd.DataFrame, validation_days: int) -> np.ndarray:
+    """True for the rows of the window's last `validation_days` days.
+
+    The one definition of the validation days: the trainer early-stops on them and the
+    blend (tasks/evaluation/blend.py) chooses its weight on the same rows.
+    """
+    dates = pd.to_datetime(rows["date"])
+    cutoff = dates.max() - timedelta(days=validation_days - 1)
+    return (dates >= cutoff).to_numpy()
+
+
 def load_training_data(
     dataset: str,
     train_path: str,
@@ -151,9 +163,7 @@ def load_training_data(
     lake = Lake.of(train_path)
     preprocessor = load_preprocessor(preprocessor_path)
     rows = lake.read_parquet(train_path)
-    dates = pd.to_datetime(rows["date"])
-    cutoff = dates.max() - timedelta(days=validation_days - 1)
-    is_validation = (dates >= cutoff).to_numpy()
+    is_validation = validation_mask(rows, validation_days)
     if is_validation.all():
         raise ValueError(
             f"{train_path}: all rows fall in the last {validation_days} validation day(s); "
@@ -482,6 +492,7 @@ def write_trained_network(
         world_size=world_size,
         resumed_from_epoch=outcome.resumed_from_epoch,
         rank_parameter_digests=[outcome.last_parameters_digest],
+        validation_days=config.validation_days,
     )
 
 

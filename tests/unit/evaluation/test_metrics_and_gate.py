@@ -166,3 +166,54 @@ def test_an_older_night_never_replaces_a_newer_champion():
     assert "promote by hand" in older["recency"]
     assert failed("2013-12-31", "2013-12-31") == {}  # a rerun of the champion's night
     assert failed("2014-01-01", "2013-12-31") == {}
+
+
+def _blend(network_auc: float, served_ms: float) -> Compression:
+    """A served blend: the int8 network (AUC `network_auc`) plus the tree, measured as served."""
+    variant = Variant("int8", "x.onnx", 1000, 0.1, 1.0, network_auc, 0.001, {}, True)
+    return Compression(
+        [variant],
+        "int8",
+        "x.onnx",
+        "0" * 64,
+        4000,
+        0.3,
+        3.0,
+        0.701,
+        0.002,
+        "",
+        "",
+        served_candidate="blend",
+        served_roc_auc=0.72,
+        served_latency_ms_batch1=served_ms,
+        blend_weight=0.4,
+        blend_threshold=0.3,
+        tree_path="tree.txt",
+        tree_size_bytes=10_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("network_auc", "served_ms", "failed"),
+    [
+        (0.70, 0.5, set()),  # a real network, blended: passes like any model
+        (0.50, 0.5, {"network"}),  # a network that learned nothing rides on the tree: refused
+        (0.70, 5.0, {"latency"}),  # the blend as served (network + tree) is over budget
+    ],
+)
+def test_a_served_blend_is_judged_as_served_and_its_network_on_its_own(
+    network_auc, served_ms, failed
+):
+    compression = _blend(network_auc, served_ms)
+    checks = gate_checks(
+        served_auc=compression.served_auc,
+        baseline_auc=0.71,
+        champion_auc=None,
+        slices=[],
+        compression=compression,
+        smoke=SERVES,
+        config=ReleaseConfig(),
+    )
+    assert {c.name for c in checks if not c.passed} == failed
+    details = {c.name: c.detail for c in checks}
+    assert "int8 + tree" in details["latency"] and "network alone" in details["network"]

@@ -15,7 +15,11 @@ SCORES = {"roc_auc": 0.70, "brier": 0.16, "pr_auc": 0.4, "true_positives": 10, "
 
 def _stages():
     evaluation = SimpleNamespace(
-        model=dict(SCORES), baseline=dict(SCORES, roc_auc=0.71), champion=None
+        model=dict(SCORES),
+        baseline=dict(SCORES, roc_auc=0.71),
+        champion=None,
+        blend=None,
+        blend_choice=None,
     )
     variant = SimpleNamespace(
         roc_auc=0.699,
@@ -25,7 +29,11 @@ def _stages():
         latency_ms_batch1024=2.0,
     )
     compression = SimpleNamespace(
-        chosen_variant=variant, size_ratio=lambda: 4.0, speedup_batch1=lambda: 3.0
+        chosen_variant=variant,
+        size_ratio=lambda: 4.0,
+        speedup_batch1=lambda: 3.0,
+        served_auc=0.699,
+        served_latency_ms=0.1,
     )
     trained = SimpleNamespace(
         validation_auc=0.7,
