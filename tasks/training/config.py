@@ -49,6 +49,13 @@ class TuneConfig(BaseModel):
 
     enabled: bool = Field(default=True, description="Search before training (else use `train`).")
     n_trials: int = Field(default=6, ge=1, le=1000, description="Trials added by this run.")
+    warm_trials: int | None = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Trials on a warm night (the study holds earlier nights' trials), the "
+        "re-scored champion and earlier-best configs included; empty: always n_trials.",
+    )
     timeout_s: float = Field(
         default=180, gt=0, le=86400, description="Stop starting new trials after this many s."
     )

@@ -2,8 +2,13 @@
 
 The search space is declared once (`suggest_train_config`); the best trial's parameters are
 replayed through the same function (`FixedTrial`) to build the TrainConfig the DDP training
-uses. The study lives in a SQLite database in the lake (`runs/<dataset>/<as_of>/tune/study.db`,
-`study_storage_url`), so re-running the same night continues the study. It is an Optuna
+uses. The study lives across nights, one per dataset and search space, in a SQLite database
+in the lake (`studies/<dataset>/study.db`, `study_storage_url`): a night starts from the
+history of every earlier night instead of cold. Trial values of different nights are AUCs
+on different validation days, so they inform the sampler but never pick tonight's config:
+each warm night re-scores the champion's configuration and the best of earlier nights on
+tonight's validation days, adds a few new trials (`TuneConfig.warm_trials`), and trains
+the best trial *of tonight*. Re-running the same night continues it. It is an Optuna
 RDB storage because only that one has trial heartbeats: a trial whose worker was killed
 stops beating, is marked FAIL after the grace period and re-queued once
 (`RetryHeartbeatStaleTrialCallback`), instead of staying RUNNING forever as in a journal file. Trials are pruned by successive halving on their
@@ -110,9 +115,19 @@ class Liveness:
 
 
 def study_storage_url(ctx: RunContext) -> str:
-    """Where the night's study lives: the one place that says so (a later change may make
-    the study span nights by pointing this elsewhere)."""
-    return f"sqlite:///{ctx.run_dir('tune')}/study.db"
+    """Where the dataset's study lives, across nights: the one place that says so."""
+    return f"sqlite:///{ctx.lake.path('studies', ctx.dataset, 'study.db')}"
+
+
+def study_name_for(ctx: RunContext, space: Space = "cpu") -> str:
+    """One study per dataset and search space (Optuna refuses a categorical whose choices
+    change, and the GPU space has other batch sizes)."""
+    return f"{ctx.dataset}-network" + ("" if space == "cpu" else f"-{space}")
+
+
+def trial_night(trial: optuna.trial.FrozenTrial) -> str:
+    """The `as_of` of the night that ran a trial ("" for trials from before it was recorded)."""
+    return str(trial.user_attrs.get("as_of", ""))
 
 
 def open_study(
@@ -176,6 +191,7 @@ class TrialBatch:
     space: Space = "cpu"
     finished_target: int = 0
     liveness: Liveness = Liveness()
+    as_of: str = ""  # the night: recorded on every trial, tonight's best is chosen by it
 
 
 def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
@@ -211,6 +227,7 @@ def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
         )
         # which worker ran it: an operator (and the fault test) can tell whose trial died
         trial.set_user_attr("worker", worker_address)
+        trial.set_user_attr("as_of", job.as_of)
         run = mlflow.create_run(
             job.experiment_id,
             tags={
@@ -289,30 +306,66 @@ class TuneResult:
     space: str = "cpu"
 
 
+@dataclass
+class NightStudy:
+    """The dataset's study as tonight opens it."""
+
+    storage_url: str
+    study_name: str
+    known: set[int]  # trial numbers that existed before tonight's run
+    warm: bool  # completed trials of earlier nights exist: tonight adds `warm_trials`
+    enqueued: list[str]  # what tonight re-scores first ("given", "champion", "earlier best")
+    n_trials: int  # tonight's trials, the re-scored ones included
+
+
 def _open_night_study(
-    ctx: RunContext, base: TrainConfig, config: TuneConfig, space: Space, liveness: Liveness
-) -> tuple[str, str, set[int]]:
-    """The night's study in the lake: (storage URL, name, numbers of earlier trials).
+    ctx: RunContext,
+    base: TrainConfig,
+    config: TuneConfig,
+    space: Space,
+    liveness: Liveness,
+    champion: TrainConfig | None = None,
+) -> NightStudy:
+    """Open the dataset's study and queue what tonight must re-score before searching.
 
     A new study starts with the given config as its first trial, so the search can only
-    improve on it.
+    improve on it. A warm one (earlier nights completed trials) re-scores the champion's
+    config and the best config of earlier nights on tonight's validation days, so the
+    configs known to be good compete with tonight's new trials on equal terms.
     """
     if not ctx.lake.is_local:
         raise ValueError(
             f"tune: the study database needs a local (or NFS-locking) lake, got {ctx.lake_root}; "
             "disable tuning or point the lake at a shared filesystem"
         )
-    ctx.lake.fs.makedirs(ctx.run_dir("tune"), exist_ok=True)
-    # one study per search space: Optuna refuses a categorical whose choices change
-    suffix = "" if space == "cpu" else f"-{space}"
-    storage_url = study_storage_url(ctx)
-    study_name = f"nightly-{ctx.as_of.isoformat()}{suffix}"
+    ctx.lake.fs.makedirs(ctx.lake.path("studies", ctx.dataset), exist_ok=True)
+    storage_url, study_name = study_storage_url(ctx), study_name_for(ctx, space)
     study = open_study(storage_url, study_name, config, ctx.seed, liveness)
-    known = {t.number for t in study.get_trials(deepcopy=False)}
-    baseline = params_of(base, space)
-    if not known and baseline is not None:
-        study.enqueue_trial(baseline, skip_if_exists=True)
-    return storage_url, study_name, known
+    trials = study.get_trials(deepcopy=False)
+    tonight = ctx.as_of.isoformat()
+    earlier = [t for t in trials if t.state == TrialState.COMPLETE and trial_night(t) != tonight]
+    # params already run or queued tonight are not queued twice (a rerun of the night)
+    seen = [t.params for t in trials if trial_night(t) == tonight or t.state == TrialState.WAITING]
+    candidates: list[tuple[str, dict | None]] = []
+    if not trials:
+        candidates.append(("given", params_of(base, space)))
+    if earlier:
+        if champion is not None:
+            candidates.append(("champion", params_of(champion, space)))
+        candidates.append(("earlier best", max(earlier, key=lambda t: t.value).params))
+    n_trials = config.n_trials
+    if earlier and config.warm_trials is not None:
+        n_trials = min(config.n_trials, config.warm_trials)
+    enqueued: list[str] = []
+    for label, params in candidates:
+        # never more than tonight runs: a queued trial left over would run on a later night
+        if params is not None and params not in seen and len(enqueued) < n_trials:
+            study.enqueue_trial(params)
+            seen.append(params)
+            enqueued.append(label)
+    return NightStudy(
+        storage_url, study_name, {t.number for t in trials}, bool(earlier), enqueued, n_trials
+    )
 
 
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
@@ -334,13 +387,21 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
 def _summarise_study(
     job: TrialBatch, known: set[int], reports: list[TrialBatchReport], started: float
 ) -> TuneResult:
-    """The best trial's config and how this run's trials went."""
+    """Tonight's best trial's config and how this run's trials went.
+
+    Only trials of tonight compete: their values are AUCs on the same validation days.
+    (Without a completed trial tonight, e.g. every one pruned, the study's best stands in.)
+    """
     study = open_study(job.storage_url, job.study_name, job.config, job.seed, job.liveness)
     trials = study.get_trials(deepcopy=False)
     new = [t for t in trials if t.number not in known]
-    if not any(t.state == TrialState.COMPLETE for t in trials):
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
         raise RuntimeError(f"tune: study {job.study_name} has no completed trial; raise the budget")
-    best = study.best_trial
+    tonight = [t for t in complete if trial_night(t) == job.as_of]
+    if not tonight:
+        logger.warning("tune: no trial completed tonight; using the study's best of any night")
+    best = max(tonight or complete, key=lambda t: t.value)
     return TuneResult(
         config=best_train_config(best.params, job.base, job.space),
         enabled=True,
@@ -420,8 +481,11 @@ def tune_hyperparameters(
     config: TuneConfig,
     log: logging.Logger | logging.LoggerAdapter = logger,
     liveness: Liveness | None = None,
+    champion: TrainConfig | None = None,
 ) -> TuneResult:
-    """Run (or continue) the night's study on the Dask workers; return the best config.
+    """Run tonight's share of the dataset's study on the Dask workers; return tonight's best.
+
+    `champion` is the current champion's training config (re-scored first on a warm night).
 
     The MLflow store and experiment must already exist (`ctx.experiment_id`, created in the
     calling process): trials on several workers initialising a fresh SQLite store at once
@@ -435,12 +499,14 @@ def tune_hyperparameters(
     workers = gpu_or_all_workers(client)
     probes = client.run(probe_devices, workers=workers)
     space: Space = "gpu" if any(gpus for _, gpus in probes.values()) else "cpu"
-    storage_url, study_name, known = _open_night_study(ctx, base, config, space, liveness)
+    night = _open_night_study(ctx, base, config, space, liveness, champion)
+    storage_url, study_name, known = night.storage_url, night.study_name, night.known
+    n_trials = night.n_trials
     mlflow = MlflowClient(ctx.tracking_uri)
     parent = mlflow.create_run(str(ctx.experiment_id), tags={MLFLOW_RUN_NAME: f"tune-{ctx.as_of}"})
     job = TrialBatch(
         batch=0,
-        n_trials=config.n_trials,
+        n_trials=n_trials,
         storage_url=storage_url,
         study_name=study_name,
         dataset=ctx.dataset,
@@ -456,15 +522,19 @@ def tune_hyperparameters(
         earlier_trials=len(known),
         space=space,
         liveness=liveness,
+        as_of=ctx.as_of.isoformat(),
     )
     log.info(
-        "tune: study %s (%d earlier trial(s)), %d trial(s) on %d %s worker(s), %d epoch(s) each",
+        "tune: study %s (%d earlier trial(s)%s), %d trial(s) on %d %s worker(s), %d epoch(s) "
+        "each%s",
         study_name,
         len(known),
-        config.n_trials,
-        min(len(workers), config.n_trials),
+        ", warm" if night.warm else "",
+        n_trials,
+        min(len(workers), n_trials),
         space.upper(),
         config.epochs,
+        f"; re-scoring first: {', '.join(night.enqueued)}" if night.enqueued else "",
     )
     wait_s = config.timeout_s + settings.tune_wait_timeout_s
     try:
@@ -482,6 +552,32 @@ def tune_hyperparameters(
     return result
 
 
+def champion_train_config(ctx: RunContext, log=logger) -> TrainConfig | None:
+    """The training config of the dataset's current `@champion`, from its MLflow run's params.
+
+    None when there is no champion, or its run's params do not make a TrainConfig (an older
+    release, a hand-registered version): the search then simply does not re-score it.
+    """
+    import json
+
+    client = MlflowClient(ctx.tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(ctx.model_name, "champion")
+        params = client.get_run(version.run_id).data.params
+    except Exception:  # no model, no alias: nothing to warm-start from
+        return None
+    values = {}
+    for name in TrainConfig.model_fields:
+        if name in params:
+            raw = params[name]
+            values[name] = json.loads(raw) if raw.startswith("[") else raw
+    try:
+        return TrainConfig.model_validate(values)
+    except ValueError as error:
+        log.info("tune: champion v%s's params are not a TrainConfig (%s)", version.version, error)
+        return None
+
+
 def tune(
     ctx: RunContext,
     features: FeatureSet,
@@ -495,7 +591,8 @@ def tune(
         return write_result(ctx, "tune", TuneResult(config=base, enabled=False))
     with stage_client(ctx.dask_address, get_settings()) as client:
         log.info("tune: Dask dashboard %s", client.dashboard_link)
-        result = tune_hyperparameters(client, ctx, features, base, config, log)
+        champion = champion_train_config(ctx, log)
+        result = tune_hyperparameters(client, ctx, features, base, config, log, champion=champion)
     log.info(
         "tune: %d trial(s) this run (%d pruned, %d complete), %d in the study; best #%d "
         "val AUC %.4f %s (%.1f s)",

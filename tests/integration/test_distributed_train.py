@@ -187,6 +187,55 @@ def test_search_prunes_trials_returns_the_best_and_continues_the_study(
     assert np.isfinite(again.best_value)
 
 
+def test_the_study_spans_nights_and_a_warm_night_rescores_the_known_configs_first(
+    small_features, process_cluster, tmp_path
+):
+    """Night 2 starts from night 1's history: it re-scores the champion's config and the
+    best of night 1 on its own validation days, runs only `warm_trials`, and trains the best
+    trial of tonight (values of other nights are AUCs on other days)."""
+    import optuna
+
+    from tasks.training.tune import study_name_for, study_storage_url, trial_night
+
+    lake, features = small_features
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = configure_mlflow(tracking_uri, "warm-test", (tmp_path / "art").as_uri())
+    night_lake = Lake(str(tmp_path / "lake"))  # its own studies/ folder; same training rows
+
+    def ctx_for(day):
+        return context_for(
+            night_lake, as_of=day, tracking_uri=tracking_uri, experiment_id=experiment_id, seed=5
+        )
+
+    budget = TuneConfig(
+        n_trials=4, warm_trials=3, timeout_s=120, epochs=2, members=1, pruning=False
+    )
+    first = tune_hyperparameters(process_cluster, ctx_for(AS_OF), features, SMALL, budget)
+    assert first.trials_this_run == 4
+    champion = SMALL.model_copy(update={"learning_rate": 0.004, "hidden": [128], "dropout": 0.2})
+    nxt = AS_OF + timedelta(days=1)
+    second = tune_hyperparameters(
+        process_cluster, ctx_for(nxt), features, SMALL, budget, champion=champion
+    )
+    assert second.trials_this_run == 3 and second.trials_total == 7
+
+    ctx = ctx_for(nxt)
+    study = optuna.load_study(study_name=study_name_for(ctx), storage=study_storage_url(ctx))
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    night_one = [t for t in trials if trial_night(t) == AS_OF.isoformat()]
+    night_two = [t for t in trials if trial_night(t) == nxt.isoformat()]
+    assert len(night_one) == 4 and len(night_two) == 3
+    # the first two of night 2 re-score the champion's config and night 1's best config
+    best_of_one = max((t for t in night_one if t.value is not None), key=lambda t: t.value)
+    assert night_two[0].params["learning_rate"] == pytest.approx(0.004)
+    assert night_two[0].params["width"] == 128 and night_two[0].params["depth"] == 1
+    assert night_two[1].params == best_of_one.params
+    # tonight's best is chosen among tonight's trials only
+    tonight_best = max((t for t in night_two if t.value is not None), key=lambda t: t.value)
+    assert second.best_trial == tonight_best.number
+    assert second.config == best_train_config(tonight_best.params, SMALL)
+
+
 def test_the_search_space_replays_a_config_and_refuses_what_it_cannot_express():
     from tasks.training.tune import params_of
 

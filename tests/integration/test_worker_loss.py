@@ -33,7 +33,12 @@ from tasks.landing.simulator import land_days
 from tasks.training.config import TrainConfig, TuneConfig
 from tasks.training.ddp import DdpLimits, TrainingJob, train_distributed
 from tasks.training.loop import load_network
-from tasks.training.tune import Liveness, study_storage_url, tune_hyperparameters
+from tasks.training.tune import (
+    Liveness,
+    study_name_for,
+    study_storage_url,
+    tune_hyperparameters,
+)
 from tests.conftest import context_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -186,7 +191,7 @@ def test_a_worker_killed_mid_trial_fails_the_trial_retries_it_and_the_tune_finis
     base = TrainConfig(epochs=2, batch_size=256, hidden=[64], members=2, validation_days=2)
     liveness = Liveness(heartbeat_s=1, grace_s=4)
     pids = two_workers.run(os.getpid)
-    storage_url, study_name = study_storage_url(ctx), f"nightly-{AS_OF.isoformat()}"
+    storage_url, study_name = study_storage_url(ctx), study_name_for(ctx)
 
     with ThreadPoolExecutor(1) as pool:
         tuning = pool.submit(
