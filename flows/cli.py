@@ -13,6 +13,7 @@ nightshift serve-model                      the model service: @champion over HT
 nightshift deploy                           register them on a process work pool (server path)
 nightshift schedule                         the next scheduled runs and their as_of dates
 nightshift backfill --start D --end D       run the nightly flow for dates not yet done
+nightshift backtest --from D --to D         retrain at each month's cut-off, score the month
 nightshift docs                             serve the lake's validation pages on 127.0.0.1
 """
 
@@ -645,6 +646,44 @@ def backfill(
     for night in state.result():
         typer.echo(f"{night.as_of}: {night.state}, v{night.version} @{night.alias}")
     typer.echo(f"backfill {start}..{end}: {len(state.result())} night(s) run")
+
+
+class Every(StrEnum):
+    """Fold lengths of a backtest (`nightshift backtest --every`)."""
+
+    month = "month"
+    week = "week"
+
+
+@app.command()
+def backtest(
+    start: Annotated[str, typer.Option("--from", help="First day scored, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--to", help="Last day scored, YYYY-MM-DD.")],
+    every: Annotated[Every, typer.Option(help="One fold per month or per week.")] = Every.month,
+    dataset: Dataset = DEFAULT_DATASET,
+    epochs: Annotated[int | None, typer.Option(help="Override training epochs.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials per fold.")] = None,
+) -> None:
+    """Rolling-origin backtest: retrain at each cut-off, score the period that follows."""
+    configure_runtime_environment()
+    from flows.backtest import backtest as backtest_flow
+    from flows.runtime import prefect_api
+
+    params = _params(dataset, epochs=epochs, trials=trials)
+    with prefect_api():
+        state = backtest_flow(
+            start=_parse_day(start),
+            end=_parse_day(end),
+            every=every.value,
+            params=params,
+            return_state=True,
+        )
+    if not state.is_completed():
+        typer.echo(f"backtest {start}..{end} FAILED: {state.message}", err=True)
+        raise typer.Exit(code=1)
+    report = state.result()
+    typer.echo(report.markdown())
+    typer.echo(f"table and plot: {report.report_dir}; MLflow run {report.mlflow_run_id}")
 
 
 @app.command()

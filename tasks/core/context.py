@@ -32,6 +32,10 @@ class RunContext:
     dask_address: str | None = None
     experiment_id: str | None = None
     flow_run_id: str | None = None
+    # Where the run's stages and its tuning study live: "" for the nightly runs
+    # (`runs/...`, `studies/...`); a backtest sets `backtests/<name>` so its folds never
+    # touch a night's outputs or the nightly study.
+    run_root: str = ""
 
     @classmethod
     def from_settings(
@@ -73,4 +77,12 @@ class RunContext:
 
     def run_dir(self, *parts: str) -> str:
         """`runs/<dataset>/<as_of>/...`: where this run's stages write."""
+        if self.run_root:
+            return self.lake.path(self.run_root, "runs", self.as_of.isoformat(), *parts)
         return self.lake.run_dir(self.dataset, self.as_of, *parts)
+
+    def studies_dir(self) -> str:
+        """`studies/<dataset>`: where the dataset's cross-night tuning study lives."""
+        if self.run_root:
+            return self.lake.path(self.run_root, "studies")
+        return self.lake.path("studies", self.dataset)

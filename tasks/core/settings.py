@@ -181,6 +181,7 @@ TASK_TIMEOUTS_S: dict[str, float] = {
     "publish-summary": 600,
     "plan-backfill": 600,
     "publish-backfill": 600,
+    "publish-backtest": 600,
 }
 
 

@@ -116,7 +116,7 @@ class Liveness:
 
 def study_storage_url(ctx: RunContext) -> str:
     """Where the dataset's study lives, across nights: the one place that says so."""
-    return f"sqlite:///{ctx.lake.path('studies', ctx.dataset, 'study.db')}"
+    return f"sqlite:///{ctx.studies_dir()}/study.db"
 
 
 def study_name_for(ctx: RunContext, space: Space = "cpu") -> str:
@@ -199,8 +199,7 @@ def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
     import torch
 
     torch.set_num_threads(threads)
-    # a GPU worker's own GPU is its cuda:0; trials on CPU workers (or CPU-only clusters) stay
-    # on the CPU
+    # a GPU worker's own GPU is its cuda:0; trials on CPU workers stay on the CPU
     device = "cuda:0" if job.space == "gpu" and probe_devices()[1] else "cpu"
     data = load_training_data(
         job.dataset, job.train_path, job.preprocessor_path, job.base.validation_days, device=device
@@ -225,7 +224,7 @@ def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
                 "keep": "best_validation",
             }
         )
-        # which worker ran it: an operator (and the fault test) can tell whose trial died
+        # whose trial died (for operators, the fault test); which night (tonight's compete)
         trial.set_user_attr("worker", worker_address)
         trial.set_user_attr("as_of", job.as_of)
         run = mlflow.create_run(
@@ -338,7 +337,7 @@ def _open_night_study(
             f"tune: the study database needs a local (or NFS-locking) lake, got {ctx.lake_root}; "
             "disable tuning or point the lake at a shared filesystem"
         )
-    ctx.lake.fs.makedirs(ctx.lake.path("studies", ctx.dataset), exist_ok=True)
+    ctx.lake.fs.makedirs(ctx.studies_dir(), exist_ok=True)
     storage_url, study_name = study_storage_url(ctx), study_name_for(ctx, space)
     study = open_study(storage_url, study_name, config, ctx.seed, liveness)
     trials = study.get_trials(deepcopy=False)

@@ -57,6 +57,7 @@ def test_only_the_thin_task_modules_import_prefect():
 def test_every_stage_package_has_plain_modules_and_one_thin_task_module():
     packages = sorted(p.parent.name for p in TASKS.glob("*/__init__.py"))
     assert packages == [
+        "backtest",
         "core",
         "datasets",
         "evaluation",
