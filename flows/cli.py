@@ -319,6 +319,21 @@ def features_stage(
     _run_stage("features", as_of, dataset, as_json, body)
 
 
+@app.command("drift")
+def drift_stage(
+    as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False
+) -> None:
+    """Compare the holdout days with the training window (limits: the contract's `drift:`)."""
+    from tasks.core.results import read_result
+    from tasks.features.build import FeatureSet
+    from tasks.monitoring.check import check_drift
+
+    def body(ctx):
+        return check_drift(ctx, read_result(ctx, "features", FeatureSet))
+
+    _run_stage("drift", as_of, dataset, as_json, body)
+
+
 @app.command("tune")
 def tune_stage(
     as_of: StageAsOf,
@@ -409,6 +424,7 @@ def register_stage(
     from tasks.evaluation.evaluate import Evaluation
     from tasks.features.build import FeatureSet
     from tasks.ingest.plan import IngestSummary
+    from tasks.monitoring.check import recorded_drift
     from tasks.release.compress import Compression
     from tasks.release.config import ReleaseConfig
     from tasks.release.register import release_model
@@ -426,6 +442,7 @@ def register_stage(
             read_result(ctx, "evaluate", Evaluation),
             read_result(ctx, "compress", Compression),
             ReleaseConfig(),
+            drift=recorded_drift(ctx),  # the gate judges it when `nightshift drift` ran
         )
 
     _run_stage("register", as_of, dataset, as_json, body)
