@@ -448,6 +448,27 @@ def describe(client: MlflowClient, ctx: RunContext, run_id: str, card: ModelCard
     )
 
 
+def run_params(
+    ctx: RunContext,
+    features: FeatureSet,
+    tuned: TuneResult,
+    trained: TrainResult,
+    release: ReleaseConfig,
+) -> dict[str, object]:
+    """The nightly run's MLflow parameters: data window, hyperparameters, release settings."""
+    return {
+        "as_of": ctx.as_of,
+        "dataset": ctx.dataset,
+        "seed": ctx.seed,
+        **tuned.config.model_dump(),
+        "train_days": features.train_days,
+        "holdout_days": features.holdout_days,
+        "kept_epoch": trained.kept_epoch,
+        "threshold": trained.threshold,
+        **{f"release_{k}": v for k, v in release.model_dump().items()},
+    }
+
+
 def _nest_stage_runs(
     client: MlflowClient, run_id: str, tuned: TuneResult, drift: DriftReport | None
 ) -> None:
@@ -475,17 +496,7 @@ def register_challenger(
     client = MlflowClient(ctx.tracking_uri)
     holdout = ctx.lake.read_parquet(features.holdout_path)
     example = holdout[list(ctx.spec.input_columns)].head(5).reset_index(drop=True)
-    params = {
-        "as_of": ctx.as_of,
-        "dataset": ctx.dataset,
-        "seed": ctx.seed,
-        **tuned.config.model_dump(),
-        "train_days": features.train_days,
-        "holdout_days": features.holdout_days,
-        "kept_epoch": trained.kept_epoch,
-        "threshold": trained.threshold,
-        **{f"release_{k}": v for k, v in release.model_dump().items()},
-    }
+    params = run_params(ctx, features, tuned, trained, release)
     tags = {
         **(lineage if lineage is not None else version_tags(ctx, ingested, features)),
         **_compression_tags(compression),
