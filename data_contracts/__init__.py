@@ -93,6 +93,9 @@ class DriftThresholds(BaseModel):
     js_max: float = Field(default=0.1, gt=0, le=1)
     label_rate_abs_max: float = Field(default=0.05, gt=0, le=1)
     bins: int = Field(default=10, ge=2, le=100)
+    min_category_share: float = Field(
+        default=0.01, ge=0, lt=1, description="Rarer categories are pooled into one."
+    )
     min_rows: int = Field(default=100, ge=1, description="Fewer rows on a side: not judged.")
     on_breach: Literal["warn", "hold"] = "warn"
     features: dict[str, FeatureDriftLimits] = Field(default_factory=dict)
@@ -161,7 +164,11 @@ def fingerprinted_text(text: str, source: str) -> str:
     remainder = "".join(kept)
     full = yaml.safe_load(text) or {}
     expected = {k: v for k, v in full.items() if k not in UNFINGERPRINTED_SECTIONS}
-    if (yaml.safe_load(remainder) or {}) != expected:
+    try:
+        parsed = yaml.safe_load(remainder) or {}
+    except yaml.YAMLError as error:  # e.g. an alias to an anchor inside the section
+        parsed = error
+    if parsed != expected:
         raise ContractError(
             f"{source}: the section(s) {list(UNFINGERPRINTED_SECTIONS)} must each be one "
             "top-level block (the key at column 0, its body indented below it)"

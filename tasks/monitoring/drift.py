@@ -33,6 +33,7 @@ from tasks.datasets.spec import DatasetSpec
 # choice; it caps one empty bin's contribution near 0.1 * ln(1000) for a 10% bin.
 PSI_FLOOR = 1e-4
 MISSING = "<missing>"
+OTHER = "<other>"
 LABEL = "label"
 
 DriftStatus = Literal["ok", "warn", "hold", "unchecked"]
@@ -118,10 +119,20 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
     return float(np.sum(rel_entr(cur, ref) + rel_entr(ref, cur)))
 
 
-def js_distance(reference: pd.Series, current: pd.Series) -> float:
-    """Jensen-Shannon distance (base 2) between two categorical columns, missing as a category."""
-    ref = reference.astype(object).where(reference.notna(), MISSING).value_counts()
-    cur = current.astype(object).where(current.notna(), MISSING).value_counts()
+def js_distance(reference: pd.Series, current: pd.Series, min_share: float = 0.0) -> float:
+    """Jensen-Shannon distance (base 2) between two categorical columns, missing as a category.
+
+    Categories under `min_share` of the reference (and those it never saw) are pooled into
+    one: on a few thousand rows, a hundred rare destinations alone put a random split of
+    one period near JS 0.08 (sampling noise), while a rare category taking over still
+    moves the pooled share.
+    """
+    ref = reference.astype(object).where(reference.notna(), MISSING)
+    cur = current.astype(object).where(current.notna(), MISSING)
+    shares = ref.value_counts(normalize=True)
+    common = set(shares.index[shares >= min_share])
+    ref = ref.where(ref.isin(common), OTHER).value_counts()
+    cur = cur.where(cur.isin(common), OTHER).value_counts()
     categories = ref.index.union(cur.index)
     p = ref.reindex(categories, fill_value=0).to_numpy(float)
     q = cur.reindex(categories, fill_value=0).to_numpy(float)
@@ -172,7 +183,7 @@ def _categorical_row(
 ) -> FeatureDrift:
     own = _limits(thresholds, name)
     limit = own.js_max or thresholds.js_max
-    value = js_distance(reference, current)
+    value = js_distance(reference, current, thresholds.min_category_share)
     over = f"JS {value:.3f} > {limit:g}" if value > limit else ""
     return FeatureDrift(
         feature=name,
@@ -298,7 +309,8 @@ def report_markdown(report: DriftReport) -> str:
         for r in sorted(report.rows, key=lambda r: (not r.breached, r.feature)):
             ks = "" if r.ks is None else f"{r.ks:.3f}"
             limit = "" if r.limit is None else f"{r.limit:g}"
-            verdict = "**BREACH**" if r.breached else ("ignored" if r.detail else "ok")
+            ignored = r.detail.endswith("(ignored)")
+            verdict = "**BREACH**" if r.breached else ("ignored" if ignored else "ok")
             lines.append(
                 f"| {r.feature} | {r.kind} | {r.statistic} | {r.value:.4f} | {limit} | {ks} "
                 f"| {r.reference_missing:.1%} → {r.current_missing:.1%} | {verdict} |"
