@@ -163,8 +163,9 @@ def test_rerun_skips_ingestion_and_gates_against_the_champion(nightly_run, setti
         "serving",
         # a served blend's network is also judged alone
         *(["network"] if again.candidate == "blend" else []),
+        "drift",  # the night's drift verdict: flights.yaml says warn, so it passes
     }
-    assert checks["serving"]
+    assert checks["serving"] and checks["drift"]
     expected = "champion" if all(checks.values()) else "challenger"
     assert again.alias == expected
     # the AUC check compares the served (compressed) model with the champion's served form
