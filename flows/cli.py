@@ -433,16 +433,17 @@ def register_stage(
 
     def body(ctx):
         ctx = with_experiment(ctx)
+        features = read_result(ctx, "features", FeatureSet)
         return release_model(
             ctx,
             read_result(ctx, "ingest", IngestSummary),
-            read_result(ctx, "features", FeatureSet),
+            features,
             read_result(ctx, "tune", TuneResult),
             read_result(ctx, "train", TrainResult),
             read_result(ctx, "evaluate", Evaluation),
             read_result(ctx, "compress", Compression),
             ReleaseConfig(),
-            drift=recorded_drift(ctx),  # the gate judges it when `nightshift drift` ran
+            drift=recorded_drift(ctx, features),  # the gate judges it when `nightshift drift` ran
         )
 
     _run_stage("register", as_of, dataset, as_json, body)

@@ -10,6 +10,7 @@ is known before the expensive stages, and is on record even if they fail.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 
 from mlflow.entities import Metric, RunTag
@@ -30,6 +31,7 @@ from tasks.monitoring.drift import (
 )
 
 EPOCH_DAY = date(1970, 1, 1)
+logger = logging.getLogger("nightshift.drift")
 
 
 def check_drift(ctx: RunContext, features: FeatureSet) -> DriftReport:
@@ -80,8 +82,22 @@ def log_drift_run(ctx: RunContext, report: DriftReport) -> str:
     return run.info.run_id
 
 
-def recorded_drift(ctx: RunContext) -> DriftReport | None:
-    """The drift report this run recorded, or None when the check did not run for it."""
+def recorded_drift(ctx: RunContext, features: FeatureSet) -> DriftReport | None:
+    """The drift report recorded for this run's split, or None when the check did not run
+    for it (never run, or run before the features were rebuilt with other windows)."""
     if not ctx.lake.exists(result_path(ctx, "drift")):
         return None
-    return read_result(ctx, "drift", DriftReport)
+    report = read_result(ctx, "drift", DriftReport)
+    if report.status != "unchecked" and (
+        report.reference_days != tuple(features.train_days)
+        or report.current_days != tuple(features.holdout_days)
+    ):
+        logger.warning(
+            "drift: the recorded report compares %s..%s with %s..%s, not this run's split; "
+            "ignored (run `nightshift drift --as-of %s` again)",
+            *report.current_days,
+            *report.reference_days,
+            ctx.as_of,
+        )
+        return None
+    return report

@@ -6,6 +6,7 @@ contract's fingerprint; the gate holds on `hold` and only records on `warn`."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import date, timedelta
 from importlib import resources
 
@@ -271,7 +272,10 @@ def test_the_stage_records_its_report_and_an_mlflow_run(tmp_path):
     assert report.current_days == features.holdout_days
     assert report.reference_days == features.train_days
     assert report.status in ("ok", "warn") and report.mlflow_run_id
-    assert recorded_drift(ctx) == read_result(ctx, "drift", DriftReport) == report
+    assert recorded_drift(ctx, features) == read_result(ctx, "drift", DriftReport) == report
+    # a report of another split (features rebuilt since) is not judged by the gate
+    other = replace(features, holdout_days=("2013-01-08", "2013-01-08"))
+    assert recorded_drift(ctx, other) is None
     run = MlflowClient(ctx.tracking_uri).get_run(report.mlflow_run_id)
     assert run.data.tags["mlflow.runName"] == "drift-2013-01-08"
     assert run.data.tags["drift_status"] == report.status
