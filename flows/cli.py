@@ -320,6 +320,21 @@ def features_stage(
     _run_stage("features", as_of, dataset, as_json, body)
 
 
+@app.command("drift")
+def drift_stage(
+    as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False
+) -> None:
+    """Compare the holdout days with the training window (limits: the contract's `drift:`)."""
+    from tasks.core.results import read_result
+    from tasks.features.build import FeatureSet
+    from tasks.monitoring.check import check_drift
+
+    def body(ctx):
+        return check_drift(ctx, read_result(ctx, "features", FeatureSet))
+
+    _run_stage("drift", as_of, dataset, as_json, body)
+
+
 @app.command("tune")
 def tune_stage(
     as_of: StageAsOf,
@@ -410,6 +425,7 @@ def register_stage(
     from tasks.evaluation.evaluate import Evaluation
     from tasks.features.build import FeatureSet
     from tasks.ingest.plan import IngestSummary
+    from tasks.monitoring.check import recorded_drift
     from tasks.release.compress import Compression
     from tasks.release.config import ReleaseConfig
     from tasks.release.register import release_model
@@ -418,15 +434,17 @@ def register_stage(
 
     def body(ctx):
         ctx = with_experiment(ctx)
+        features = read_result(ctx, "features", FeatureSet)
         return release_model(
             ctx,
             read_result(ctx, "ingest", IngestSummary),
-            read_result(ctx, "features", FeatureSet),
+            features,
             read_result(ctx, "tune", TuneResult),
             read_result(ctx, "train", TrainResult),
             read_result(ctx, "evaluate", Evaluation),
             read_result(ctx, "compress", Compression),
             ReleaseConfig(),
+            drift=recorded_drift(ctx, features),  # the gate judges it when `nightshift drift` ran
         )
 
     _run_stage("register", as_of, dataset, as_json, body)

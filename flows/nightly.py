@@ -1,6 +1,6 @@
 """The nightly retraining flow: a table of contents, one task per stage.
 
-ingest → validate → features → tune (Dask workers) → train (DDP on Dask workers) →
+ingest → validate → features → drift → tune (Dask workers) → train (DDP on Dask workers) →
 evaluate → compress → register → gate → promote → summary
 """
 
@@ -18,6 +18,7 @@ from tasks.core.settings import get_settings
 from tasks.evaluation.prefect_tasks import evaluate_on_holdout
 from tasks.features.prefect_tasks import build_features_task
 from tasks.ingest.prefect_tasks import ingest_landed_days
+from tasks.monitoring.prefect_tasks import check_drift_task
 from tasks.quality.prefect_tasks import validate_contract
 from tasks.release.prefect_tasks import (
     compress_network_task,
@@ -61,6 +62,9 @@ def nightly_retrain(
         # Features: time split and preprocessing fitted on the training window
         features = build_features_task(ctx, ingested, params.holdout_days)
 
+        # Drift: newest days vs the training window, limits from the contract (warn or hold)
+        drift = check_drift_task(ctx, features)
+
         # Tune: Optuna trials on the Dask workers, each a nested MLflow run
         tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune)
 
@@ -79,10 +83,18 @@ def nightly_retrain(
         # Release: register @challenger → gate → promote @champion; undone if a step fails
         with undo_release_on_failure(ctx):
             challenger = register_challenger_task(
-                ctx, ingested, features, tuned, trained, evaluation, compression, params.release
+                ctx,
+                ingested,
+                features,
+                tuned,
+                trained,
+                evaluation,
+                compression,
+                params.release,
+                drift,
             )
             gate = gate_challenger_task(
-                ctx, challenger, features, evaluation, compression, params.release
+                ctx, challenger, features, evaluation, compression, params.release, drift
             )
             registration = promote_challenger_task(ctx, challenger, gate)
 

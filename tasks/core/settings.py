@@ -171,6 +171,7 @@ TASK_TIMEOUTS_S: dict[str, float] = {
     "ingest-landed-days": 2 * 3600,
     "validate-contract": 3600,
     "build-features": 3600,
+    "check-drift": 1800,
     "tune-hyperparameters": 4 * 3600,
     "train-network-ddp": 5 * 3600,
     "evaluate-on-holdout": 3600,

@@ -11,6 +11,10 @@ the served AUC must clear the absolute floor `min_auc` and come within `baseline
 of the in-run gradient-boosting baseline. And a challenger trained on data older than the
 champion's (`as_of` before the champion's, e.g. a backfill of an old night) is never
 promoted automatically: a person can still do it with `nightshift promote`.
+
+When the night's drift check ran (`tasks.monitoring`), its verdict is one more check: a
+breach under the contract's `on_breach: hold` refuses promotion, naming the breaches; under
+`warn` the check passes and its detail still lists them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 from tasks.release.config import ReleaseConfig
 
 if TYPE_CHECKING:  # the gate reads a Compression; importing it would load torch
+    from tasks.monitoring.drift import DriftReport
     from tasks.release.compress import Compression
 
 
@@ -84,6 +89,18 @@ def recency_check(challenger_as_of: str | None, champion_as_of: str | None) -> G
     )
 
 
+def drift_check(drift: DriftReport) -> GateCheck:
+    """The night's drift verdict as a gate check: only `hold` (a breach under
+    `on_breach: hold`) fails it; a `warn` passes and says what drifted."""
+    if drift.holds_promotion:
+        return GateCheck("drift", False, f"{drift.summary()} (contract on_breach: hold)")
+    if drift.status == "warn":
+        return GateCheck(
+            "drift", True, f"{drift.summary()} (contract on_breach: warn: recorded, not holding)"
+        )
+    return GateCheck("drift", True, drift.summary())
+
+
 def gate_checks(
     *,
     served_auc: float,
@@ -95,10 +112,12 @@ def gate_checks(
     config: ReleaseConfig,
     challenger_as_of: str | None = None,
     champion_as_of: str | None = None,
+    drift: DriftReport | None = None,
 ) -> list[GateCheck]:
     """Evaluate every gate condition; all must pass for `champion`.
 
-    `slices` rows carry `served_roc_auc` and (with a champion) `champion_roc_auc`.
+    `slices` rows carry `served_roc_auc` and (with a champion) `champion_roc_auc`;
+    `drift` is the night's drift report when the check ran (then one more check).
     """
     checks = []
     if champion_auc is None:
@@ -151,6 +170,8 @@ def gate_checks(
         )
     )
     checks.append(smoke)
+    if drift is not None:
+        checks.append(drift_check(drift))
     return checks
 
 

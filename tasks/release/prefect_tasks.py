@@ -9,6 +9,7 @@ from tasks.core.settings import task_timeout
 from tasks.evaluation.evaluate import Evaluation
 from tasks.features.build import FeatureSet
 from tasks.ingest.plan import IngestSummary
+from tasks.monitoring.drift import DriftReport
 from tasks.release.compress import Compression, compress
 from tasks.release.config import CompressionConfig, ReleaseConfig
 from tasks.release.register import (
@@ -49,10 +50,11 @@ def register_challenger_task(
     evaluation: Evaluation,
     compression: Compression,
     release: ReleaseConfig,
+    drift: DriftReport | None = None,
 ) -> Challenger:
     """MLflow run + the served pyfunc registered as a new version, alias @challenger."""
     challenger = register_challenger(
-        ctx, ingested, features, tuned, trained, evaluation, compression, release
+        ctx, ingested, features, tuned, trained, evaluation, compression, release, drift=drift
     )
     get_run_logger().info(
         "register: %s v%s -> @challenger; MLflow run %s",
@@ -71,9 +73,11 @@ def gate_challenger_task(
     evaluation: Evaluation,
     compression: Compression,
     release: ReleaseConfig,
+    drift: DriftReport | None = None,
 ) -> GateResult:
-    """The promotion gate: served AUC vs champion, slices, size, latency, serving smoke test."""
-    gate = gate_challenger(ctx, challenger, features, evaluation, compression, release)
+    """The promotion gate: served AUC vs champion, slices, size, latency, serving smoke test,
+    and the night's drift verdict (`on_breach: hold` refuses promotion)."""
+    gate = gate_challenger(ctx, challenger, features, evaluation, compression, release, drift)
     get_run_logger().info("gate: v%s %s", challenger.version, gate.reason)
     return gate
 

@@ -49,6 +49,7 @@ from tasks.evaluation.diagnostics import slice_metrics
 from tasks.evaluation.evaluate import Evaluation
 from tasks.features.build import FeatureSet
 from tasks.ingest.plan import IngestSummary
+from tasks.monitoring.drift import DriftReport, drift_metrics
 from tasks.release.card import ModelCard, registered_model_description
 from tasks.release.compress import Compression
 from tasks.release.config import ReleaseConfig
@@ -166,9 +167,14 @@ def headline_metrics(evaluation: Evaluation, compression: Compression) -> dict[s
 
 
 def run_metrics(
-    evaluation: Evaluation, compression: Compression, trained: TrainResult, as_of: date
+    evaluation: Evaluation,
+    compression: Compression,
+    trained: TrainResult,
+    as_of: date,
+    drift: DriftReport | None = None,
 ) -> list[Metric]:
-    """Every other metric of the nightly run, grouped by measure, plus the nightly trend.
+    """Every other metric of the nightly run, grouped by measure, plus the nightly trend
+    (and the drift check's `drift/*` when it ran).
 
     `nightly/*` is logged at step = days since 1970-01-01 and timestamp = as_of, so the
     experiment's charts (x axis: step or time) draw one point per night: the trend.
@@ -195,6 +201,7 @@ def run_metrics(
         **_blend_metrics(evaluation),
         "training/seconds": trained.seconds,
         "training/samples_per_second": trained.samples_per_second,
+        **(drift_metrics(drift) if drift else {}),
     }
     day = (as_of - EPOCH_DAY).days
     night_ms = day * 86_400_000
@@ -317,6 +324,17 @@ def _log_served_model(
     return str(info.registered_model_version), info.model_id
 
 
+def drift_tags(drift: DriftReport | None) -> dict[str, str]:
+    """What the night's drift check said, as run and version tags (`unchecked` without one)."""
+    if drift is None:
+        return {"drift_status": "unchecked", "drift_breaches": "none"}
+    return {
+        "drift_status": drift.status,
+        "drift_breaches": "; ".join(drift.breaches)[:4000] or "none",
+        **({"drift_run_id": drift.mlflow_run_id} if drift.mlflow_run_id else {}),
+    }
+
+
 def _compression_tags(compression: Compression) -> dict[str, str]:
     chosen = compression.chosen_variant
     return {
@@ -430,23 +448,15 @@ def describe(client: MlflowClient, ctx: RunContext, run_id: str, card: ModelCard
     )
 
 
-def register_challenger(
+def run_params(
     ctx: RunContext,
-    ingested: IngestSummary | None,
     features: FeatureSet,
     tuned: TuneResult,
     trained: TrainResult,
-    evaluation: Evaluation,
-    compression: Compression,
     release: ReleaseConfig,
-    lineage: dict[str, str] | None = None,
-) -> Challenger:
-    """Log the run and register the served model as `@challenger` (a pending release)."""
-    mlflow.set_tracking_uri(ctx.tracking_uri)
-    client = MlflowClient(ctx.tracking_uri)
-    holdout = ctx.lake.read_parquet(features.holdout_path)
-    example = holdout[list(ctx.spec.input_columns)].head(5).reset_index(drop=True)
-    params = {
+) -> dict[str, object]:
+    """The nightly run's MLflow parameters: data window, hyperparameters, release settings."""
+    return {
         "as_of": ctx.as_of,
         "dataset": ctx.dataset,
         "seed": ctx.seed,
@@ -457,9 +467,40 @@ def register_challenger(
         "threshold": trained.threshold,
         **{f"release_{k}": v for k, v in release.model_dump().items()},
     }
+
+
+def _nest_stage_runs(
+    client: MlflowClient, run_id: str, tuned: TuneResult, drift: DriftReport | None
+) -> None:
+    """Nest the night's earlier MLflow runs (tune and its trials, drift) under its run."""
+    for child in (tuned.parent_run_id, drift.mlflow_run_id if drift else None):
+        if child:
+            client.set_tag(child, MLFLOW_PARENT_RUN_ID, run_id)
+
+
+def register_challenger(
+    ctx: RunContext,
+    ingested: IngestSummary | None,
+    features: FeatureSet,
+    tuned: TuneResult,
+    trained: TrainResult,
+    evaluation: Evaluation,
+    compression: Compression,
+    release: ReleaseConfig,
+    lineage: dict[str, str] | None = None,
+    drift: DriftReport | None = None,
+) -> Challenger:
+    """Log the run and register the served model as `@challenger` (a pending release);
+    the night's drift report, when given, adds its tags, metrics and nested run."""
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    client = MlflowClient(ctx.tracking_uri)
+    holdout = ctx.lake.read_parquet(features.holdout_path)
+    example = holdout[list(ctx.spec.input_columns)].head(5).reset_index(drop=True)
+    params = run_params(ctx, features, tuned, trained, release)
     tags = {
         **(lineage if lineage is not None else version_tags(ctx, ingested, features)),
         **_compression_tags(compression),
+        **drift_tags(drift),
     }
     tags = run_tags(ctx, tags, tuned)
     card = model_card(ctx, tags, features, tuned, evaluation, compression)
@@ -474,11 +515,10 @@ def register_challenger(
         client.log_batch(
             run_id,
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-            metrics=run_metrics(evaluation, compression, trained, ctx.as_of),
+            metrics=run_metrics(evaluation, compression, trained, ctx.as_of, drift),
         )
         mlflow.set_tags({**tags, MLFLOW_RUN_NOTE: card.run_markdown()})
-        if tuned.parent_run_id:  # the tune run (and its trials) nest under this run
-            client.set_tag(tuned.parent_run_id, MLFLOW_PARENT_RUN_ID, run_id)
+        _nest_stage_runs(client, run_id, tuned, drift)
         datasets = _log_run_inputs(ctx, features, holdout)
         for path in evaluation.plot_paths:
             mlflow.log_artifact(path, artifact_path="evaluation/plots")
@@ -530,8 +570,10 @@ def gate_challenger(
     evaluation: Evaluation,
     compression: Compression,
     release: ReleaseConfig,
+    drift: DriftReport | None = None,
 ) -> GateResult:
-    """Judge the challenger: served like a server would, against the champion and budgets."""
+    """Judge the challenger: served like a server would, against the champion and budgets
+    (and the night's drift verdict, when given: `on_breach: hold` refuses promotion)."""
     client = MlflowClient(ctx.tracking_uri)
     holdout = ctx.lake.read_parquet(features.holdout_path)
     served_proba = np.load(compression.predictions_path)
@@ -561,6 +603,7 @@ def gate_challenger(
         config=release,
         challenger_as_of=str(ctx.as_of),
         champion_as_of=champion_as_of,
+        drift=drift,
     )
     passed = all(c.passed for c in checks)
     failed = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
@@ -639,11 +682,21 @@ def release_model(
     compression: Compression,
     release: ReleaseConfig,
     lineage: dict[str, str] | None = None,
+    drift: DriftReport | None = None,
 ) -> Registration:
     """Register → gate → promote in one call, undone as a whole if any step fails."""
     with undo_release_on_failure(ctx):
         challenger = register_challenger(
-            ctx, ingested, features, tuned, trained, evaluation, compression, release, lineage
+            ctx,
+            ingested,
+            features,
+            tuned,
+            trained,
+            evaluation,
+            compression,
+            release,
+            lineage,
+            drift,
         )
-        gate = gate_challenger(ctx, challenger, features, evaluation, compression, release)
+        gate = gate_challenger(ctx, challenger, features, evaluation, compression, release, drift)
         return promote_challenger(ctx, challenger, gate)

@@ -118,6 +118,24 @@ def test_flow_run_publishes_the_summary_artifact(nightly_run, prefect_server):
     assert Artifact.get("holdout-slices") is not None
 
 
+def test_drift_report_reaches_the_run_mlflow_and_the_version(nightly_run, settings, prefect_server):
+    """Feb 15-28 against Jan 1-Feb 14: a real weather front (pressure PSI ~0.9) is a breach;
+    flights.yaml says `on_breach: warn`, so it is recorded everywhere and holds nothing."""
+    from prefect.artifacts import Artifact
+
+    client = MlflowClient(settings.tracking_uri)
+    tags = client.get_model_version(MODEL, nightly_run.version).tags
+    assert tags["drift_status"] == "warn" and "pressure: PSI" in tags["drift_breaches"]
+    assert tags["gate_drift"].startswith("pass: drift warn:")  # recorded, not holding
+    assert tags["gate_passed"] == "true"
+    drift_run = client.get_run(tags["drift_run_id"])
+    assert drift_run.data.tags["mlflow.parentRunId"] == tags["mlflow_run_id"]
+    assert drift_run.data.metrics["drift/psi/pressure"] > 0.25
+    assert client.get_run(tags["mlflow_run_id"]).data.metrics["drift/breaches"] >= 1
+    report = Artifact.get("drift-report")
+    assert report is not None and "**WARN**" in report.data and "| pressure |" in report.data
+
+
 def test_rerun_skips_ingestion_and_gates_against_the_champion(nightly_run, settings):
     from flows.nightly import nightly_retrain
 
@@ -145,8 +163,9 @@ def test_rerun_skips_ingestion_and_gates_against_the_champion(nightly_run, setti
         "serving",
         # a served blend's network is also judged alone
         *(["network"] if again.candidate == "blend" else []),
+        "drift",  # the night's drift verdict: flights.yaml says warn, so it passes
     }
-    assert checks["serving"]
+    assert checks["serving"] and checks["drift"]
     expected = "champion" if all(checks.values()) else "challenger"
     assert again.alias == expected
     # the AUC check compares the served (compressed) model with the champion's served form

@@ -64,6 +64,7 @@ def test_every_stage_package_has_plain_modules_and_one_thin_task_module():
         "features",
         "ingest",
         "landing",
+        "monitoring",
         "ops",
         "quality",
         "release",
@@ -71,7 +72,15 @@ def test_every_stage_package_has_plain_modules_and_one_thin_task_module():
         "serving",
         "training",
     ]
-    for stage in ("ingest", "quality", "features", "training", "evaluation", "release"):
+    for stage in (
+        "ingest",
+        "quality",
+        "features",
+        "monitoring",
+        "training",
+        "evaluation",
+        "release",
+    ):
         assert (TASKS / stage / "prefect_tasks.py").exists(), stage
     assert not list(TASKS.glob("*.py"))[1:], "tasks/ holds packages, not flat modules"
 
