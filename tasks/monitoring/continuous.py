@@ -31,6 +31,7 @@ import pandas as pd
 from tasks.core.context import RunContext
 from tasks.core.lake import Lake
 from tasks.core.results import write_result
+from tasks.core.tracking import with_experiment
 from tasks.evaluation.champion import CHAMPION, load_in_process
 from tasks.features.build import read_clean
 from tasks.ingest.plan import IngestSummary
@@ -202,7 +203,7 @@ def log_decay_to_mlflow(ctx: RunContext, point: DecayPoint) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(ctx.tracking_uri)
-    experiment_id = ctx.experiment_id or client.get_experiment_by_name(ctx.experiment).experiment_id
+    experiment_id = with_experiment(ctx).experiment_id  # the stage alone has none yet
     found = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{DECAY_RUN_TAG}` = 'decay' and tags.model_name = '{point.model_name}'",

@@ -132,3 +132,32 @@ def test_decay_chart_has_a_row_per_night_and_flags_decay():
     bars = [r.rsplit("`", 2)[-2] if "`" in r else "" for r in rows]
     assert len(bars[0]) > len(bars[1]) > 0 and bars[2] == ""
     assert "-0.1300" in rows[1]  # Δ vs release
+
+
+def test_stage_alone_skips_cleanly_without_a_champion(monkeypatch, tmp_path):
+    """`nightshift evaluate-champion` on a real lake and MLflow store with no model yet."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.core.context import RunContext
+    from tasks.core.results import write_result
+    from tasks.core.settings import get_settings
+    from tasks.ingest.plan import IngestSummary
+
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        ctx = RunContext.from_settings(get_settings(), date(2013, 3, 6), "flights")
+        days = ["2013-03-05", "2013-03-06"]
+        write_result(
+            ctx, "ingest", IngestSummary("flights", days, 2, 0, 10, 10, 0, 0, {}, None, 0.0)
+        )
+        result = CliRunner().invoke(app, ["evaluate-champion", "--as-of", "2013-03-06", "--json"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["point"] is None and payload["history_points"] == 0
+    assert payload["skipped"] == "nycflights-delay has no @champion yet"
+    assert payload["history_path"].endswith("lake/monitoring/flights/decay.json")
