@@ -394,6 +394,32 @@ def evaluate_stage(
     _run_stage("evaluate", as_of, dataset, as_json, body)
 
 
+@app.command("evaluate-champion")
+def evaluate_champion_stage(
+    as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False
+) -> None:
+    """Score @champion on the days labelled since its as_of; append to the decay history.
+
+    The same function as the flow's `evaluate-champion` task, without the Prefect artifact
+    and event (those belong to a flow run).
+    """
+    from tasks.core.results import read_result
+    from tasks.ingest.plan import IngestSummary
+    from tasks.monitoring.continuous import evaluate_champion
+
+    def body(ctx):
+        settings = get_settings()
+        return evaluate_champion(
+            ctx,
+            read_result(ctx, "ingest", IngestSummary),
+            floor_auc=settings.decay_floor_auc,
+            max_auc_drop=settings.decay_max_auc_drop,
+            max_days=settings.decay_max_days,
+        )
+
+    _run_stage("evaluate-champion", as_of, dataset, as_json, body)
+
+
 @app.command("compress")
 def compress_stage(
     as_of: StageAsOf, dataset: Dataset = DEFAULT_DATASET, as_json: AsJson = False

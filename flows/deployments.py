@@ -2,6 +2,9 @@
 
     nightly-retrain/nightly-retrain   cron NIGHTSHIFT_SCHEDULE_CRON (02:00) in
                                       NIGHTSHIFT_SCHEDULE_TIMEZONE; as_of = the scheduled date
+                                      + an event trigger: `nightshift.model.decayed` or
+                                      `nightshift.data.drifted` for its dataset starts
+                                      one run (as_of = the event's), debounced
     backfill/backfill                 on demand: start..end, only the dates not yet done
 
 `serve` runs both from one long-lived process (one machine, no work pool). `deploy`
@@ -15,16 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Schedule
 
 from flows.backfill import backfill
 from flows.nightly import nightly_retrain
+from flows.params import NightlyParams
 from tasks.core.settings import Settings
+from tasks.monitoring.events import RETRAIN_EVENTS, dataset_resource_id
 from tasks.ops.schedule import scheduled_as_of
 
 NIGHTLY_DEPLOYMENT = "nightly-retrain/nightly-retrain"
@@ -34,6 +40,27 @@ BACKFILL_DEPLOYMENT = "backfill/backfill"
 def nightly_schedule(settings: Settings) -> Schedule:
     """The nightly cron, in the configured time zone."""
     return Cron(settings.schedule_cron, timezone=settings.schedule_timezone)
+
+
+def retrain_trigger(settings: Settings, dataset: str) -> DeploymentEventTrigger:
+    """Event-driven retraining beside the cron: a decay or drift event of `dataset` starts
+    one nightly run for the event's `as_of`; more events within the debounce window start
+    nothing more (a reactive trigger, threshold 1, fires once per `within` window).
+
+    Only `as_of` is passed: the run keeps the deployment's own `params` (a top-level
+    parameter given replaces the deployment's whole value, so `params` is left alone).
+    """
+    return DeploymentEventTrigger(
+        name=f"nightshift-retrain-on-decay-{dataset}",
+        description=f"Retrain {dataset} when its champion decays or its data drifts "
+        f"(at most one run per {settings.retrain_debounce_s:g} s).",
+        expect=set(RETRAIN_EVENTS),
+        match={"prefect.resource.id": dataset_resource_id(dataset)},
+        posture="Reactive",
+        threshold=1,
+        within=timedelta(seconds=settings.retrain_debounce_s),
+        parameters={"as_of": "{{ event.payload.as_of }}"},
+    )
 
 
 def build_deployments(
@@ -53,9 +80,11 @@ def build_deployments(
         "concurrency_limit": 1,  # two runs of one date would race for the same partitions
         **pool_args,
     }
+    dataset = NightlyParams.model_validate((nightly_parameters or {}).get("params", {})).dataset
     nightly = nightly_retrain.to_deployment(
         name="nightly-retrain",
         schedules=[nightly_schedule(settings)],
+        triggers=[retrain_trigger(settings, dataset)],
         parameters=nightly_parameters or {},
         tags=["nightshift", "nightly"],
         description="Retrain on data up to the scheduled date; register; compare with the "

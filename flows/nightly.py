@@ -1,7 +1,8 @@
 """The nightly retraining flow: a table of contents, one task per stage.
 
-ingest → validate → features → drift → tune (Dask workers) → train (DDP on Dask workers) →
-evaluate → compress → register → gate → promote → summary
+ingest → validate → features → drift → evaluate-champion (continuous evaluation) →
+tune (Dask workers) → train (DDP on Dask workers) → evaluate → compress → register → gate →
+promote → summary
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tasks.evaluation.prefect_tasks import evaluate_on_holdout
 from tasks.features.prefect_tasks import build_features_task
 from tasks.ingest.prefect_tasks import ingest_landed_days
 from tasks.monitoring.prefect_tasks import check_drift_task
+from tasks.monitoring.prefect_tasks_ce import evaluate_champion_task
 from tasks.quality.prefect_tasks import validate_contract
 from tasks.release.prefect_tasks import (
     compress_network_task,
@@ -64,6 +66,9 @@ def nightly_retrain(
 
         # Drift: newest days vs the training window, limits from the contract (warn or hold)
         drift = check_drift_task(ctx, features)
+
+        # Watch: tonight's @champion on the days labelled since its as_of; decay → event
+        evaluate_champion_task(ctx, ingested)
 
         # Tune: Optuna trials on the Dask workers, each a nested MLflow run
         tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune)

@@ -124,6 +124,33 @@ class Settings(BaseSettings):
         description="A running trial with no heartbeat for this long is failed and retried.",
     )
 
+    decay_floor_auc: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Continuous evaluation: the @champion's ROC AUC on the days labelled since "
+        "its as_of below this emits `nightshift.model.decayed`.",
+    )
+    decay_max_auc_drop: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Continuous evaluation: the same event when that AUC trails the "
+        "champion's own holdout AUC (its `served_roc_auc` tag) by more than this.",
+    )
+    decay_max_days: int = Field(
+        default=31,
+        ge=1,
+        description="Continuous evaluation scores at most this many of the newest labelled "
+        "days after the champion's as_of (a stale champion is not re-scored on a year).",
+    )
+    retrain_debounce_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Event-driven retraining: one triggered nightly run per dataset per this "
+        "many seconds, however many decay/drift events arrive.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -174,6 +201,7 @@ TASK_TIMEOUTS_S: dict[str, float] = {
     "check-drift": 1800,
     "tune-hyperparameters": 4 * 3600,
     "train-network-ddp": 5 * 3600,
+    "evaluate-champion": 3600,
     "evaluate-on-holdout": 3600,
     "compress-network": 3600,
     "register-challenger": 1800,

@@ -36,3 +36,5 @@ def test_server_refuses_a_run_whose_parameters_break_the_bounds(prefect_server, 
         )
         assert accepted.parameters["params"]["holdout_days"] == 14
         client.delete_flow_run(accepted.id)  # nothing serves this deployment here
+        # its retraining trigger would turn later tests' decay events into stray runs
+        client.delete_resource_owned_automations(f"prefect.deployment.{deployment_id}")
