@@ -2,10 +2,10 @@
 
     nightly-retrain/nightly-retrain   cron NIGHTSHIFT_SCHEDULE_CRON (02:00) in
                                       NIGHTSHIFT_SCHEDULE_TIMEZONE; as_of = the scheduled date
+    backfill/backfill                 on demand: start..end, only the dates not yet done
                                       + an event trigger: `nightshift.model.decayed` or
                                       `nightshift.data.drifted` for its dataset starts
-                                      one run (as_of = the event's), debounced
-    backfill/backfill                 on demand: start..end, only the dates not yet done
+                                      one backfill of the event's as_of, debounced
 
 `serve` runs both from one long-lived process (one machine, no work pool). `deploy`
 registers the same two on a `process` work pool, whose `prefect worker` processes start
@@ -44,11 +44,14 @@ def nightly_schedule(settings: Settings) -> Schedule:
 
 def retrain_trigger(settings: Settings, dataset: str) -> DeploymentEventTrigger:
     """Event-driven retraining beside the cron: a decay or drift event of `dataset` starts
-    one nightly run for the event's `as_of`; more events within the debounce window start
+    one backfill of the event's `as_of`; more events within the debounce window start
     nothing more (a reactive trigger, threshold 1, fires once per `within` window).
 
-    Only `as_of` is passed: the run keeps the deployment's own `params` (a top-level
-    parameter given replaces the deployment's whole value, so `params` is left alone).
+    On the backfill deployment, not the nightly one: a backfill runs the nightly flow only
+    for a date without a completed release, so when the night that raised the event goes
+    on to release a model (the nightly emits before it retrains), the triggered run finds
+    the night done and trains nothing; when that night failed, it retrains it. Only
+    `start`/`end` are passed: the run keeps the deployment's own `params`.
     """
     return DeploymentEventTrigger(
         name=f"nightshift-retrain-on-decay-{dataset}",
@@ -59,7 +62,7 @@ def retrain_trigger(settings: Settings, dataset: str) -> DeploymentEventTrigger:
         posture="Reactive",
         threshold=1,
         within=timedelta(seconds=settings.retrain_debounce_s),
-        parameters={"as_of": "{{ event.payload.as_of }}"},
+        parameters={"start": "{{ event.payload.as_of }}", "end": "{{ event.payload.as_of }}"},
     )
 
 
@@ -84,7 +87,6 @@ def build_deployments(
     nightly = nightly_retrain.to_deployment(
         name="nightly-retrain",
         schedules=[nightly_schedule(settings)],
-        triggers=[retrain_trigger(settings, dataset)],
         parameters=nightly_parameters or {},
         tags=["nightshift", "nightly"],
         description="Retrain on data up to the scheduled date; register; compare with the "
@@ -93,6 +95,9 @@ def build_deployments(
     )
     backfilling = backfill.to_deployment(
         name="backfill",
+        triggers=[retrain_trigger(settings, dataset)],
+        # the nights a backfill runs use the nightly's params (dataset, budgets, release)
+        parameters={k: v for k, v in (nightly_parameters or {}).items() if k == "params"},
         tags=["nightshift", "backfill"],
         description="Run nightly-retrain for every date of start..end without a registered "
         "model version, oldest first.",

@@ -1,6 +1,7 @@
 """Event-driven retraining on a real Prefect server: decay and drift events of a dataset
-start exactly one run of the nightly deployment per debounce window, for the event's as_of;
-another dataset's events start none."""
+start exactly one run of the backfill deployment per debounce window, for the event's as_of
+(a backfill skips a night already released: the nightly that raised the event is not
+retrained twice); another dataset's events start none."""
 
 import time
 
@@ -28,8 +29,9 @@ def test_decay_and_drift_events_start_one_debounced_retraining_run(prefect_serve
     from tasks.monitoring.events import emit_drift_breach, emit_model_decayed
     from tests.unit.monitoring.test_continuous import point
 
-    nightly, _ = build_deployments(Settings(home=tmp_path, retrain_debounce_s=3600))
-    deployment_id = nightly.apply()
+    nightly, backfilling = build_deployments(Settings(home=tmp_path, retrain_debounce_s=3600))
+    assert not nightly.triggers  # the cron alone: events go to the backfill
+    deployment_id = backfilling.apply()
     with get_client(sync_client=True) as client:
         try:
             assert _runs_of(client, deployment_id) == []
@@ -42,11 +44,12 @@ def test_decay_and_drift_events_start_one_debounced_retraining_run(prefect_serve
             deadline = time.monotonic() + 90
             while not (runs := _runs_of(client, deployment_id)) and time.monotonic() < deadline:
                 time.sleep(1)
-            assert len(runs) == 1, f"expected one run of the nightly deployment, got {len(runs)}"
+            assert len(runs) == 1, f"expected one run of the backfill deployment, got {len(runs)}"
             time.sleep(10)  # the drift event would have fired by now without the debounce
             [run] = _runs_of(client, deployment_id)
-            assert str(run.parameters["as_of"]) == "2013-03-06"  # the first event's night
-            assert run.parameters.get("params", {}) == nightly.parameters.get("params", {})
+            # the first event's night, and only it
+            assert str(run.parameters["start"]) == str(run.parameters["end"]) == "2013-03-06"
+            assert run.parameters.get("params", {}) == backfilling.parameters.get("params", {})
             assert run.state.is_scheduled()
         finally:
             for run in _runs_of(client, deployment_id):

@@ -1,10 +1,11 @@
-"""The nightly deployment's event trigger, as built (its behaviour on a real server is in
+"""The event trigger, as built: on the backfill deployment, so a triggered retraining never
+trains a night already released (its behaviour on a real server is in
 tests/integration/test_event_retraining.py)."""
 
 from datetime import timedelta
 
 
-def test_nightly_deployment_retrains_on_its_datasets_events_debounced(tmp_path):
+def test_the_backfill_retrains_on_the_datasets_events_debounced(tmp_path):
     from flows.deployments import build_deployments
     from tasks.core.settings import Settings
 
@@ -12,17 +13,21 @@ def test_nightly_deployment_retrains_on_its_datasets_events_debounced(tmp_path):
     nightly, backfill = build_deployments(
         settings, nightly_parameters={"params": {"dataset": "hotels", "holdout_days": 14}}
     )
-    [trigger] = nightly.triggers
+    assert nightly.triggers == []  # the cron alone
+    [trigger] = backfill.triggers
     assert trigger.expect == {"nightshift.model.decayed", "nightshift.data.drifted"}
     assert trigger.match.model_dump() == {"prefect.resource.id": "nightshift.dataset.hotels"}
     assert (trigger.posture, trigger.threshold) == ("Reactive", 1)
     assert trigger.within == timedelta(seconds=120)
-    # only as_of: the deployment's own params (dataset hotels, 14 holdout days) stay
-    assert trigger.parameters == {"as_of": "{{ event.payload.as_of }}"}
+    # one night, the event's; the nights run with the nightly's params (hotels, 14 days)
+    assert trigger.parameters == {
+        "start": "{{ event.payload.as_of }}",
+        "end": "{{ event.payload.as_of }}",
+    }
+    assert backfill.parameters["params"] == {"dataset": "hotels", "holdout_days": 14}
     assert nightly.parameters["params"] == {"dataset": "hotels", "holdout_days": 14}
-    assert backfill.triggers == []
 
-    default, _ = build_deployments(Settings(home=tmp_path))
+    _, default = build_deployments(Settings(home=tmp_path))
     assert default.triggers[0].match.model_dump() == {
         "prefect.resource.id": "nightshift.dataset.flights"
     }
