@@ -23,7 +23,7 @@ from tasks.core.lake import Lake
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
-from tasks.ingest.dialect import LINE_COLUMN, read_delivery
+from tasks.ingest.dialect import read_delivery_table
 from tasks.ingest.generation import LAYERS, DayRejected, publish_day, staged_file, staging
 from tasks.ingest.plan import (
     PartitionReport,
@@ -36,7 +36,7 @@ from tasks.ingest.plan import (
 from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
-from tasks.quality.pandas_rules import to_date, to_float, typed_frame_and_violations
+from tasks.quality.pandas_rules import floats, to_date, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
 
 logger = logging.getLogger("nightshift.ingest")
@@ -47,10 +47,14 @@ def read_raw_csv(lake: Lake, path: str) -> pd.DataFrame:
 
     The file is read by the dialect both engines share (`tasks.ingest.dialect`): a file
     that cannot be read row by row fails with the file, the line, the column and the rule.
+    Plain files are parsed by Arrow into Arrow-backed text columns (no Python object per
+    value), the others by the strict reader; both give the same frame.
     """
-    delivery = read_delivery(lake, path)
-    frame = pd.DataFrame(delivery.rows, columns=delivery.header, dtype=object).astype("str")
-    frame[LINE_COLUMN] = np.asarray(delivery.lines, dtype="int64")
+    table = read_delivery_table(lake, path)
+    frame = table.to_pandas()
+    for name in frame.columns[:-1]:  # `str` (NaN-missing) text, whichever reader it was
+        if frame[name].dtype != "str":
+            frame[name] = frame[name].astype("str")
     return frame
 
 
@@ -71,7 +75,7 @@ def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
     """Each raw row's own date (NaT where it cannot be read), from the source's date columns."""
     if source.date_parts:
         # the shared number grammar, as for typed columns (`2013d` is no year on either engine)
-        parts = [raw[p].map(to_float).astype("float64") for p in source.date_parts]
+        parts = [pd.Series(floats(raw[p]), index=raw.index) for p in source.date_parts]
         frame = pd.DataFrame({"year": parts[0], "month": parts[1], "day": parts[2]})
         stamp = pd.to_datetime(frame, errors="coerce")
     else:
