@@ -302,7 +302,6 @@ def read_delivery_table(lake: Lake, path: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=[*delivery.header, LINE_COLUMN])
 
 
-
 def write_normalised(lake: Lake, delivery: Delivery, target: str) -> None:
     """Write `delivery` as plain UTF-8 CSV with `\\n` line ends and its physical line number
     as the first column, for an engine that parses files itself (Spark, `multiLine`).

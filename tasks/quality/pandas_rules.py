@@ -96,7 +96,9 @@ def floats(values: pd.Series) -> np.ndarray:
     try:
         numbers = pc.cast(candidates, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
-        scalars = [to_float(v) if ok else None for v, ok in zip(text.to_pylist(), grammar)]
+        scalars = [
+            to_float(v) if ok else None for v, ok in zip(text.to_pylist(), grammar, strict=True)
+        ]
         numbers = np.array([np.nan if v is None else v for v in scalars], dtype="float64")
     numbers = np.array(numbers, dtype="float64")  # writable: Arrow's buffer is read-only
     numbers[~np.isfinite(numbers)] = np.nan
