@@ -195,10 +195,11 @@ def typed_frame_and_violations(
     Returns the typed frame (contract columns only, same index as `raw`) and a Series of
     `;`-joined rule names, empty for rows that honour the contract.
     """
-    typed = pd.DataFrame(index=raw.index)
+    columns: dict[str, pd.Series] = {}
     unparsable: dict[str, pd.Series] = {}
     for column in contract.source_columns:
-        typed[column.name], unparsable[column.name] = parse_column(raw[column.name], column)
+        columns[column.name], unparsable[column.name] = parse_column(raw[column.name], column)
+    typed = pd.DataFrame(columns, index=raw.index)  # one frame, not a column at a time
     reasons = pd.Series("", index=raw.index, dtype=object)
     checks = PandasChecks(typed, unparsable)
     for rule, mask in compile_rules(row_rules(contract, allowed_sets), checks):
