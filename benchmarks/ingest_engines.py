@@ -7,7 +7,10 @@ of that whole process tree (Dask workers, the Spark JVM) every 0.2 s:
     .venv/bin/python benchmarks/ingest_engines.py --factors 1 10 30 --days 31
 
 Prints a Markdown table (rows/s of flights through cleaning, validation seconds and its
-share of the cleaning time, peak RSS of the tree). The DuckDB reference applies the same
+share of the cleaning time, the engine's throughput relative to DuckDB's for cleaning
+alone and with validation counted, peak RSS of the tree). On a shared machine,
+`--repeat N` runs the engines N times, interleaved, and keeps each engine's fastest run
+(clean + validate) and its highest peak RSS. The DuckDB reference applies the same
 contract rules (compiled to SQL from the same YAML) in one process: the upper bound of
 what one machine does with a vectorised engine.
 """
@@ -235,6 +238,11 @@ WORKERS = {"dask": worker_dask, "spark": worker_spark, "duckdb": worker_duckdb}
 
 
 # --- driver -----------------------------------------------------------------------------------
+def _total(result: dict) -> float:
+    """Seconds through cleaning and validation (the reference has no validation step)."""
+    return result["clean_s"] + (result["validate_s"] or 0.0)
+
+
 def _tree_rss(pid: int) -> int:
     import psutil
 
@@ -291,6 +299,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=31, help="days from 2013-01-01")
     parser.add_argument("--engines", nargs="+", default=["duckdb", "dask", "spark"])
     parser.add_argument("--workdir", default=None)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per engine (interleaved); the fastest is kept"
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,20 +330,32 @@ def main() -> None:
             f"x{factor}: {scaled.fact_rows:,} flight rows landed in {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
         )
-        for engine in args.engines:
-            result = {**measure(engine, lake_root, args.days), "factor": factor}
-            print(json.dumps(result), file=sys.stderr)
-            results.append(result)
+        best: dict[str, dict] = {}
+        for _ in range(args.repeat):  # interleaved, so load on a shared box hits each alike
+            for engine in args.engines:
+                result = {**measure(engine, lake_root, args.days), "factor": factor}
+                print(json.dumps(result), file=sys.stderr)
+                kept = best.get(engine, result)
+                peak = max(result["peak_rss_mib"], kept["peak_rss_mib"])
+                fastest = result if _total(result) < _total(kept) else kept
+                best[engine] = {**fastest, "peak_rss_mib": peak}
+        results += best.values()
     print(
-        "| factor | engine | flight rows | clean s | rows/s | validate s | validate/clean | peak RSS MiB |"
+        "| factor | engine | flight rows | clean s | rows/s | validate s | validate/clean "
+        "| x DuckDB clean | x DuckDB clean+validate | peak RSS MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    reference = {r["factor"]: r for r in results if r["engine"] == "duckdb"}
     for r in results:
         share = f"{r['validate_s'] / r['clean_s']:.2f}" if r["validate_s"] is not None else "-"
         validate = f"{r['validate_s']:.1f}" if r["validate_s"] is not None else "-"
+        ref = reference.get(r["factor"])
+        ratio = f"{ref['clean_s'] / r['clean_s']:.2f}" if ref else "-"
+        with_validation = f"{_total(ref) / _total(r):.2f}" if ref else "-"
         print(
             f"| {r['factor']} | {r['engine']} | {r['rows']:,} | {r['clean_s']:.1f} | "
-            f"{r['rows'] / r['clean_s']:,.0f} | {validate} | {share} | {r['peak_rss_mib']:,.0f} |"
+            f"{r['rows'] / r['clean_s']:,.0f} | {validate} | {share} | {ratio} | "
+            f"{with_validation} | {r['peak_rss_mib']:,.0f} |"
         )
     shutil.rmtree(workdir, ignore_errors=True)
 

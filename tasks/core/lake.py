@@ -38,6 +38,7 @@ from typing import Any
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
@@ -229,19 +230,21 @@ class Lake:
     def write_parquet_atomic(
         self, path: str, frame: pd.DataFrame, metadata: dict[str, str] | None = None
     ) -> None:
-        """Write a Parquet file atomically; `metadata` joins the file's key/value metadata."""
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
+        """Write a Parquet file atomically; `metadata` joins the file's key/value metadata.
+
+        The frame is converted once and the metadata merged into that table's schema (the
+        pandas schema metadata `to_parquet` writes stays): one encode, not write-read-write.
+        """
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         if metadata:
-            table = pq.read_table(io.BytesIO(buffer.getvalue()))
             table = table.replace_schema_metadata(
                 {
                     **(table.schema.metadata or {}),
                     **{k.encode(): v.encode() for k, v in metadata.items()},
                 }
             )
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
         self.write_bytes_atomic(path, buffer.getvalue())
 
     def parquet_metadata(self, path: str) -> dict[str, str]:

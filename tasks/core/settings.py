@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest wait for a stage's Dask tasks (e.g. ingest's one task per day).",
     )
+    ingest_batch_bytes: int = Field(
+        default=32 * 2**20,
+        gt=0,
+        description="Input bytes one Dask ingest task cleans at most: consecutive changed days "
+        "are batched up to this size (at least one batch per worker thread), each day still "
+        "published as its own generation.",
+    )
     ddp_attempts: int = Field(
         default=3,
         ge=1,

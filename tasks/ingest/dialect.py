@@ -30,6 +30,13 @@ Line numbers are *physical* lines of the decompressed, decoded file, header = li
 blank lines counted: a record reports the line it starts on. With a quoted line break a
 record spans several lines, so its line is not its record index + 2.
 
+Most deliveries have none of the subtleties above: no quote character at all, `\n` line
+ends, no blank line, valid UTF-8. `read_delivery_table` reads those with Arrow's CSV
+reader (every field as text, nothing trimmed or turned into a null), where each physical
+line is one record, so the line numbers are implicit. Any other file, and any file Arrow
+refuses (a wrong field count above all), goes through the strict reader, which then
+raises the one message every engine gives.
+
 An unreadable file fails as a whole (`ContractViolation`), like every other file-level
 breach: no row of it is cleaned, quarantined or written, and the message names the file,
 the line, the column and the rule.
@@ -47,6 +54,9 @@ import re
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import zstandard
 
 from tasks.core.lake import Lake
@@ -69,6 +79,8 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
+# the column holding each record's physical line
+LINE_COLUMN = "_source_line"
 # what `surrogateescape` makes of a byte that is not UTF-8
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
@@ -193,14 +205,20 @@ def _check_characters(path: str, header: list[str], line: int, fields: list[str]
             )
 
 
-def read_delivery(lake: Lake, path: str) -> Delivery:
-    """Read a delivered CSV the one way both engines use (see the module docstring)."""
+def _load(lake: Lake, path: str) -> tuple[bytes, str | None, str, str]:
+    """The delivery decompressed and decoded: (payload, compression, text, encoding);
+    the file-level errors (not delivered, unreadable, bad encoding, empty) are raised here."""
     if not lake.exists(path):
         raise ContractViolation(f"{path}: file not delivered (rule: file:exists)")
     payload, compression = _decompress(path, lake.fs.cat_file(path))
     text, encoding = _decode(path, payload)
     if not text.strip():
         raise ContractViolation(f"{path}: empty file (rule: file:not_empty)")
+    return payload, compression, text, encoding
+
+
+def _parse(path: str, text: str, compression: str | None, encoding: str) -> Delivery:
+    """The strict reader: every record checked, its physical start line kept."""
     suspicious = "\x00" in text or _UNDECODABLE.search(text) is not None
     records = _records(path, text)
     header_line, header = next(records, (1, []))
@@ -221,7 +239,67 @@ def read_delivery(lake: Lake, path: str) -> Delivery:
     return Delivery(path, header, rows, lines, compression, encoding)
 
 
-LINE_COLUMN = "_source_line"
+def read_delivery(lake: Lake, path: str) -> Delivery:
+    """Read a delivered CSV the one way both engines use (see the module docstring)."""
+    payload, compression, text, encoding = _load(lake, path)
+    return _parse(path, text, compression, encoding)
+
+
+def _plain(text: str, encoding: str) -> bool:
+    """Whether every physical line of `text` is one record that Arrow splits as the strict
+    reader does: UTF-8, no quote character, `\n` line ends only, no blank line before the
+    last record, no NUL and no undecodable byte."""
+    return (
+        encoding in ("utf-8", "utf-8-sig")
+        and '"' not in text
+        and "\r" not in text
+        and "\x00" not in text
+        and not text.startswith("\n")
+        and "\n\n" not in text.rstrip("\n")
+        and _UNDECODABLE.search(text) is None
+    )
+
+
+def _arrow_records(payload: bytes, header: list[str]) -> pa.Table | None:
+    """The data records of a plain delivery as text columns, or None when Arrow refuses
+    the file (the strict reader then names the line and the rule)."""
+    try:
+        return pacsv.read_csv(
+            io.BytesIO(payload),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                quote_char=False, escape_char=False, double_quote=False, ignore_empty_lines=True
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError):
+        return None
+
+
+def read_delivery_table(lake: Lake, path: str) -> pa.Table:
+    """The delivery as an Arrow table of text columns (the header made unique) and its
+    physical line numbers in `LINE_COLUMN`: the same records, values, lines and errors as
+    `read_delivery`, read by Arrow when the file is plain (see the module docstring).
+    """
+    payload, compression, text, encoding = _load(lake, path)
+    if _plain(text, encoding):
+        first_line = text.split("\n", 1)[0]
+        header = unique_header(first_line.split(","))
+        body = payload[len(codecs.BOM_UTF8) :] if encoding == "utf-8-sig" else payload
+        table = _arrow_records(body, header)
+        if table is not None and table.num_columns == len(header):
+            lines = pa.array(np.arange(2, table.num_rows + 2, dtype="int64"))
+            return table.append_column(LINE_COLUMN, lines)
+    delivery = _parse(path, text, compression, encoding)
+    columns = list(zip(*delivery.rows, strict=True)) or [() for _ in delivery.header]
+    arrays = [pa.array(column, type=pa.string()) for column in columns]
+    arrays.append(pa.array(delivery.lines, type=pa.int64()))
+    return pa.Table.from_arrays(arrays, names=[*delivery.header, LINE_COLUMN])
 
 
 def write_normalised(lake: Lake, delivery: Delivery, target: str) -> None:

@@ -1,10 +1,13 @@
-"""The pandas engine: clean one landed day of a dataset, one Dask task per day.
+"""The pandas engine: clean landed days of a dataset, a batch of days per Dask task.
 
 `clean_day` is a plain function (testable without Prefect or Dask): it reads every source
 the dataset delivers for the day, types and checks each row against the source's contract,
 drops exact duplicates, joins the side sources and dimensions into the fact rows as the
 dataset spec declares, and writes clean + quarantine partitions and the day's manifest.
-`ingest_days` fans the changed days out to a Dask cluster and reuses the unchanged ones.
+`clean_batch` does the same for several days with the dimensions read once, and
+`clean_days_dask` fans the changed days out to a Dask cluster in batches sized by their
+input bytes (`plan.plan_batches`). Each day is still its own generation, checked and
+published alone: a day rejected in a batch does not stop the others.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import date
 
 import distributed
-import numpy as np
 import pandas as pd
 
 from data_contracts import Contract, load_contract
@@ -23,20 +26,23 @@ from tasks.core.lake import Lake
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
-from tasks.ingest.dialect import LINE_COLUMN, read_delivery
+from tasks.ingest.dialect import read_delivery_table
 from tasks.ingest.generation import LAYERS, DayRejected, publish_day, staged_file, staging
 from tasks.ingest.plan import (
     PartitionReport,
     SourceCounts,
     check_accounting,
     contract_metadata,
+    delivered_bytes,
     landing_file,
     partition_fingerprint,
+    plan_batches,
+    stored_report,
 )
 from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
-from tasks.quality.pandas_rules import to_date, to_float, typed_frame_and_violations
+from tasks.quality.pandas_rules import floats, to_date, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
 
 logger = logging.getLogger("nightshift.ingest")
@@ -47,10 +53,14 @@ def read_raw_csv(lake: Lake, path: str) -> pd.DataFrame:
 
     The file is read by the dialect both engines share (`tasks.ingest.dialect`): a file
     that cannot be read row by row fails with the file, the line, the column and the rule.
+    Plain files are parsed by Arrow into Arrow-backed text columns (no Python object per
+    value), the others by the strict reader; both give the same frame.
     """
-    delivery = read_delivery(lake, path)
-    frame = pd.DataFrame(delivery.rows, columns=delivery.header, dtype=object).astype("str")
-    frame[LINE_COLUMN] = np.asarray(delivery.lines, dtype="int64")
+    table = read_delivery_table(lake, path)
+    frame = table.to_pandas()
+    for name in frame.columns[:-1]:  # `str` (NaN-missing) text, whichever reader it was
+        if frame[name].dtype != "str":
+            frame[name] = frame[name].astype("str")
     return frame
 
 
@@ -71,7 +81,7 @@ def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
     """Each raw row's own date (NaT where it cannot be read), from the source's date columns."""
     if source.date_parts:
         # the shared number grammar, as for typed columns (`2013d` is no year on either engine)
-        parts = [raw[p].map(to_float).astype("float64") for p in source.date_parts]
+        parts = [pd.Series(floats(raw[p]), index=raw.index) for p in source.date_parts]
         frame = pd.DataFrame({"year": parts[0], "month": parts[1], "day": parts[2]})
         stamp = pd.to_datetime(frame, errors="coerce")
     else:
@@ -147,23 +157,38 @@ def join_tables(
     return fact
 
 
-def clean_day(
-    lake_root: str, dataset: str, day: date, dims_dir: str | None, fingerprint: str | None = None
-) -> PartitionReport:
-    """Turn one landed day into a new generation (clean + quarantine of every table) and
-    publish it; idempotent.
+@dataclass
+class SharedInputs:
+    """What every day of a run reads alike: the allowed-value sets and the joined dimension
+    tables (typed, first row per key). Read once per batch, not once per day."""
 
-    The generation is staged and checked (`generation.publish_day`) before the manifest
-    swap makes it current: a rejected day (`DayRejected`) leaves the previous generation.
-    `fingerprint` is the caller's `partition_fingerprint` when it already hashed the
-    inputs to decide to come here.
-    """
+    allowed: dict[str, list[str]]
+    dimensions: dict[str, pd.DataFrame]
+
+    @classmethod
+    def read(cls, lake: Lake, spec: DatasetSpec, dims_dir: str | None) -> SharedInputs:
+        side = {s.name for s in spec.side_sources}
+        return cls(
+            allowed=allowed_sets(lake, spec, dims_dir),
+            dimensions={
+                j.table: read_dimension(lake, str(dims_dir), j)
+                for j in spec.joins
+                if j.table not in side
+            },
+        )
+
+
+def _clean_and_publish(
+    lake: Lake,
+    spec: DatasetSpec,
+    day: date,
+    fingerprint: str,
+    shared: SharedInputs,
+) -> PartitionReport:
+    """One day's new generation, staged, checked and published (see `clean_day`)."""
     started = time.perf_counter()
-    spec = get_dataset(dataset)
-    lake = Lake(lake_root)
-    fingerprint = fingerprint or partition_fingerprint(lake, dataset, day, dims_dir)
+    dataset = spec.name
     report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
-    allowed = allowed_sets(lake, spec, dims_dir)
     outputs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for source in spec.sources:
         contract = load_contract(source.name)
@@ -171,17 +196,15 @@ def clean_day(
         raw = read_raw_csv(lake, path)
         counts = SourceCounts(raw_rows=len(raw))
         raw, counts.duplicates_dropped = _drop_exact_duplicates(raw)
-        clean, quarantine = split_rows(raw, contract, source, day, path, allowed)
+        clean, quarantine = split_rows(raw, contract, source, day, path, shared.allowed)
         counts.clean_rows, counts.quarantined_rows = len(clean), len(quarantine)
         report.sources[source.name] = counts
         outputs[source.name] = (clean, quarantine)
 
     daily = {s.name: outputs[s.name][0] for s in spec.side_sources}
-    dimensions = {
-        j.table: read_dimension(lake, str(dims_dir), j) for j in spec.joins if j.table not in daily
-    }
     fact_clean, fact_quarantine = outputs[spec.fact.name]
-    outputs[spec.fact.name] = (join_tables(fact_clean, spec, daily, dimensions), fact_quarantine)
+    joined = join_tables(fact_clean, spec, daily, shared.dimensions)
+    outputs[spec.fact.name] = (joined, fact_quarantine)
     check_accounting(report, lake.landing_day(dataset, day))
 
     report.seconds = round(time.perf_counter() - started, 3)
@@ -194,6 +217,64 @@ def clean_day(
         return publish_day(lake, spec, report, generation, "dask")
 
 
+def clean_day(
+    lake_root: str, dataset: str, day: date, dims_dir: str | None, fingerprint: str | None = None
+) -> PartitionReport:
+    """Turn one landed day into a new generation (clean + quarantine of every table) and
+    publish it; idempotent.
+
+    The generation is staged and checked (`generation.publish_day`) before the manifest
+    swap makes it current: a rejected day (`DayRejected`) leaves the previous generation.
+    `fingerprint` is the caller's `partition_fingerprint` when it already hashed the
+    inputs to decide to come here.
+    """
+    spec = get_dataset(dataset)
+    lake = Lake(lake_root)
+    fingerprint = fingerprint or partition_fingerprint(lake, dataset, day, dims_dir)
+    shared = SharedInputs.read(lake, spec, dims_dir)
+    return _clean_and_publish(lake, spec, day, fingerprint, shared)
+
+
+def clean_batch(
+    lake_root: str,
+    dataset: str,
+    todo: list[tuple[date, str]],
+    dims_dir: str | None,
+) -> list[PartitionReport | DayRejected]:
+    """`clean_day` for each (day, fingerprint) of `todo`, in order, with the dimensions read
+    once: the published days' reports and the rejected days' `DayRejected`, in order.
+
+    Each day is its own generation, staged, checked and swapped alone, so a rejected day
+    (or a delivery breaking its contract: a `fail`) never keeps the others from being
+    published. Any other error (a full disk, a bug) is raised once the batch's other days
+    are done; when Dask retries the batch, the days already published with the same
+    fingerprint are taken from their manifests instead of being cleaned again.
+    """
+    spec = get_dataset(dataset)
+    lake = Lake(lake_root)
+    shared = SharedInputs.read(lake, spec, dims_dir)
+    results: list[PartitionReport | DayRejected] = []
+    error: Exception | None = None
+    for day, fingerprint in todo:
+        published = stored_report(lake, dataset, day, fingerprint)
+        if published is not None:  # an earlier attempt of this batch got this far
+            published.skipped = False
+            results.append(published)
+            continue
+        try:
+            results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
+        except DayRejected as rejected:
+            results.append(rejected)
+        except ContractViolation as violation:
+            results.append(DayRejected(str(violation), day.isoformat()))
+        except Exception as failure:  # re-raised below, once the other days are done
+            logger.error("ingest: date=%s failed: %s", day.isoformat(), failure)
+            error = error or failure
+    if error is not None:
+        raise error
+    return results
+
+
 def clean_days_dask(
     client: distributed.Client,
     lake_root: str,
@@ -202,46 +283,51 @@ def clean_days_dask(
     dims_dir: str | None,
     log: logging.Logger | logging.LoggerAdapter = logger,
 ) -> tuple[list[PartitionReport], list[DayRejected]]:
-    """Clean the days `todo` (day, fingerprint) on the Dask cluster, one task per day.
+    """Clean the days `todo` (day, fingerprint) on the Dask cluster, a batch of days per task.
 
-    Returns the published days' reports and the rejected days (`DayRejected`, or any
-    `ContractViolation` of a delivery, as a `fail`); every day is tried, so one bad day
-    never keeps the good ones from being published. Other errors are raised after the
-    remaining days finished.
+    Batches are consecutive days of at most `ingest_batch_bytes` of input, at least one
+    per worker thread (`plan.plan_batches`). Returns the published days' reports and the
+    rejected days (`DayRejected`, or any `ContractViolation` of a delivery, as a `fail`);
+    every day is tried, so one bad day never keeps the good ones from being published.
+    Other errors are raised after the remaining batches finished.
     """
+    if not todo:
+        return [], []
+    settings = get_settings()
+    lake = Lake(lake_root)
+    spec = get_dataset(dataset)
     on_cpu = cpu_work_options(client)  # GPU workers stay free for trials and ranks
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    used = on_cpu.get("workers") or list(info)
+    slots = sum(info[a].get("nthreads", 1) for a in used if a in info) or 1
+    sized = [((day, fp), delivered_bytes(lake, spec, day)) for day, fp in todo]
+    batches = plan_batches(sized, settings.ingest_batch_bytes, min_batches=slots)
+    log.info("ingest: %d day(s) in %d batch(es) on %d thread(s)", len(todo), len(batches), slots)
     futures = [
         client.submit(
-            clean_day,
-            lake_root,
-            dataset,
-            day,
-            dims_dir,
-            fingerprint,
-            pure=False,
-            retries=1,
-            **on_cpu,
+            clean_batch, lake_root, dataset, batch, dims_dir, pure=False, retries=1, **on_cpu
         )
-        for day, fingerprint in todo
+        for batch in batches
     ]
+    sizes = {future.key: len(batch) for future, batch in zip(futures, batches, strict=True)}
     reports: list[PartitionReport] = []
     rejected: list[DayRejected] = []
-    days = {future.key: day for future, (day, _) in zip(futures, todo, strict=True)}
-    step = max(1, len(futures) // 10)
-    wait_s = get_settings().dask_wait_timeout_s  # nothing waits forever on a lost worker
+    done = 0
+    wait_s = settings.dask_wait_timeout_s  # nothing waits forever on a lost worker
     finishing = distributed.as_completed(futures, loop=client.loop, timeout=wait_s)
-    for done, future in enumerate(finishing, start=1):
+    for future in finishing:
         try:
-            reports.append(future.result(timeout=wait_s))
-        except DayRejected as error:
-            rejected.append(error)
-        except ContractViolation as error:
-            rejected.append(DayRejected(str(error), days[future.key].isoformat()))
+            results = future.result(timeout=wait_s)
         except Exception:
-            # let the other partitions finish first
+            # let the other batches finish first
             with contextlib.suppress(TimeoutError), client.as_current():
                 distributed.wait(futures, timeout=wait_s)
             raise
-        if done % step == 0 or done == len(futures):
-            log.info("ingest: %d/%d day(s) processed", done, len(futures))
+        for result in results:
+            if isinstance(result, DayRejected):
+                rejected.append(result)
+            else:
+                reports.append(result)
+        done += sizes[future.key]
+        log.info("ingest: %d/%d day(s) processed", done, len(todo))
     return reports, rejected

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from data_contracts import Contract, load_contract
 from tasks.core.lake import Lake
@@ -26,6 +28,7 @@ INGEST_CODE_VERSION = "3"  # 3: generations, sha256 per file in the manifest
 CONTRACT_METADATA_KEY = "nightshift.contract"
 
 Engine = Literal["dask", "spark"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -123,8 +126,35 @@ def dimension_tables(spec: DatasetSpec) -> list[str]:
     return sorted(used)
 
 
-def partition_fingerprint(lake: Lake, dataset: str, day: date, dims_dir: str | None) -> str:
-    """Hash of everything a partition's output depends on: inputs, rules and code."""
+def _file_digest(lake: Lake, path: str) -> bytes | None:
+    """sha256 of a file's bytes (None when it does not exist)."""
+    if not lake.exists(path):
+        return None
+    with lake.fs.open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).digest()
+
+
+def dimension_digests(lake: Lake, dataset: str, dims_dir: str | None) -> dict[str, bytes | None]:
+    """The dimension files' digests, by path: the same for every day of a run, so a run
+    hashes them once (`partition_fingerprint(..., dimensions=...)`) instead of per day."""
+    if dims_dir is None:
+        return {}
+    paths = [f"{dims_dir}/{table}.csv" for table in dimension_tables(get_dataset(dataset))]
+    return {path: _file_digest(lake, path) for path in paths}
+
+
+def partition_fingerprint(
+    lake: Lake,
+    dataset: str,
+    day: date,
+    dims_dir: str | None,
+    dimensions: dict[str, bytes | None] | None = None,
+) -> str:
+    """Hash of everything a partition's output depends on: inputs, rules and code.
+
+    `dimensions` are `dimension_digests` of `dims_dir` when the caller already hashed
+    them; the fingerprint is the same either way.
+    """
     spec = get_dataset(dataset)
     digest = hashlib.sha256(INGEST_CODE_VERSION.encode())
     paths = [landing_file(lake, dataset, day, s.name) for s in spec.sources]
@@ -132,12 +162,15 @@ def partition_fingerprint(lake: Lake, dataset: str, day: date, dims_dir: str | N
         for layer in ("landing", "clean"):
             digest.update(load_contract(source.name, layer).fingerprint.encode())
     if dims_dir is not None:
-        paths += [f"{dims_dir}/{table}.csv" for table in dimension_tables(spec)]
+        if dimensions is None:
+            dimensions = dimension_digests(lake, dataset, dims_dir)
+        paths += list(dimensions)
     for path in paths:
         digest.update(path.rsplit("/", 2)[-2].encode())
-        if lake.exists(path):
-            with lake.fs.open(path, "rb") as handle:
-                digest.update(hashlib.sha256(handle.read()).digest())
+        known = dimensions is not None and path in dimensions
+        file_digest = dimensions[path] if known else _file_digest(lake, path)
+        if file_digest is not None:
+            digest.update(file_digest)
     return digest.hexdigest()
 
 
@@ -173,19 +206,67 @@ def changed_days(
     unchanged: dict[str, PartitionReport] = {}
     todo: list[tuple[date, str]] = []
     spec = get_dataset(dataset)
+    dimensions = dimension_digests(lake, dataset, dims_dir)  # once, not once per day
     for day in days:
         hold = (lake.read_manifest(dataset, day) or {}).get("hold")
         if hold:  # an operator's hold: the day keeps its last good generation
             reason = f"held by operator: {hold.get('reason', '')}"
             unchanged[day.isoformat()] = held_report(lake, spec, day, reason)
             continue
-        fingerprint = partition_fingerprint(lake, dataset, day, dims_dir)
+        fingerprint = partition_fingerprint(lake, dataset, day, dims_dir, dimensions)
         existing = stored_report(lake, dataset, day, fingerprint)
         if existing is None:
             todo.append((day, fingerprint))
         else:
             unchanged[existing.day] = existing
     return unchanged, todo
+
+
+def delivered_bytes(lake: Lake, spec: DatasetSpec, day: date) -> int:
+    """The size on disk of a day's delivered files (0 for a file not delivered)."""
+    total = 0
+    for source in spec.sources:
+        path = landing_file(lake, spec.name, day, source.name)
+        if lake.exists(path):
+            total += int(lake.fs.size(path))
+    return total
+
+
+def plan_batches(
+    sized: Sequence[tuple[T, int]], max_bytes: int, min_batches: int = 1
+) -> list[list[T]]:
+    """Group work items (days, with their input bytes) into batches for one task each.
+
+    Why: a task per day pays the task's fixed costs (dispatch, imports, dimension reads)
+    365 times a year while a day of rows is cleaned in a fraction of a second. A batch is
+    a run of consecutive items, in order, of at most `max_bytes` (a single item larger
+    than that is a batch alone); there are at least `min_batches` of them when there are
+    that many items (so every worker gets work), sized alike by bytes. Every item is in
+    exactly one batch.
+    """
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    if not sized:
+        return []
+    total = sum(size for _, size in sized)
+    count = min(len(sized), max(min_batches, math.ceil(total / max_bytes), 1))
+    target = (total or len(sized)) / count  # no bytes at all: spread by item count
+    batches: list[list[T]] = []
+    current: list[T] = []
+    current_bytes, current_slot, before = 0, 0, 0
+    for item, size in sized:
+        weight = size if total else 1
+        # the batch an item belongs to: where its middle falls on the cumulative weight
+        slot = min(count - 1, int((before + weight / 2) / target))
+        before += weight
+        if current and (slot != current_slot or current_bytes + size > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size
+        current_slot = slot
+    batches.append(current)
+    return batches
 
 
 def check_accounting(report: PartitionReport, where: str) -> None:
