@@ -196,6 +196,8 @@ def _params(
 
 
 def _summary_text(summary, elapsed: float, settings) -> str:
+    from tasks.release.card import served_form
+
     champion = f"{summary.champion_auc:.4f}" if summary.champion_auc is not None else "none yet"
     prefect_hint = (
         f"PREFECT_HOME={settings.prefect_home} .venv/bin/prefect server start  (then open "
@@ -215,12 +217,18 @@ def _summary_text(summary, elapsed: float, settings) -> str:
             "dropped" + (f" (side sources quarantined: {side})" if side else ""),
             f"  contracts passed: {', '.join(summary.contracts)}",
             f"  holdout {summary.holdout_days[0]}..{summary.holdout_days[1]} ({summary.holdout_rows:,} rows): "
-            f"model ROC AUC {summary.model_auc:.4f} vs baseline {summary.baseline_auc:.4f} "
-            f"(champion before this run: {champion})",
+            f"model ROC AUC {summary.model_auc:.4f} vs baseline {summary.baseline_auc:.4f}"
+            + (
+                f", network + tree blend {summary.blend_auc:.4f} "
+                f"(network weight {summary.blend_weight:.2f}, chosen on validation days)"
+                if summary.blend_auc is not None and summary.blend_weight is not None
+                else ""
+            )
+            + f" (champion before this run: {champion})",
             f"  registered {summary.model_name} v{summary.version} as @{summary.alias} ({summary.alias_reason})",
-            f"  served form: {summary.served_variant} ONNX, holdout AUC {summary.served_auc:.4f}, "
-            f"{summary.size_ratio:.1f}x smaller, {summary.speedup_batch1:.1f}x faster at batch 1 "
-            "than fp32 torch",
+            f"  served form ({summary.candidate}): {served_form(summary.served_variant)}, holdout AUC "
+            f"{summary.served_auc:.4f}; the ONNX network {summary.size_ratio:.1f}x smaller, "
+            f"{summary.speedup_batch1:.1f}x faster at batch 1 than fp32 torch",
             f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {summary.tracking_uri} --port 5000"
             if summary.tracking_uri.startswith("sqlite")
             else f"  MLflow UI:  {summary.tracking_uri}",

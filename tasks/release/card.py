@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 from tasks.evaluation.baseline import BASELINE_NAME
 
 
+def served_form(variant: str) -> str:
+    """ "lowrank-int8" → "lowrank-int8 ONNX"; a blend's "int8 + LightGBM tree (…)" →
+    "int8 ONNX + LightGBM tree (…)": the ONNX file is the network, the tree is beside it."""
+    name, plus, rest = variant.partition(" + ")
+    return f"{name} ONNX" + (f" + {rest}" if plus else "")
+
+
 def _auc(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "–"
 
@@ -92,7 +99,7 @@ class ModelCard:
             f"| holdout ROC AUC: model | {_auc(self.model_auc)} |",
             f"| holdout ROC AUC: baseline ({BASELINE_NAME}) | {_auc(self.baseline_auc)} |",
             f"| holdout ROC AUC: champion before this run | {champion} |",
-            f"| served form | {self.served_variant} ONNX, AUC {_auc(self.served_auc)}, "
+            f"| served form | {served_form(self.served_variant)}, AUC {_auc(self.served_auc)}, "
             f"{self.served_size_bytes:,} bytes, {self.served_latency_ms:.3f} ms at batch 1 |",
             f"| hyperparameters | {self.tuning} |",
             f"| code | `{self.git_commit}` |",
@@ -123,8 +130,8 @@ class ModelCard:
         text = (
             f"{self.dataset} as_of {self.as_of}: trained on {self.train_days[0]}.."
             f"{self.train_days[1]}, judged on the holdout {self.holdout_days[0]}.."
-            f"{self.holdout_days[1]} ({self.holdout_rows:,} rows). Served as {self.served_variant} "
-            f"ONNX: AUC {_auc(self.served_auc)} vs baseline {_auc(self.baseline_auc)} vs "
+            f"{self.holdout_days[1]} ({self.holdout_rows:,} rows). Served as "
+            f"{served_form(self.served_variant)}: AUC {_auc(self.served_auc)} vs baseline {_auc(self.baseline_auc)} vs "
             f"{champion}. Alias {self.decision}."
         )
         warnings = self.warnings()

@@ -428,7 +428,11 @@ def model_card(
         champion_auc=evaluation.champion["roc_auc"] if evaluation.champion else None,
         champion_version=evaluation.champion_version,
         served_variant=chosen.name
-        + (f" + tree (weight {compression.blend_weight:.2f})" if compression.blend_weight else ""),
+        + (
+            f" + LightGBM tree (network weight {compression.blend_weight:.2f})"
+            if compression.blend_weight
+            else ""
+        ),
         served_auc=compression.served_auc,
         served_size_bytes=chosen.size_bytes,
         served_latency_ms=compression.served_latency_ms,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from tasks.core.context import RunContext
 from tasks.evaluation.baseline import BASELINE_NAME
+from tasks.release.card import served_form
 from tasks.reporting.trend import trend_markdown
 
 if TYPE_CHECKING:  # results of the stages; importing them here would load torch
@@ -135,12 +136,19 @@ class RunSummary:
     def warnings(self) -> list[str]:
         """What deserves a second look even when the gate passed."""
         out = []
-        if self.model_auc < self.baseline_auc:
+        served = self.served_auc if self.served_auc is not None else self.model_auc
+        if self.candidate == "blend" and served < self.baseline_auc:
             out.append(
-                f"The new model trails the baseline by {self.baseline_auc - self.model_auc:.3f} "
+                f"The served blend trails the baseline by {self.baseline_auc - served:.3f} "
+                f"AUC ({served:.4f} vs {self.baseline_auc:.4f})."
+            )
+        if self.model_auc < self.baseline_auc:
+            # with a blend served, the network alone is what still trails the tree
+            subject = "The network alone" if self.candidate == "blend" else "The new model"
+            out.append(
+                f"{subject} trails the baseline by {self.baseline_auc - self.model_auc:.3f} "
                 f"AUC ({self.model_auc:.4f} vs {self.baseline_auc:.4f})."
             )
-        served = self.served_auc if self.served_auc is not None else self.model_auc
         if self.champion_auc is not None and served < self.champion_auc:
             out.append(
                 f"The served model trails the champion by {self.champion_auc - served:.3f} AUC "
@@ -200,7 +208,7 @@ class RunSummary:
         if not self.served_variant:
             return []
         return [
-            f"Served form: **{self.served_variant}** ONNX, holdout AUC "
+            f"Served form: **{served_form(self.served_variant)}**, holdout AUC "
             f"{self.served_auc:.4f}, {self.size_ratio:.1f}x smaller and "
             f"{self.speedup_batch1:.1f}x faster at batch 1 than the fp32 torch network.",
             "",
@@ -341,7 +349,12 @@ def build_summary(
         tracking_uri=ctx.tracking_uri,
         data_docs=docs,
         served_variant=(
-            compression.chosen + (" + tree" if compression.served_candidate == "blend" else "")
+            compression.chosen
+            + (
+                f" + LightGBM tree (network weight {compression.blend_weight:.2f})"
+                if compression.served_candidate == "blend"
+                else ""
+            )
         )
         if compression
         else None,

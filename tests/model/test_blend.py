@@ -60,6 +60,6 @@ def test_the_run_serves_what_won_on_validation(nightly_run, stage_results, lande
     assert nightly_run.candidate == choice.candidate
     if choice.is_blend:
         assert choice.blend_validation_auc > choice.network_validation_auc
-        assert nightly_run.served_variant.endswith("+ tree")
+        assert "+ LightGBM tree (network weight" in nightly_run.served_variant
     else:
         assert choice.weight == 1.0

@@ -149,3 +149,23 @@ def test_trend_keeps_the_newest_version_of_each_night_oldest_first():
     assert "| 2013-12-02 | v3 | 0.7100 | 0.7090 | 0.7000 | +0.0090 | @challenger |" in text
     assert "```" in text and "2013-12-03 S █" in text
     assert "## Last nights" in _summary(trend=rows).markdown()
+
+
+def test_a_served_blend_is_named_and_only_the_network_alone_is_said_to_trail():
+    summary = _summary(
+        candidate="blend",
+        served_variant="lowrank-int8 + LightGBM tree (network weight 0.40)",
+        served_auc=0.7189,
+        blend_auc=0.7188,
+        blend_weight=0.4,
+    )
+    warnings = summary.warnings()
+    assert "The network alone trails the baseline by 0.010 AUC (0.7034 vs 0.7134)." in warnings
+    assert not any("served blend trails" in w for w in warnings)
+    text = summary.markdown()
+    assert "**lowrank-int8 ONNX + LightGBM tree (network weight 0.40)**" in text
+    assert (
+        "| network + tree blend, network weight 0.40 (chosen on validation days) | 0.7188 |" in text
+    )
+    behind = _summary(candidate="blend", served_auc=0.70, blend_auc=0.70, blend_weight=0.4)
+    assert any("The served blend trails the baseline by 0.013" in w for w in behind.warnings())
