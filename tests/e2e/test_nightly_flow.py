@@ -47,7 +47,9 @@ def test_model_is_registered_as_champion_with_lineage_tags(nightly_run, settings
     run = client.get_run(tags["mlflow_run_id"])
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(nightly_run.model_auc)
     assert "baseline_roc_auc" in run.data.metrics
-    assert tags["compression_variant"] == nightly_run.served_variant
+    # the network's variant (a served blend's name adds "+ LightGBM tree (…)")
+    assert tags["compression_variant"] == nightly_run.served_variant.partition(" + ")[0]
+    assert tags["served_candidate"] == nightly_run.candidate
     assert len(tags["artifact_sha256"]) == 64 and int(tags["artifact_size_bytes"]) > 0
     assert tags["gate_passed"] == "true" and float(tags["latency_ms_batch1"]) > 0
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "evaluation/plots")}
