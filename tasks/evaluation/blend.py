@@ -163,7 +163,7 @@ def refit_for_serving(
     The weight and the threshold stay those chosen with the tree that did not see the
     validation days (as a tuned model is refitted once its settings are chosen); the served
     tree gains the window's most recent two weeks. Measured on the December holdout, seed
-    42: blend AUC 0.7172 with the fitting-days tree, 0.7188 refitted (BENCHMARKS.md §15).
+    42: blend AUC 0.7172 with the fitting-days tree, 0.7188 refitted (BENCHMARKS.md §12).
     """
     path = choice.tree_path.removesuffix(".txt") + "-served.txt"
     fit_tree(codes, numeric, labels, seed).save_model(path)
