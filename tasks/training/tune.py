@@ -194,6 +194,32 @@ class TrialBatch:
     as_of: str = ""  # the night: recorded on every trial, tonight's best is chosen by it
 
 
+def _optimize(study: optuna.Study, objective, job: TrialBatch) -> None:
+    """`study.optimize` for this batch, tolerating a queued trial run twice.
+
+    Two workers starting at once can both take the same queued trial (SQLite has no row
+    locks to make Optuna's WAITING → RUNNING step exclusive); the second to finish then
+    gets `UpdateFinishedTrialError`. Its result is a duplicate of one already recorded, so
+    it is dropped and the batch goes on; `MaxTrialsCallback` and the deadline still bound it.
+    """
+    while True:
+        try:
+            study.optimize(
+                objective,
+                n_trials=job.n_trials,
+                timeout=max(1.0, job.deadline - time.time()),
+                gc_after_trial=False,
+                # a batch re-run after its worker died stops once the run has its trials
+                callbacks=[MaxTrialsCallback(job.finished_target, states=FINISHED)],
+            )
+            return
+        except optuna.exceptions.UpdateFinishedTrialError as error:
+            logger.warning("tune: %s (another worker ran it too); going on", error)
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            if finished >= job.finished_target or time.time() >= job.deadline:
+                return
+
+
 def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
     """Run `job.n_trials` trials of the shared study in this process (a Dask worker)."""
     import torch
@@ -265,14 +291,7 @@ def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
             report.epochs_trained += epochs_done
             mlflow.set_terminated(run.info.run_id, status=status)
 
-    study.optimize(
-        objective,
-        n_trials=job.n_trials,
-        timeout=max(1.0, job.deadline - time.time()),
-        gc_after_trial=False,
-        # a batch re-run after its worker died stops once the run has its trials
-        callbacks=[MaxTrialsCallback(job.finished_target, states=FINISHED)],
-    )
+    _optimize(study, objective, job)
     return report
 
 
