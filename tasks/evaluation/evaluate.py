@@ -132,7 +132,8 @@ def evaluate_models(
     y_true = holdout["label"].to_numpy().astype(int)
 
     net = load_network(trained.weights_path, trained.net_config_path)
-    model_proba = predict_proba(net, *preprocessor.transform(spec.feature_frame(holdout)))
+    codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and tree
+    model_proba = predict_proba(net, codes, numeric)
     base_proba = baseline_proba(spec, train, holdout, preprocessor, seed)
     choice = blend_on_validation(spec, train, preprocessor, net, trained, out_dir, seed)
     # The contract's key identifies each holdout row in the predictions file.
@@ -141,7 +142,6 @@ def evaluate_models(
     predictions["baseline"] = base_proba
     if choice is not None:
         tree = load_tree(choice.tree_path)
-        codes, numeric = preprocessor.transform(spec.feature_frame(holdout))
         # the blend at the weight the validation days chose (1.0, the network itself, when
         # no blend beat it there); scored on the holdout for the record, never to choose it
         tree_holdout = tree_proba(tree, codes, numeric)
