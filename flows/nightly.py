@@ -79,7 +79,7 @@ def nightly_retrain(
         # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
         evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
 
-        # Compress: int8 / pruned / low-rank ONNX variants; keep the smallest within budget
+        # Compress: int8 / pruned / low-rank / distilled ONNX variants; keep the smallest within budget
         # (served blended with the tree when the blend won on the validation days)
         compression = compress_network_task(
             ctx, features, trained, params.release.compression, evaluation

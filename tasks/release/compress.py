@@ -5,6 +5,13 @@ and batch-1024 CPU latency (median of repeats, threads fixed), holdout ROC AUC. 
 smallest variant whose AUC drop against the fp32 network stays within the budget is kept;
 its ONNX file becomes part of the registered model.
 
+The four classic methods are all variants: int8 quantisation, magnitude pruning (then
+quantised), low-rank factorisation (fp32 and quantised) and distillation. The distilled
+student is a one-member network with narrow layers that learns the fp32 ensemble's
+probabilities (soft labels) over the training window. Its teacher is the network, not the
+served blend: the student takes the network's place, so when the blend is served the tree
+is added once, by the blend, and not a second time through the student's targets.
+
 Why a separate export graph: `MemberLinear` is one `torch.einsum`, which exports as an
 ONNX `Einsum` node that onnxruntime's quantizer leaves in fp32. The export graph computes
 the same function with plain matrix products: the first layer's members all read the same
@@ -49,7 +56,13 @@ from tasks.release.pyfunc import (
     tree_proba,
 )
 from tasks.training.loop import TrainResult, load_network, seed_everything
-from tasks.training.model import MemberLinear, TabularNet, member_loss, predict_proba
+from tasks.training.model import (
+    MemberLinear,
+    NetConfig,
+    TabularNet,
+    member_loss,
+    predict_proba,
+)
 
 logger = logging.getLogger("nightshift.compress")
 
@@ -228,6 +241,55 @@ def prune_and_finetune(
                     params[name].mul_(mask)
     pruned.eval()
     return pruned
+
+
+def distill_student(
+    teacher: TabularNet,
+    codes: np.ndarray,
+    numeric: np.ndarray,
+    hidden: list[int],
+    epochs: int,
+    seed: int,
+    learning_rate: float = 2e-3,
+    batch_size: int = 1024,
+) -> TabularNet:
+    """A one-member student trained on the teacher's soft labels (its members' mean).
+
+    Soft labels carry what the ensemble learned about each row's risk, which a hard 0/1
+    label of a noisy target does not; that is why a network a fifteenth of the size can
+    match it. Same embeddings layout as the teacher, so the same preprocessor feeds both.
+    No dropout: the targets are already smooth, and the student is small.
+    """
+    seed_everything(seed)
+    student = TabularNet(
+        NetConfig(
+            cardinalities=list(teacher.config.cardinalities),
+            n_numeric=teacher.config.n_numeric,
+            hidden=list(hidden),
+            dropout=0.0,
+            members=1,
+            max_embedding_dim=teacher.config.max_embedding_dim,
+        )
+    )
+    soft = torch.from_numpy(predict_proba(teacher, codes, numeric).astype(np.float32))
+    t_codes, t_numeric = torch.from_numpy(codes), torch.from_numpy(numeric)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=1e-4)
+    steps_per_epoch = -(-len(soft) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=learning_rate, total_steps=max(1, epochs * steps_per_epoch)
+    )
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        student.train()
+        order = torch.randperm(len(soft), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            member_loss(student(t_codes[batch], t_numeric[batch]), soft[batch]).backward()
+            optimizer.step()
+            schedule.step()
+    student.eval()
+    return student
 
 
 def low_rank_ranks(net: TabularNet, fraction: float) -> list[int]:
@@ -459,12 +521,14 @@ def compress_network(
     paths["fp32"] = export_onnx(ExportNet(net), one, f"{out_dir}/fp32.onnx")
     paths["int8"] = quantize_int8(paths["fp32"], f"{out_dir}/int8.onnx")
 
-    if config.prune_sparsity > 0:
+    if config.prune_sparsity > 0 or config.distill_epochs > 0:
         train = lake.read_parquet(features.train_path)
         t_codes, t_numeric = preprocessor.transform(spec.feature_frame(train))
+        t_codes = t_codes.astype(np.int64)
+    if config.prune_sparsity > 0:
         pruned = prune_and_finetune(
             net,
-            t_codes.astype(np.int64),
+            t_codes,
             t_numeric,
             train["label"].to_numpy(),
             config.prune_sparsity,
@@ -474,6 +538,28 @@ def compress_network(
         pruned_fp32 = export_onnx(ExportNet(pruned), one, f"{out_dir}/pruned-fp32.onnx")
         paths["pruned-int8"] = quantize_int8(pruned_fp32, f"{out_dir}/pruned-int8.onnx")
         os.remove(pruned_fp32)
+
+    if config.distill_epochs > 0:
+        started = time.perf_counter()
+        student = distill_student(
+            net,
+            t_codes,
+            t_numeric,
+            config.distill_hidden,
+            config.distill_epochs,
+            seed,
+            config.distill_learning_rate,
+        )
+        log.info(
+            "compress: distilled a %s student (%d weights; the teacher has %d) in %.1f s",
+            "x".join(map(str, config.distill_hidden)),
+            sum(p.numel() for p in student.parameters()),
+            sum(p.numel() for p in net.parameters()),
+            time.perf_counter() - started,
+        )
+        student_fp32 = export_onnx(ExportNet(student), one, f"{out_dir}/distilled-fp32.onnx")
+        paths["distilled-fp32"] = student_fp32
+        paths["distilled-int8"] = quantize_int8(student_fp32, f"{out_dir}/distilled-int8.onnx")
 
     ranks = low_rank_ranks(net, config.low_rank_fraction)
     if any(ranks):

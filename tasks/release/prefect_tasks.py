@@ -32,7 +32,7 @@ def compress_network_task(
     config: CompressionConfig,
     evaluation: Evaluation | None = None,
 ) -> Compression:
-    """ONNX variants (fp32, int8, pruned, low-rank); keep the smallest within the AUC budget.
+    """ONNX variants (fp32, int8, pruned, low-rank, distilled); keep the smallest within the AUC budget.
 
     With the evaluation's blend as the candidate, the kept variant is served blended.
     """
