@@ -28,7 +28,7 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,6 @@ from tasks.release.pyfunc import (
 from tasks.training.loop import TrainResult, load_network, seed_everything
 from tasks.training.model import (
     MemberLinear,
-    NetConfig,
     TabularNet,
     member_loss,
     predict_proba,
@@ -83,6 +82,9 @@ class ExportNet(nn.Module):
         super().__init__()
         self.members = net.config.members
         self.embeddings = net.embeddings
+        # periodic embeddings stay one fp32 Einsum: a few thousand weights, and the
+        # quantizer leaves Einsum alone (module docstring)
+        self.numeric_embedding = net.numeric_embedding
         layers = [m for m in net.mlp if isinstance(m, MemberLinear)]
         first = layers[0]
         k, width, out = first.weight.shape
@@ -103,6 +105,8 @@ class ExportNet(nn.Module):
 
     def forward(self, codes: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
         embedded = [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
+        if self.numeric_embedding is not None:
+            numeric = self.numeric_embedding(numeric)
         hidden = torch.relu(self.first(torch.cat([*embedded, numeric], dim=1)))
         chunks = torch.split(hidden, self.first_out, dim=1)
         for depth, member_layers in enumerate(self.rest):
@@ -145,7 +149,9 @@ def _member_linear(weight: torch.Tensor, bias: torch.Tensor, rank: int) -> nn.Mo
 def export_onnx(module: ExportNet, example: tuple[np.ndarray, np.ndarray], path: str) -> str:
     """Write the export graph as ONNX with a dynamic batch dimension."""
     module.eval()
-    codes, numeric = (torch.from_numpy(a) for a in example)
+    # trace with two rows: torch.export specialises a dimension of size 1 wherever it meets
+    # a broadcast, and the periodic embeddings' arithmetic would fix the batch at 1
+    codes, numeric = (torch.from_numpy(np.concatenate([a, a])) for a in example)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     torch.onnx.export(
         module,
@@ -257,20 +263,12 @@ def distill_student(
 
     Soft labels carry what the ensemble learned about each row's risk, which a hard 0/1
     label of a noisy target does not; that is why a network a fifteenth of the size can
-    match it. Same embeddings layout as the teacher, so the same preprocessor feeds both.
+    match it. Same embeddings layout as the teacher (periodic numerics included, trained
+    afresh), so the same preprocessor feeds both.
     No dropout: the targets are already smooth, and the student is small.
     """
     seed_everything(seed)
-    student = TabularNet(
-        NetConfig(
-            cardinalities=list(teacher.config.cardinalities),
-            n_numeric=teacher.config.n_numeric,
-            hidden=list(hidden),
-            dropout=0.0,
-            members=1,
-            max_embedding_dim=teacher.config.max_embedding_dim,
-        )
-    )
+    student = TabularNet(replace(teacher.config, hidden=list(hidden), dropout=0.0, members=1))
     soft = torch.from_numpy(predict_proba(teacher, codes, numeric).astype(np.float32))
     t_codes, t_numeric = torch.from_numpy(codes), torch.from_numpy(numeric)
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=1e-4)

@@ -30,6 +30,11 @@ class TrainConfig(BaseModel):
         description="Parallel MLP members averaged into one prediction "
         "(1 = a plain MLP); more members, less variance, proportionally more compute.",
     )
+    numeric_embedding: Literal["none", "periodic"] = Field(
+        default="none",
+        description="How numeric columns enter the network: as they are, or through "
+        "periodic embeddings (sin/cos at trained frequencies; better AUC, slower epochs).",
+    )
     keep: Literal["best_validation", "last"] = Field(
         default="best_validation",
         description="Which epoch's weights to keep: the one with the best validation AUC "

@@ -207,6 +207,7 @@ def net_config_for(data: TrainingData, config: TrainConfig) -> NetConfig:
         dropout=config.dropout,
         members=config.members,
         max_embedding_dim=config.embedding_dim,
+        numeric_embedding=config.numeric_embedding,
     )
 
 

@@ -4,6 +4,11 @@ Flight delays are noisy and weather readings nearly identify single hours, so on
 memorises days and its holdout AUC varies by ~0.005 from seed to seed. Averaging k
 members (shared embeddings, independent MLPs, one batched einsum per layer, as in TabM)
 removes most of that variance at k times the MLP's arithmetic and one set of weights.
+
+Numeric columns may enter through periodic embeddings (Gorishniy et al., NeurIPS 2022,
+"PLR"): each standardised value x becomes relu(W_j [sin(2π c_j x), cos(2π c_j x)] + b_j)
+with trained frequencies c_j per column. An MLP on raw numerics is biased towards smooth
+functions; the embedding lets it fit the sharp, periodic shapes of hours and weather.
 """
 
 from __future__ import annotations
@@ -26,9 +31,26 @@ class NetConfig:
     dropout: float = 0.1
     members: int = 4
     max_embedding_dim: int = 16
+    # "none" (numerics enter as they are) or "periodic"; the default keeps the networks
+    # saved before the option existed loading as they were trained
+    numeric_embedding: str = "none"
+    # 16 frequencies into 8 units per column: the size that gained AUC on the full year
+    # (8 into 4 did not; BENCHMARKS.md §16)
+    periodic_frequencies: int = 16
+    periodic_dim: int = 8
 
     def embedding_dims(self) -> list[int]:
         return [min(self.max_embedding_dim, (c + 1) // 2 + 1) for c in self.cardinalities]
+
+    def numeric_width(self) -> int:
+        """Width the numeric columns take in the MLP's input."""
+        if self.numeric_embedding == "periodic":
+            return self.n_numeric * self.periodic_dim
+        if self.numeric_embedding != "none":
+            raise ValueError(
+                f"numeric_embedding {self.numeric_embedding!r}: expected 'none' or 'periodic'"
+            )
+        return self.n_numeric
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +71,30 @@ class MemberLinear(nn.Module):
         return torch.einsum("nki,kio->nko", x, self.weight) + self.bias
 
 
+class PeriodicEmbedding(nn.Module):
+    """Per numeric column: sin/cos at k trained frequencies, then a d-wide linear + ReLU.
+
+    [n, columns] -> [n, columns * d]. Frequencies start from N(0, sigma) on standardised
+    inputs (sigma 0.1: smooth at first, sharper only where the data asks for it).
+    """
+
+    def __init__(self, columns: int, frequencies: int, dim: int, sigma: float = 0.1) -> None:
+        super().__init__()
+        self.frequencies = nn.Parameter(torch.randn(columns, frequencies) * sigma)
+        bound = 1 / math.sqrt(2 * frequencies)
+        self.weight = nn.Parameter(
+            torch.empty(columns, 2 * frequencies, dim).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(torch.empty(columns, dim).uniform_(-bound, bound))
+
+    def forward(self, numeric: torch.Tensor) -> torch.Tensor:
+        # [n, c] x [c, k] -> [n, c, k]: each column at each of its own frequencies
+        angles = torch.einsum("nc,ck->nck", numeric, self.frequencies) * (2 * math.pi)
+        periodic = torch.cat([torch.sin(angles), torch.cos(angles)], dim=2)  # [n, c, 2k]
+        out = torch.einsum("nck,ckd->ncd", periodic, self.weight) + self.bias
+        return torch.relu(out).flatten(1)
+
+
 class TabularNet(nn.Module):
     """Shared embeddings + k MLP members; returns one logit per row and member [n, k]."""
 
@@ -59,7 +105,12 @@ class TabularNet(nn.Module):
             nn.Embedding(card, dim)
             for card, dim in zip(config.cardinalities, config.embedding_dims(), strict=True)
         )
-        width = sum(config.embedding_dims()) + config.n_numeric
+        self.numeric_embedding = (
+            PeriodicEmbedding(config.n_numeric, config.periodic_frequencies, config.periodic_dim)
+            if config.numeric_embedding == "periodic"
+            else None
+        )
+        width = sum(config.embedding_dims()) + config.numeric_width()
         layers: list[nn.Module] = []
         for hidden in config.hidden:
             layers += [
@@ -73,6 +124,8 @@ class TabularNet(nn.Module):
 
     def forward(self, codes: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
         embedded = [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
+        if self.numeric_embedding is not None:
+            numeric = self.numeric_embedding(numeric)
         inputs = torch.cat([*embedded, numeric], dim=1)
         members = inputs.unsqueeze(1).expand(-1, self.config.members, -1)
         return self.mlp(members).squeeze(2)
