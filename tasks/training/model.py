@@ -34,8 +34,7 @@ class NetConfig:
     # "none" (numerics enter as they are) or "periodic"; the default keeps the networks
     # saved before the option existed loading as they were trained
     numeric_embedding: str = "none"
-    # 16 frequencies into 8 units per column: the size that gained AUC on the full year
-    # (8 into 4 did not; BENCHMARKS.md §16)
+    # 16 frequencies into 8 units per column (8 into 4 did worse in a first full-year try)
     periodic_frequencies: int = 16
     periodic_dim: int = 8
 

@@ -61,8 +61,9 @@ def suggest_train_config(
     """The search space, declared once: sampled during the search, replayed for the winner."""
     width = trial.suggest_categorical("width", [64, 128, 256, 512])
     depth = trial.suggest_int("depth", 1, 3)
-    # periodic numeric embeddings gained 0.003-0.007 holdout AUC at ~2x the epoch time on
-    # CPU (BENCHMARKS.md §16): searched where a GPU pays for it, configured elsewhere
+    # periodic numeric embeddings cost ~2x the epoch time on CPU and their effect is mixed
+    # (full year: holdout AUC up, validation-days AUC down; BENCHMARKS.md §16): searched
+    # where a GPU pays for the trials, and validation decides; configured elsewhere
     extra = (
         {"numeric_embedding": trial.suggest_categorical("numeric_embedding", ["none", "periodic"])}
         if space == "gpu"
