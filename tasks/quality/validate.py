@@ -1,10 +1,15 @@
-"""Validate: check a clean batch against its data contract with Great Expectations.
+"""Validate: check the clean partitions against their data contract.
 
-The suite is compiled from the contract's rule catalogue (the same rules that drove the
-row-level quarantine), plus the batch-level rules: key uniqueness, row counts and the
-contract's quarantine threshold per day. A broken contract fails the run with the rule
-and the partitions named; no model is trained on that data. Results and GX Data Docs
-(HTML) land in `reports/validation/<dataset>/<as_of>/` in the lake.
+Every partition of the run's days is checked natively against the contract's suite (the
+rule catalogue that drove the row-level quarantine, plus key uniqueness and the row
+count; `native_checks`), one partition at a time, and its result cached by content
+(`validation_cache`): a partition whose clean file and suite are unchanged since it was
+last checked is read back, never re-checked, so a night costs what its new data costs and
+memory stays one partition. Great Expectations re-checks the night's changed partitions
+(the newest, up to `validation_gx_max_rows` rows) and writes the suite results and Data
+Docs people read. The contract's quarantine threshold is checked per day from the
+manifests. A broken contract fails the run with the rule and the partitions named; no
+model is trained on that data. Reports land in `reports/validation/<dataset>/<as_of>/`.
 """
 
 from __future__ import annotations
@@ -18,10 +23,18 @@ import pandas as pd
 from data_contracts import Contract, load_contract
 from tasks.core.context import RunContext
 from tasks.core.lake import Lake
+from tasks.core.settings import get_settings
 from tasks.quality.dimensions import allowed_sets, dimensions_dir
 from tasks.quality.docs_index import render_index
 from tasks.quality.gx_suite import RuleFailure, run_suite
-from tasks.quality.rules import quarantine_fraction_rule
+from tasks.quality.native_checks import check_partition, suite_fingerprint
+from tasks.quality.rules import ROW_COUNT, quarantine_fraction_rule
+from tasks.quality.validation_cache import (
+    PartitionResult,
+    content_key,
+    read_cached,
+    write_cached,
+)
 
 logger = logging.getLogger("nightshift.validate")
 
@@ -32,7 +45,7 @@ class ContractBroken(RuntimeError):
 
 @dataclass
 class ValidationReport:
-    """What GX concluded about one table's clean batch."""
+    """What validation concluded about one table's clean partitions."""
 
     dataset: str
     contract: str
@@ -44,7 +57,16 @@ class ValidationReport:
     report_path: str
     as_of: str = ""
     gx_docs: str | None = None
+    # native results over every partition, one row per rule (cached and re-checked ones)
     results: list[dict] = field(default_factory=list)
+    partitions: int = 0
+    # the days checked tonight (new or changed content, or a changed suite); the others
+    # were read back from the cache
+    rechecked: list[str] = field(default_factory=list)
+    # the days GX re-checked tonight (the newest changed ones, row-capped), and its results
+    gx_partitions: list[str] = field(default_factory=list)
+    gx_rows: int = 0
+    gx_results: list[dict] = field(default_factory=list)
 
 
 def quarantine_threshold_failures(
@@ -89,22 +111,107 @@ def write_docs_index(ctx: RunContext) -> str:
     return index
 
 
+def _aggregate(
+    partitions: list[PartitionResult],
+) -> tuple[list[dict], list[RuleFailure]]:
+    """Per rule, over every partition: one report row, and a failure naming the days."""
+    rows: list[dict] = []
+    failures: list[RuleFailure] = []
+    if not partitions:
+        return rows, failures
+    for i, first in enumerate(partitions[0].results):
+        per_day = [(p.day, p.results[i]) for p in partitions]
+        broken = [(day, r) for day, r in per_day if not r.success]
+        count = sum(r.unexpected_count for _, r in per_day)
+        observed = broken[0][1].observed if broken else None
+        if first.rule == ROW_COUNT:
+            least = min(per_day, key=lambda item: int(item[1].observed or 0))
+            observed = f"fewest rows: {least[1].observed} (date={least[0]})"
+        rows.append(
+            {
+                "rule": first.rule,
+                "expectation": first.expectation,
+                "column": first.column,
+                "success": not broken,
+                "unexpected_count": count,
+                "observed": observed,
+                "failed_partitions": len(broken),
+            }
+        )
+        if broken:
+            failures.append(
+                RuleFailure(
+                    rule=first.rule,
+                    column=first.column,
+                    unexpected_count=count,
+                    partitions=[day for day, _ in broken],
+                    observed=observed,
+                )
+            )
+    return rows, failures
+
+
+def check_partitions(
+    ctx: RunContext, table: str, days: list[date], contract: Contract, allowed: dict
+) -> tuple[list[PartitionResult], list[tuple[str, pd.DataFrame]]]:
+    """Each day's native result, from the cache or checked now (newest first), and the
+    frames of the changed days Great Expectations re-checks (newest first, row-capped).
+
+    Only the frames kept for GX stay in memory; every other partition is dropped once its
+    result is written.
+    """
+    lake = ctx.lake
+    suite = suite_fingerprint(contract, allowed)
+    cap = get_settings().validation_gx_max_rows
+    results: list[PartitionResult] = []
+    for_gx: list[tuple[str, pd.DataFrame]] = []
+    gx_rows = 0
+    for day in sorted(days, reverse=True):
+        key = content_key(lake, ctx.dataset, table, day, suite)
+        result = read_cached(lake, ctx.dataset, table, day, key)
+        if result is None:
+            frame = lake.read_partition(ctx.dataset, "clean", table, day)
+            result = PartitionResult(
+                day.isoformat(), len(frame), check_partition(frame, contract, allowed), key
+            )
+            write_cached(lake, ctx.dataset, table, result)
+            result.rechecked = True
+            if cap and (not for_gx or gx_rows + len(frame) <= cap):
+                for_gx.append((day.isoformat(), frame))
+                gx_rows += len(frame)
+        results.append(result)
+    return sorted(results, key=lambda r: r.day), for_gx
+
+
 def validate_table(ctx: RunContext, table: str, days: list[date]) -> ValidationReport:
     """Validate the clean partitions of `days` of one table; writes report + Data Docs.
 
-    The night's page (`docs/index.html`) lists every table validated for this `as_of`;
-    each table's own GX site is `docs/gx/<table>/` (local lakes only).
+    The night's page (`docs/index.html`) lists every table validated for this `as_of`:
+    the native results over all partitions (cached and re-checked) and, for the changed
+    ones, the GX run; each table's own GX site is `docs/gx/<table>/` (local lakes only).
     """
     lake = ctx.lake
     contract = load_contract(table)
-    frames = [lake.read_partition(ctx.dataset, "clean", table, d) for d in days]
-    frame = pd.concat(frames, ignore_index=True)
     allowed = allowed_sets(lake, ctx.spec, dimensions_dir(lake, ctx.spec, ctx.as_of))
+    partitions, for_gx = check_partitions(ctx, table, days, contract, allowed)
+    rechecked = [p.day for p in partitions if p.rechecked]
+    results, failures = _aggregate(partitions)
     out_dir = lake.validation_dir(ctx.dataset, ctx.as_of)
-    gx_dir = f"{out_dir}/docs/gx/{table}" if lake.is_local else None
-    run = run_suite(frame, contract, allowed, gx_dir, run_name=f"{ctx.as_of} {contract.tag}")
+    gx_docs: str | None = None
+    gx_results: list[dict] = []
+    if for_gx:
+        gx_dir = f"{out_dir}/docs/gx/{table}" if lake.is_local else None
+        frame = pd.concat([f for _, f in reversed(for_gx)], ignore_index=True)
+        run = run_suite(frame, contract, allowed, gx_dir, run_name=f"{ctx.as_of} {contract.tag}")
+        del frame
+        gx_docs, gx_results = run.docs_index, run.outcomes
+        native_broken = {f.rule for f in failures}
+        for failure in run.failures:  # GX and the native checks disagree: trust the failure
+            if failure.rule not in native_broken:
+                logger.warning("validate: GX breaks %s where the native checks did not", failure)
+                failures.append(failure)
     over = quarantine_threshold_failures(lake, ctx.dataset, contract, days)
-    failures = run.failures + over
+    failures += over
     threshold = {  # checked outside GX, listed with its expectations on the night's page
         "rule": quarantine_fraction_rule(contract.thresholds.max_quarantine_fraction),
         "expectation": "quarantine threshold per day",
@@ -117,14 +224,19 @@ def validate_table(ctx: RunContext, table: str, days: list[date]) -> ValidationR
         dataset=table,
         contract=contract.tag,
         success=not failures,
-        rows=len(frame),
-        expectations=run.expectations + 1,
+        rows=sum(p.rows for p in partitions),
+        expectations=len(results) + 1,
         failures=failures,
         docs_index=f"{out_dir}/docs/index.html",
         report_path=f"{out_dir}/{table}.json",
         as_of=str(ctx.as_of),
-        gx_docs=run.docs_index,
-        results=[*run.outcomes, threshold],
+        gx_docs=gx_docs,
+        results=[*results, threshold],
+        partitions=len(partitions),
+        rechecked=rechecked,
+        gx_partitions=sorted(day for day, _ in for_gx),
+        gx_rows=sum(len(f) for _, f in for_gx),
+        gx_results=gx_results,
     )
     lake.write_json_atomic(report.report_path, asdict(report))
     write_docs_index(ctx)
