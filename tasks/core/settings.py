@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         "partition always); every partition is checked natively and its result cached by "
         "content. 0: native checks only, no GX run.",
     )
+    validation_gx_background: bool = Field(
+        default=False,
+        description="Run Great Expectations (suite results, Data Docs) on the night's changed "
+        "partitions in a detached process instead of waiting for it: the native checks are "
+        "the gate either way; GX's results join the report when it finishes (local lakes; "
+        "on object storage GX runs inline).",
+    )
     ddp_attempts: int = Field(
         default=3,
         ge=1,

@@ -55,15 +55,23 @@ def _coverage(report: dict) -> str:
     else:
         days = ", ".join(rechecked[-5:]) + (" …" if len(rechecked) > 5 else "")
         tonight = f"{len(rechecked)} checked tonight (new or changed: {escape(days)})"
+    pending = (
+        " (running in the background: reload later)" if report.get("gx_status") == "pending" else ""
+    )
     gx = (
         f"Great Expectations re-checked {len(gx_days)} of them ({report.get('gx_rows', 0):,} "
-        f"rows: date={escape(gx_days[0])}…{escape(gx_days[-1])})"
+        f"rows: date={escape(gx_days[0])}…{escape(gx_days[-1])}){pending}"
         if gx_days
         else "Great Expectations did not run tonight"
+    )
+    disagrees = "".join(
+        f'<li class="fail">GX breaks a rule the native checks passed: {escape(line)}</li>'
+        for line in report.get("gx_disagrees") or []
     )
     return (
         f"<p>Native checks on {total} partition(s): {tonight}, "
         f"{total - len(rechecked)} read back unchanged. {gx}.</p>"
+        + (f"<ul>{disagrees}</ul>" if disagrees else "")
     )
 
 

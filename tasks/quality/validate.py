@@ -15,6 +15,7 @@ model is trained on that data. Reports land in `reports/validation/<dataset>/<as
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
@@ -25,8 +26,9 @@ from tasks.core.context import RunContext
 from tasks.core.lake import Lake
 from tasks.core.settings import get_settings
 from tasks.quality.dimensions import allowed_sets, dimensions_dir
-from tasks.quality.docs_index import render_index
-from tasks.quality.gx_suite import RuleFailure, run_suite
+from tasks.quality.gx_docs import disagreements, docs_lock, gx_run, start_background
+from tasks.quality.gx_docs import write_docs_index as write_docs_index_of
+from tasks.quality.gx_suite import RuleFailure
 from tasks.quality.native_checks import check_partition, suite_fingerprint
 from tasks.quality.rules import ROW_COUNT, quarantine_fraction_rule
 from tasks.quality.validation_cache import (
@@ -67,6 +69,11 @@ class ValidationReport:
     gx_partitions: list[str] = field(default_factory=list)
     gx_rows: int = 0
     gx_results: list[dict] = field(default_factory=list)
+    # none (no changed partition), done, or pending (a background GX process will add its
+    # results); rules GX broke that the native checks passed (never expected: an engine bug)
+    gx_status: str = "none"
+    gx_disagrees: list[str] = field(default_factory=list)
+    run_id: str = ""
 
 
 def quarantine_threshold_failures(
@@ -98,17 +105,7 @@ def quarantine_threshold_failures(
 
 def write_docs_index(ctx: RunContext) -> str:
     """Rewrite the night's validation page from every table's report written so far."""
-    lake = ctx.lake
-    out_dir = lake.validation_dir(ctx.dataset, ctx.as_of)
-    reports = [
-        lake.read_json(f"{out_dir}/{table}.json")
-        for table in ctx.spec.tables
-        if lake.exists(f"{out_dir}/{table}.json")
-    ]
-    index = f"{out_dir}/docs/index.html"
-    page = render_index(ctx.dataset, str(ctx.as_of), reports)
-    lake.write_bytes_atomic(index, page.encode())
-    return index
+    return write_docs_index_of(ctx.lake, ctx.dataset, ctx.as_of, list(ctx.spec.tables))
 
 
 def _aggregate(
@@ -152,19 +149,25 @@ def _aggregate(
 
 
 def check_partitions(
-    ctx: RunContext, table: str, days: list[date], contract: Contract, allowed: dict
-) -> tuple[list[PartitionResult], list[tuple[str, pd.DataFrame]]]:
+    ctx: RunContext,
+    table: str,
+    days: list[date],
+    contract: Contract,
+    allowed: dict,
+    keep_frames: bool = True,
+) -> tuple[list[PartitionResult], list[tuple[str, pd.DataFrame | None]]]:
     """Each day's native result, from the cache or checked now (newest first), and the
     frames of the changed days Great Expectations re-checks (newest first, row-capped).
 
-    Only the frames kept for GX stay in memory; every other partition is dropped once its
-    result is written.
+    Only the frames kept for GX stay in memory (none with `keep_frames=False`: a GX process
+    of its own reads them back); every other partition is dropped once its result is
+    written.
     """
     lake = ctx.lake
     suite = suite_fingerprint(contract, allowed)
     cap = get_settings().validation_gx_max_rows
     results: list[PartitionResult] = []
-    for_gx: list[tuple[str, pd.DataFrame]] = []
+    for_gx: list[tuple[str, pd.DataFrame | None]] = []
     gx_rows = 0
     for day in sorted(days, reverse=True):
         key = content_key(lake, ctx.dataset, table, day, suite)
@@ -177,7 +180,7 @@ def check_partitions(
             write_cached(lake, ctx.dataset, table, result)
             result.rechecked = True
             if cap and (not for_gx or gx_rows + len(frame) <= cap):
-                for_gx.append((day.isoformat(), frame))
+                for_gx.append((day.isoformat(), frame if keep_frames else None))
                 gx_rows += len(frame)
         results.append(result)
     return sorted(results, key=lambda r: r.day), for_gx
@@ -193,23 +196,28 @@ def validate_table(ctx: RunContext, table: str, days: list[date]) -> ValidationR
     lake = ctx.lake
     contract = load_contract(table)
     allowed = allowed_sets(lake, ctx.spec, dimensions_dir(lake, ctx.spec, ctx.as_of))
-    partitions, for_gx = check_partitions(ctx, table, days, contract, allowed)
+    background = lake.is_local and get_settings().validation_gx_background
+    partitions, for_gx = check_partitions(ctx, table, days, contract, allowed, not background)
     rechecked = [p.day for p in partitions if p.rechecked]
+    by_day = {p.day: p.rows for p in partitions}
     results, failures = _aggregate(partitions)
     out_dir = lake.validation_dir(ctx.dataset, ctx.as_of)
+    gx_days = sorted(day for day, _ in for_gx)
+    background = background and bool(gx_days)
     gx_docs: str | None = None
     gx_results: list[dict] = []
-    if for_gx:
-        gx_dir = f"{out_dir}/docs/gx/{table}" if lake.is_local else None
-        frame = pd.concat([f for _, f in reversed(for_gx)], ignore_index=True)
-        run = run_suite(frame, contract, allowed, gx_dir, run_name=f"{ctx.as_of} {contract.tag}")
-        del frame
+    gx_disagrees: list[str] = []
+    if for_gx and not background:
+        frames = [frame for _, frame in reversed(for_gx) if frame is not None]
+        run = gx_run(lake, ctx.dataset, ctx.as_of, table, contract, allowed, frames)
         gx_docs, gx_results = run.docs_index, run.outcomes
         native_broken = {f.rule for f in failures}
+        gx_disagrees = disagreements(run, native_broken)
         for failure in run.failures:  # GX and the native checks disagree: trust the failure
             if failure.rule not in native_broken:
-                logger.warning("validate: GX breaks %s where the native checks did not", failure)
+                logger.error("validate: GX breaks %s where the native checks did not", failure)
                 failures.append(failure)
+    del for_gx
     over = quarantine_threshold_failures(lake, ctx.dataset, contract, days)
     failures += over
     threshold = {  # checked outside GX, listed with its expectations on the night's page
@@ -234,12 +242,18 @@ def validate_table(ctx: RunContext, table: str, days: list[date]) -> ValidationR
         results=[*results, threshold],
         partitions=len(partitions),
         rechecked=rechecked,
-        gx_partitions=sorted(day for day, _ in for_gx),
-        gx_rows=sum(len(f) for _, f in for_gx),
+        gx_partitions=gx_days,
+        gx_rows=sum(by_day[day] for day in gx_days),
         gx_results=gx_results,
+        gx_status="pending" if background else "done" if gx_days else "none",
+        gx_disagrees=gx_disagrees,
+        run_id=uuid.uuid4().hex,
     )
-    lake.write_json_atomic(report.report_path, asdict(report))
-    write_docs_index(ctx)
+    with docs_lock(lake, out_dir):
+        lake.write_json_atomic(report.report_path, asdict(report))
+        write_docs_index(ctx)
+    if background:
+        start_background(lake, ctx.dataset, ctx.as_of, table, report.run_id, gx_days)
     return report
 
 

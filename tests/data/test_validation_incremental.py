@@ -6,6 +6,7 @@ sets), and a changed partition with a violation fails naming its partition.
 """
 
 import hashlib
+import time
 from datetime import date, timedelta
 
 import pandas as pd
@@ -164,3 +165,29 @@ def test_gx_runs_on_the_newest_changed_partitions_up_to_the_row_cap(clean_lake, 
     (failure,) = native_only.failures
     assert failure.rule == "key:unique" and failure.unexpected_count == 2
     assert failure.partitions == [ISO[0]]
+
+
+def test_background_gx_adds_its_results_to_the_report_and_page(clean_lake, monkeypatch):
+    monkeypatch.setenv("NIGHTSHIFT_VALIDATION_GX_BACKGROUND", "true")
+    get_settings.cache_clear()
+    try:
+        ctx = context_for(clean_lake, as_of=DAYS[-1])
+        report = validate_table(ctx, "flights", DAYS)
+    finally:
+        monkeypatch.delenv("NIGHTSHIFT_VALIDATION_GX_BACKGROUND")
+        get_settings.cache_clear()
+    # the stage returned with the native verdict; GX is still to come
+    assert report.success and report.gx_status == "pending" and report.gx_results == []
+    assert "running in the background" in clean_lake.fs.cat_file(report.docs_index).decode()
+
+    deadline = time.monotonic() + 120
+    while (stored := clean_lake.read_json(report.report_path))["gx_status"] == "pending":
+        assert time.monotonic() < deadline, "the background GX run did not finish in 120 s"
+        time.sleep(0.5)
+
+    assert stored["gx_status"] == "done" and stored["gx_disagrees"] == []
+    assert {r["rule"] for r in stored["gx_results"]} >= {"key:unique", "table:row_count"}
+    assert all(r["success"] for r in stored["gx_results"])
+    assert clean_lake.exists(stored["gx_docs"])
+    page = clean_lake.fs.cat_file(report.docs_index).decode()
+    assert "running in the background" not in page and "Great Expectations" in page
