@@ -32,6 +32,7 @@ from tasks.datasets import get_dataset
 from tasks.quality.dimensions import allowed_sets, dimensions_dir
 from tasks.quality.docs_index import render_index
 from tasks.quality.gx_suite import SuiteRun, run_suite
+from tasks.quality.native_checks import as_validated
 
 logger = logging.getLogger("nightshift.validate")
 
@@ -112,7 +113,10 @@ def run_background(
     spec = get_dataset(dataset)
     contract = load_contract(table)
     allowed = allowed_sets(lake, spec, dimensions_dir(lake, spec, as_of))
-    frames = [lake.read_partition(dataset, "clean", table, date.fromisoformat(d)) for d in days]
+    frames = [
+        as_validated(lake.read_partition(dataset, "clean", table, date.fromisoformat(d)))
+        for d in days
+    ]
     run = gx_run(lake, dataset, as_of, table, contract, allowed, frames)
     out_dir = lake.validation_dir(dataset, as_of)
     path = f"{out_dir}/{table}.json"

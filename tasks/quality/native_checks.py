@@ -96,20 +96,53 @@ def suite_fingerprint(contract: Contract, allowed_sets: Mapping[str, Iterable[st
     return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
 
 
+def _gx_types(type_list: list[str], *, aggregate: bool) -> list:
+    """What GX compares a pandas column against for `type_list`, built the way GX 1.x
+    builds it (`ExpectColumnValuesToBeInTypeList._validate_pandas` for a typed column,
+    `ColumnValuesInTypeList._pandas` value by value for an object column), so both give
+    the same verdict: numpy dtypes and their scalar types, pandas classes (and, for a typed
+    column, their default dtype instance), and the Python types GX maps names to."""
+    types: list = []
+    for name in type_list:
+        try:
+            types.append(np.dtype(name).type)
+            if aggregate:
+                types.append(np.dtype(name))
+        except TypeError:
+            for module in (pd, pd.core.dtypes.dtypes):
+                found = getattr(module, name, None)
+                if isinstance(found, type):
+                    types.append(found)
+                    if aggregate and module is pd:
+                        try:
+                            if isinstance(found(), pd.api.extensions.ExtensionDtype):
+                                types.append(found())
+                        except TypeError:
+                            pass
+        types.extend(_PYTHON_TYPES.get(name.lower(), ()))
+    return types
+
+
+# GX's `native_type_type_map`, for the names a contract's GX_TYPES use
+_PYTHON_TYPES = {"int": (int,), "long": (int,), "float": (float,), "str": (str,), "bool": (bool,)}
+
+
 def _type_check(values: pd.Series, accepted: list[str]) -> tuple[int, str]:
-    """GX's `in_type_list` on pandas: a typed column passes or fails as a whole (by its
-    dtype); an object column is checked value by value (by each value's type name).
+    """GX's `in_type_list` on pandas: a typed column passes or fails as a whole (its dtype
+    must be one GX accepts); an object column is checked value by value (nulls skipped).
     Returns (unexpected values, observed type)."""
     dtype = values.dtype
-    if not pd.api.types.is_object_dtype(dtype):
-        names = {str(dtype), dtype.name, type(dtype).__name__, dtype.type.__name__}
-        return (0 if names & set(accepted) else len(values)), dtype.type.__name__
-    # an object column: one C-level pass says when every value is of one accepted type
-    inferred = pd.api.types.infer_dtype(values, skipna=True)
-    if inferred in accepted or (inferred == "string" and "str" in accepted) or inferred == "empty":
-        return 0, "object_"
-    names = values.dropna().map(lambda v: type(v).__name__)
-    return int((~names.isin(accepted)).sum()), "object_"
+    observed = dtype.type.__name__
+    if observed != "object_":
+        return (0 if dtype in _gx_types(accepted, aggregate=True) else len(values)), observed
+    present = values.dropna()
+    if present.empty:
+        return 0, observed
+    kinds = tuple(_gx_types(accepted, aggregate=False))
+    if pd.api.types.infer_dtype(present, skipna=False) in ("string", "date"):
+        # one Python type throughout (a C-level pass says so): one value answers for all
+        return (0 if isinstance(present.iloc[0], kinds) else len(present)), observed
+    return int((~present.map(lambda v: isinstance(v, kinds))).sum()), observed
 
 
 def _present_numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -121,47 +154,63 @@ def check_rule(frame: pd.DataFrame, rule: SuiteRule, contract: Contract) -> Rule
     """One suite rule on one partition, vectorised."""
     expectation = EXPECTATIONS[rule.kind]
 
-    def result(unexpected: int, observed: str | None = None, success: bool | None = None):
+    def verdict(unexpected: int, observed: str | None = None, success: bool | None = None):
         ok = unexpected == 0 if success is None else success
         return RuleResult(rule.name, expectation, rule.column, ok, int(unexpected), observed)
 
     if rule.kind == "row_count":
         rows = len(frame)
-        return result(0, str(rows), rows >= contract.thresholds.min_rows_per_partition)
+        return verdict(0, str(rows), rows >= contract.thresholds.min_rows_per_partition)
     if rule.kind == "key_unique":
         missing = [c for c in contract.key if c not in frame.columns]
         if missing:
-            return result(0, f"missing key column(s) {missing}", False)
+            return verdict(0, f"missing key column(s) {missing}", False)
         keys = frame[list(contract.key)]
         counted = ~keys.isna().all(axis=1)  # GX ignores rows whose key is all missing
         duplicated = keys[counted].duplicated(keep=False)
-        return result(int(duplicated.sum()))
+        return verdict(int(duplicated.sum()))
     assert rule.column is not None
     if rule.column not in frame.columns:
-        return result(0, f"column {rule.column} missing", False)
+        return verdict(0, f"column {rule.column} missing", False)
     values = frame[rule.column]
     if rule.kind == "exists":
-        return result(0)
+        return verdict(0)
     assert rule.rule is not None
     if rule.kind == "type":
         unexpected, observed = _type_check(values, GX_TYPES[rule.rule.type])
-        return result(unexpected, observed)
+        return verdict(unexpected, observed)
     if rule.kind == "not_null":
-        return result(int(values.isna().sum()))
+        return verdict(int(values.isna().sum()))
     if rule.kind == "between":
         numbers, _ = _present_numbers(values)
         low, high = rule.rule.bounds
         inside = (numbers >= low) & (numbers <= high)
-        return result(int((~inside).sum()))
+        return verdict(int((~inside).sum()))
     present = values.notna()
     if rule.kind == "in_set":
         allowed = list(rule.rule.values or ())
-        return result(int((present & ~values.isin(allowed)).sum()))
+        return verdict(int((present & ~values.isin(allowed)).sum()))
     if rule.kind == "regex":
         text = values[present].astype(str)
         matched = text.str.contains(rule.rule.pattern, regex=True)
-        return result(int((~matched.fillna(False).astype(bool)).sum()))
+        return verdict(int((~matched.fillna(False).astype(bool)).sum()))
     raise ValueError(f"unknown rule kind {rule.kind}")  # pragma: no cover
+
+
+def as_validated(frame: pd.DataFrame) -> pd.DataFrame:
+    """A clean partition as both checkers see it: text columns in pandas' nullable string
+    dtype whoever wrote the file.
+
+    Why: a Parquet file without pandas' metadata (the Spark engine's) reads as pandas 3's
+    default `str` dtype (NaN for missing), which GX's type list cannot name, so GX failed
+    every text column's type rule on Spark-cleaned data; the values are the same strings.
+    """
+    text = {
+        name: pd.StringDtype()
+        for name, dtype in frame.dtypes.items()
+        if isinstance(dtype, pd.StringDtype) and dtype != pd.StringDtype()
+    }
+    return frame.astype(text) if text else frame
 
 
 def check_partition(

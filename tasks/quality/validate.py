@@ -29,7 +29,7 @@ from tasks.quality.dimensions import allowed_sets, dimensions_dir
 from tasks.quality.gx_docs import disagreements, docs_lock, gx_run, start_background
 from tasks.quality.gx_docs import write_docs_index as write_docs_index_of
 from tasks.quality.gx_suite import RuleFailure
-from tasks.quality.native_checks import check_partition, suite_fingerprint
+from tasks.quality.native_checks import as_validated, check_partition, suite_fingerprint
 from tasks.quality.rules import ROW_COUNT, quarantine_fraction_rule
 from tasks.quality.validation_cache import (
     PartitionResult,
@@ -173,7 +173,7 @@ def check_partitions(
         key = content_key(lake, ctx.dataset, table, day, suite)
         result = read_cached(lake, ctx.dataset, table, day, key)
         if result is None:
-            frame = lake.read_partition(ctx.dataset, "clean", table, day)
+            frame = as_validated(lake.read_partition(ctx.dataset, "clean", table, day))
             result = PartitionResult(
                 day.isoformat(), len(frame), check_partition(frame, contract, allowed), key
             )

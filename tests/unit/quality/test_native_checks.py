@@ -16,7 +16,7 @@ from tasks.ingest.pandas_engine import clean_day
 from tasks.landing.simulator import land_days
 from tasks.quality.dimensions import allowed_sets, dimensions_dir
 from tasks.quality.gx_suite import run_suite
-from tasks.quality.native_checks import check_partition, suite_fingerprint
+from tasks.quality.native_checks import as_validated, check_partition, suite_fingerprint
 
 DAY = date(2013, 7, 1)
 COUNTED = {"not_null", "between", "in_set", "regex", "unique"}  # GX's map expectations
@@ -112,3 +112,20 @@ def test_the_suite_fingerprint_follows_rules_and_dimension_sets(clean_flights):
         update={"thresholds": contract.thresholds.model_copy(update={"min_rows_per_partition": 9})}
     )
     assert suite_fingerprint(tighter, allowed) != base
+
+
+def test_text_read_without_pandas_metadata_is_judged_alike_and_normalised(clean_flights):
+    """A Parquet file without pandas' metadata (the Spark engine's) reads as pandas' `str`
+    dtype: GX's type list cannot name it, and the native checks fail it the same way;
+    `as_validated` gives both the nullable string dtype the Dask engine's files read as."""
+    frame, allowed = clean_flights
+    text = [c for c, dtype in frame.dtypes.items() if isinstance(dtype, pd.StringDtype)]
+    assert {"carrier", "origin", "dest", "tailnum"} <= set(text)
+    as_spark = frame.astype({c: pd.StringDtype(na_value=float("nan")) for c in text})
+    contract = load_contract("flights")
+
+    verdicts = _compare(as_spark, contract, allowed)
+    checked = {c.name for c in contract.columns if c.type == "string"}
+    expected = {f"{c}:type[string]" for c in checked}
+    assert {n for n, (ok, _) in verdicts.items() if not ok} == expected
+    assert all(ok for ok, _ in _compare(as_validated(as_spark), contract, allowed).values())
