@@ -47,6 +47,8 @@ def _outcomes_table(rows: list[dict]) -> str:
 
 def _coverage(report: dict) -> str:
     """Which partitions were checked tonight, which were read back, what GX ran on."""
+    if "partitions" not in report:  # a report written before partitions were cached
+        return ""
     total = report.get("partitions") or 0
     rechecked = report.get("rechecked") or []
     gx_days = report.get("gx_partitions") or []
