@@ -25,7 +25,7 @@ import pandas as pd
 
 from data_contracts import Contract
 from tasks.quality.gx_suite import GX_TYPES
-from tasks.quality.rules import KEY_UNIQUE, ROW_COUNT, Rule, column_rules
+from tasks.quality.rules import KEY_UNIQUE, ROW_COUNT, ContractViolation, Rule, column_rules
 
 # Bump when the checks below change, so every cached result is recomputed.
 NATIVE_CHECKS_VERSION = "1"
@@ -69,6 +69,12 @@ class RuleResult:
 def suite_rules(contract: Contract, allowed_sets: Mapping[str, Iterable[str]]) -> list[SuiteRule]:
     """The suite's rules in `build_suite`'s order: per column its existence then its row
     rules (derived columns included, as in the GX suite), then key uniqueness and row count."""
+    if contract.key and "date" not in contract.key:
+        raise ContractViolation(
+            f"contract {contract.tag}: key {list(contract.key)} lacks `date`: key uniqueness "
+            "is checked per partition (one day), which covers the batch only when the key "
+            "holds the day"
+        )
     rules: list[SuiteRule] = []
     for column in contract.columns:
         rules.append(SuiteRule(f"{column.name}:exists", "exists", column.name))

@@ -47,10 +47,12 @@ def entry_path(lake: Lake, dataset: str, table: str, day: date) -> str:
     return lake.path("validation", dataset, table, f"date={day.isoformat()}.json")
 
 
-def content_key(lake: Lake, dataset: str, table: str, day: date, suite: str) -> CacheKey:
-    """The key of a partition's current generation: its file's sha256 from the manifest
-    (the reader verifies the bytes against it, so equal keys mean equal rows)."""
-    entry = lake.partition_entry(dataset, "clean", table, day)
+def content_key(
+    lake: Lake, dataset: str, table: str, day: date, suite: str, manifest: dict | None
+) -> CacheKey:
+    """The key of a partition's current generation: its file's sha256 from the day's
+    `manifest` (the reader verifies the bytes against it, so equal keys mean equal rows)."""
+    entry = ((manifest or {}).get("files") or {}).get(f"clean/{table}")
     if entry is None:
         raise FileNotFoundError(
             f"no published clean {table} partition for date={day.isoformat()} in "

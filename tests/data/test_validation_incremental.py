@@ -191,3 +191,24 @@ def test_background_gx_adds_its_results_to_the_report_and_page(clean_lake, monke
     assert clean_lake.exists(stored["gx_docs"])
     page = clean_lake.fs.cat_file(report.docs_index).decode()
     assert "running in the background" not in page and "Great Expectations" in page
+
+
+def test_a_header_only_day_the_contract_accepts_does_not_fail_the_row_count(tmp_lake):
+    """Weather's real 2013-12-31 delivery is header-only (`on_empty_day: warn`): ingest
+    publishes it with a warning, and validation judges the row count over the window, as
+    the suite did when GX saw the whole batch; GX, seeing only that empty changed day,
+    is not counted as disagreeing."""
+    days = [date(2013, 12, 30), date(2013, 12, 31)]
+    land_days(tmp_lake, get_dataset("flights"), days[0], days[-1])
+    dims = tmp_lake.latest_dimension_snapshot("flights", days[-1])
+    clean_day(tmp_lake.root, "flights", days[0], dims)
+    ctx = context_for(tmp_lake, as_of=days[-1])
+    assert validate_table(ctx, "weather", days[:1]).success
+    clean_day(tmp_lake.root, "flights", days[1], dims)
+
+    report = validate_table(ctx, "weather", days)
+
+    assert tmp_lake.read_partition("flights", "clean", "weather", days[1]).empty
+    assert report.rechecked == ["2013-12-31"] and report.success, report.failures
+    gx_row_count = next(r for r in report.gx_results if r["rule"] == "table:row_count")
+    assert not gx_row_count["success"] and report.gx_disagrees == []
