@@ -14,7 +14,9 @@ model is trained on that data. Reports land in `reports/validation/<dataset>/<as
 
 from __future__ import annotations
 
+import json
 import logging
+import posixpath
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -33,9 +35,8 @@ from tasks.quality.native_checks import as_validated, check_partition, suite_fin
 from tasks.quality.rules import ROW_COUNT, quarantine_fraction_rule
 from tasks.quality.validation_cache import (
     PartitionResult,
+    TableCache,
     content_key,
-    read_cached,
-    write_cached,
 )
 
 logger = logging.getLogger("nightshift.validate")
@@ -114,6 +115,25 @@ def write_docs_index(ctx: RunContext) -> str:
     return write_docs_index_of(ctx.lake, ctx.dataset, ctx.as_of, list(ctx.spec.tables))
 
 
+def read_manifests(lake: Lake, dataset: str, days: list[date]) -> dict[date, dict]:
+    """The days' manifests (empty for a day without one), through one filesystem handle:
+    a night reads one per day of the whole history, and resolving the lake's URL per read
+    cost more than the read."""
+    fs = lake.fs
+    manifests: dict[date, dict] = {}
+    folder = posixpath.dirname(lake.manifest(dataset, days[0])) if days else ""
+    for day in days:
+        path = posixpath.join(folder, f"date={day.isoformat()}.json")
+        if day == days[0] and path != lake.manifest(dataset, day):  # the layout moved
+            raise RuntimeError(f"manifest layout changed: {lake.manifest(dataset, day)}")
+        try:
+            with fs.open(path, "rb") as handle:
+                manifests[day] = json.load(handle)
+        except FileNotFoundError:
+            manifests[day] = {}
+    return manifests
+
+
 def _aggregate(
     partitions: list[PartitionResult], min_rows: int
 ) -> tuple[list[dict], list[RuleFailure]]:
@@ -181,18 +201,19 @@ def check_partitions(
     lake = ctx.lake
     suite = suite_fingerprint(contract, allowed)
     cap = get_settings().validation_gx_max_rows
+    cache = TableCache(lake, ctx.dataset, table)
     results: list[PartitionResult] = []
     for_gx: list[tuple[str, pd.DataFrame | None]] = []
     gx_rows = 0
     for day in sorted(days, reverse=True):
         key = content_key(lake, ctx.dataset, table, day, suite, manifests[day])
-        result = read_cached(lake, ctx.dataset, table, day, key)
+        result = cache.read(day, key)
         if result is None:
             frame = as_validated(lake.read_partition(ctx.dataset, "clean", table, day))
             result = PartitionResult(
                 day.isoformat(), len(frame), check_partition(frame, contract, allowed), key
             )
-            write_cached(lake, ctx.dataset, table, result)
+            cache.write(result)
             result.rechecked = True
             if cap and (not for_gx or gx_rows + len(frame) <= cap):
                 for_gx.append((day.isoformat(), frame if keep_frames else None))
@@ -213,7 +234,7 @@ def validate_table(ctx: RunContext, table: str, days: list[date]) -> ValidationR
     allowed = allowed_sets(lake, ctx.spec, dimensions_dir(lake, ctx.spec, ctx.as_of))
     background = lake.is_local and get_settings().validation_gx_background
     # each day's manifest, read once: the clean file's sha256 (the cache key) and the counts
-    manifests = {day: lake.read_manifest(ctx.dataset, day) or {} for day in days}
+    manifests = read_manifests(lake, ctx.dataset, days)
     partitions, for_gx = check_partitions(
         ctx, table, days, contract, allowed, manifests, not background
     )

@@ -11,7 +11,9 @@ whatever the history of generations and contracts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+import posixpath
+from dataclasses import asdict, dataclass, fields
 from datetime import date
 
 from tasks.core.lake import Lake
@@ -42,9 +44,60 @@ class PartitionResult:
         return all(r.success for r in self.results)
 
 
+FIELDS = [f.name for f in fields(RuleResult)]  # an entry's row layout, checked on read
+
+
 def entry_path(lake: Lake, dataset: str, table: str, day: date) -> str:
     """Where the cached result of a table's partition lives."""
-    return lake.path("validation", dataset, table, f"date={day.isoformat()}.json")
+    return TableCache(lake, dataset, table).path(day)
+
+
+class TableCache:
+    """One table's cache entries, its folder and filesystem resolved once.
+
+    Why not `Lake.read_json` per entry: resolving the lake's URL costs more than reading a
+    small entry, and a night reads one entry per partition of the whole history.
+    """
+
+    def __init__(self, lake: Lake, dataset: str, table: str) -> None:
+        self.lake, self.fs = lake, lake.fs
+        self.folder = lake.path("validation", dataset, table)
+
+    def path(self, day: date) -> str:
+        return posixpath.join(self.folder, f"date={day.isoformat()}.json")
+
+    def read(self, day: date, key: CacheKey) -> PartitionResult | None:
+        """The cached result when it was computed under `key`, else None (a miss)."""
+        try:
+            with self.fs.open(self.path(day), "rb") as handle:
+                stored = json.load(handle)
+        except FileNotFoundError:
+            return None
+        stored_key = stored.get("key") or {}
+        if (
+            stored_key.get("content_sha256") != key.content_sha256
+            or stored_key.get("suite") != key.suite
+            or stored.get("fields") != FIELDS
+        ):
+            return None  # another content or suite, or an older entry format: re-check
+        return PartitionResult(
+            day=stored["day"],
+            rows=stored["rows"],
+            results=[RuleResult(*row) for row in stored["results"]],
+            key=key,
+        )
+
+    def write(self, result: PartitionResult) -> None:
+        """Replace a partition's entry in one atomic write (compact: one row per rule)."""
+        payload = {
+            "day": result.day,
+            "rows": result.rows,
+            "key": asdict(result.key),
+            "fields": FIELDS,
+            "results": [[getattr(r, name) for name in FIELDS] for r in result.results],
+        }
+        data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        self.lake.write_bytes_atomic(self.path(date.fromisoformat(result.day)), data)
 
 
 def content_key(
@@ -59,29 +112,3 @@ def content_key(
             f"{lake.manifest(dataset, day)}; run `nightshift ingest` for that day"
         )
     return CacheKey(entry["sha256"], suite)
-
-
-def read_cached(
-    lake: Lake, dataset: str, table: str, day: date, key: CacheKey
-) -> PartitionResult | None:
-    """The cached result when it was computed under `key`, else None (a miss)."""
-    path = entry_path(lake, dataset, table, day)
-    if not lake.exists(path):
-        return None
-    stored = lake.read_json(path)
-    if stored.get("key") != asdict(key):
-        return None
-    return PartitionResult(
-        day=stored["day"],
-        rows=stored["rows"],
-        results=[RuleResult(**r) for r in stored["results"]],
-        key=key,
-    )
-
-
-def write_cached(lake: Lake, dataset: str, table: str, result: PartitionResult) -> None:
-    """Replace a partition's entry in one atomic write."""
-    path = entry_path(lake, dataset, table, date.fromisoformat(result.day))
-    payload = asdict(result)
-    payload.pop("rechecked")
-    lake.write_json_atomic(path, payload)
