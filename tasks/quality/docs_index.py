@@ -65,6 +65,7 @@ def _coverage(report: dict) -> str:
         f"rows: date={escape(gx_days[0])}…{escape(gx_days[-1])}){pending}"
         if gx_days
         else "Great Expectations did not run tonight"
+        + (" (turned off: NIGHTSHIFT_VALIDATION_GX_MAX_ROWS=0)" if rechecked else "")
     )
     disagrees = "".join(
         f'<li class="fail">GX breaks a rule the native checks passed: {escape(line)}</li>'
