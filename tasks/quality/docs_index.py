@@ -57,8 +57,13 @@ def _coverage(report: dict) -> str:
     else:
         days = ", ".join(rechecked[-5:]) + (" …" if len(rechecked) > 5 else "")
         tonight = f"{len(rechecked)} checked tonight (new or changed: {escape(days)})"
+    status = str(report.get("gx_status") or "")
     pending = (
-        " (running in the background: reload later)" if report.get("gx_status") == "pending" else ""
+        " (running in the background: reload later)"
+        if status == "pending"
+        else f" but did not finish: {escape(status)}"
+        if status.startswith("failed")
+        else ""
     )
     gx = (
         f"Great Expectations re-checked {len(gx_days)} of them ({report.get('gx_rows', 0):,} "

@@ -113,41 +113,48 @@ def start_background(
         )
 
 
-def run_background(
-    lake: Lake, dataset: str, as_of: date, table: str, run_id: str, days: list[str]
-) -> None:
-    """The detached process: GX on `days`, then its results into the report and the page."""
-    spec = get_dataset(dataset)
-    contract = load_contract(table)
-    allowed = allowed_sets(lake, spec, dimensions_dir(lake, spec, as_of))
-    frames = [
-        as_validated(lake.read_partition(dataset, "clean", table, date.fromisoformat(d)))
-        for d in days
-    ]
-    run = gx_run(lake, dataset, as_of, table, contract, allowed, frames)
+def _record(lake: Lake, dataset: str, as_of: date, table: str, run_id: str, **fields) -> bool:
+    """Write a GX run's outcome into the table's report and the page, under the lock;
+    False (nothing written) when the table was validated again since (that run owns it)."""
     out_dir = lake.validation_dir(dataset, as_of)
     path = f"{out_dir}/{table}.json"
     with docs_lock(lake, out_dir):
         report = lake.read_json(path)
-        if report.get("run_id") != run_id:  # validated again since: that run's GX owns it
-            logger.warning(
-                "gx: %s was validated again (run %s); dropping run %s",
-                path,
-                report.get("run_id"),
-                run_id,
-            )
-            return
-        native_broken = {f["rule"] for f in report["failures"]}
-        report.update(
-            gx_status="done",
-            gx_docs=run.docs_index,
-            gx_results=run.outcomes,
-            gx_disagrees=disagreements(run, native_broken),
-        )
+        if report.get("run_id") != run_id:
+            logger.warning("gx: %s was validated again; dropping run %s", path, run_id)
+            return False
+        report.update(fields)
         lake.write_json_atomic(path, report)
-        write_docs_index(lake, dataset, as_of, spec.tables)
-    for line in report["gx_disagrees"]:
-        logger.error("gx: %s: GX breaks a rule the native checks passed: %s", table, line)
+        write_docs_index(lake, dataset, as_of, get_dataset(dataset).tables)
+    return True
+
+
+def run_background(
+    lake: Lake, dataset: str, as_of: date, table: str, run_id: str, days: list[str]
+) -> None:
+    """The detached process: GX on `days`, then its results into the report and the page.
+
+    A GX run that fails says so in the report (`gx_status: failed: ...`, shown on the page)
+    instead of leaving it pending forever, and the error still ends the process (logged).
+    """
+    try:
+        spec = get_dataset(dataset)
+        contract = load_contract(table)
+        allowed = allowed_sets(lake, spec, dimensions_dir(lake, spec, as_of))
+        frames = [
+            as_validated(lake.read_partition(dataset, "clean", table, date.fromisoformat(d)))
+            for d in days
+        ]
+        run = gx_run(lake, dataset, as_of, table, contract, allowed, frames)
+    except Exception as error:
+        _record(lake, dataset, as_of, table, run_id, gx_status=f"failed: {error}"[:500])
+        raise
+    report = lake.read_json(f"{lake.validation_dir(dataset, as_of)}/{table}.json")
+    disagrees = disagreements(run, {f["rule"] for f in report["failures"]})
+    fields = {"gx_docs": run.docs_index, "gx_results": run.outcomes, "gx_disagrees": disagrees}
+    if _record(lake, dataset, as_of, table, run_id, gx_status="done", **fields):
+        for line in disagrees:
+            logger.error("gx: %s: GX breaks a rule the native checks passed: %s", table, line)
 
 
 def main(argv: list[str] | None = None) -> None:

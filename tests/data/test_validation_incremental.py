@@ -18,6 +18,7 @@ from tasks.datasets import get_dataset
 from tasks.ingest.pandas_engine import clean_day
 from tasks.landing.simulator import land_days
 from tasks.quality import validate as validate_module
+from tasks.quality.gx_docs import run_background
 from tasks.quality.validate import ContractBroken, validate, validate_table
 from tasks.quality.validation_cache import entry_path
 from tests.conftest import context_for
@@ -212,3 +213,16 @@ def test_a_header_only_day_the_contract_accepts_does_not_fail_the_row_count(tmp_
     assert report.rechecked == ["2013-12-31"] and report.success, report.failures
     gx_row_count = next(r for r in report.gx_results if r["rule"] == "table:row_count")
     assert not gx_row_count["success"] and report.gx_disagrees == []
+
+
+def test_a_failed_background_gx_run_says_so_instead_of_staying_pending(clean_lake):
+    ctx = context_for(clean_lake, as_of=DAYS[-1])
+    report = validate_table(ctx, "flights", DAYS)
+    missing = "2013-07-09"  # no partition: the GX process cannot read it
+
+    with pytest.raises(FileNotFoundError, match="date=2013-07-09"):
+        run_background(clean_lake, "flights", DAYS[-1], "flights", report.run_id, [missing])
+
+    stored = clean_lake.read_json(report.report_path)
+    assert stored["gx_status"].startswith("failed: no published clean flights partition")
+    assert "did not finish: failed" in clean_lake.fs.cat_file(report.docs_index).decode()
