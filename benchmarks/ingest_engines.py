@@ -31,7 +31,15 @@ from datetime import date, timedelta
 from pathlib import Path
 
 FIRST = date(2013, 1, 1)
-OUTPUT_DIRS = ("clean", "quarantine", "manifests", "reports", "_staging", "reference")
+OUTPUT_DIRS = (
+    "clean",
+    "quarantine",
+    "manifests",
+    "reports",
+    "validation",  # the cache of native results: every run validates from scratch
+    "_staging",
+    "reference",
+)
 
 
 # --- workers (run in a subprocess) ----------------------------------------------------------

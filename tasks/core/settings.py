@@ -99,6 +99,21 @@ class Settings(BaseSettings):
         "are batched up to this size (at least one batch per worker thread), each day still "
         "published as its own generation.",
     )
+    validation_gx_max_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description="Great Expectations (suite results, Data Docs) re-checks the night's "
+        "changed clean partitions, newest first, up to this many rows (the newest changed "
+        "partition always); every partition is checked natively and its result cached by "
+        "content. 0: native checks only, no GX run.",
+    )
+    validation_gx_background: bool = Field(
+        default=False,
+        description="Run Great Expectations (suite results, Data Docs) on the night's changed "
+        "partitions in a detached process instead of waiting for it: the native checks are "
+        "the gate either way; GX's results join the report when it finishes (local lakes; "
+        "on object storage GX runs inline).",
+    )
     ddp_attempts: int = Field(
         default=3,
         ge=1,

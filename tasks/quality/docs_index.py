@@ -26,8 +26,7 @@ def _verdict(success: bool) -> str:
     return '<span class="pass">passed</span>' if success else '<span class="fail">FAILED</span>'
 
 
-def _outcomes_table(report: dict) -> str:
-    rows = report.get("results") or []
+def _outcomes_table(rows: list[dict]) -> str:
     if not rows:
         return "<p>No per-expectation results recorded.</p>"
     body = "".join(
@@ -43,6 +42,44 @@ def _outcomes_table(report: dict) -> str:
     return (
         "<table><tr><th>rule</th><th>column</th><th>result</th><th>unexpected</th>"
         f"<th>observed</th></tr>{body}</table>"
+    )
+
+
+def _coverage(report: dict) -> str:
+    """Which partitions were checked tonight, which were read back, what GX ran on."""
+    if "partitions" not in report:  # a report written before partitions were cached
+        return ""
+    total = report.get("partitions") or 0
+    rechecked = report.get("rechecked") or []
+    gx_days = report.get("gx_partitions") or []
+    if not rechecked:
+        tonight = "no changed partition tonight: every result was read back from the cache"
+    else:
+        days = ", ".join(rechecked[-5:]) + (" …" if len(rechecked) > 5 else "")
+        tonight = f"{len(rechecked)} checked tonight (new or changed: {escape(days)})"
+    status = str(report.get("gx_status") or "")
+    pending = (
+        " (running in the background: reload later)"
+        if status == "pending"
+        else f" but did not finish: {escape(status)}"
+        if status.startswith("failed")
+        else ""
+    )
+    gx = (
+        f"Great Expectations re-checked {len(gx_days)} of them ({report.get('gx_rows', 0):,} "
+        f"rows: date={escape(gx_days[0])}…{escape(gx_days[-1])}){pending}"
+        if gx_days
+        else "Great Expectations did not run tonight"
+        + (" (turned off: NIGHTSHIFT_VALIDATION_GX_MAX_ROWS=0)" if rechecked else "")
+    )
+    disagrees = "".join(
+        f'<li class="fail">GX breaks a rule the native checks passed: {escape(line)}</li>'
+        for line in report.get("gx_disagrees") or []
+    )
+    return (
+        f"<p>Native checks on {total} partition(s): {tonight}, "
+        f"{total - len(rechecked)} read back unchanged. {gx}.</p>"
+        + (f"<ul>{disagrees}</ul>" if disagrees else "")
     )
 
 
@@ -65,7 +102,15 @@ def _table_section(report: dict) -> str:
         f"{escape(str(report.get('as_of', '')))} · {report['rows']:,} rows · "
         f"{report['expectations']} expectations{gx_link}</p>"
         + (f"<ul>{failures}</ul>" if failures else "")
-        + _outcomes_table(report)
+        + _coverage(report)
+        + "<h3>Every partition (native checks)</h3>"
+        + _outcomes_table(report.get("results") or [])
+        + (
+            "<h3>Tonight's changed partitions (Great Expectations)</h3>"
+            + _outcomes_table(report["gx_results"])
+            if report.get("gx_results")
+            else ""
+        )
         + "</section>"
     )
 
@@ -85,7 +130,7 @@ def render_index(dataset: str, as_of: str, reports: list[dict]) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{STYLE}</style></head><body>"
         f"<h1>{title}</h1>"
-        f"<p>{len(reports)} contract(s) validated with Great Expectations for the run "
+        f"<p>{len(reports)} contract(s) validated for the run "
         f"<code>{escape(dataset)}/{escape(as_of)}</code>.</p>"
         "<table><tr><th>table</th><th>contract (version+hash)</th><th>result</th>"
         f"<th>rows</th><th>expectations</th><th>broken rules</th></tr>{summary}</table>"

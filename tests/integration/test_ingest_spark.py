@@ -272,3 +272,23 @@ def test_engines_fail_an_unreadable_file_with_the_same_message(tmp_path, spark):
         assert str(spark_error.value) == str(dask_error.value), breach.__name__
         assert not lake.exists(lake.partition_file("clean", "flights", DAYS[0]))
         assert not [p for p in lake.fs.find(lake.root) if "_staging" in p], breach.__name__
+
+
+def test_spark_cleaned_partitions_are_validated_natively_and_gx_agrees(tmp_lake, spark):
+    """Spark-cleaned partitions go through the same native checks (on the written Parquet,
+    the same schema as Dask's) and the same GX suite, and the two agree."""
+    from tasks.quality.validate import validate_table
+    from tests.conftest import context_for
+
+    land_days(tmp_lake, get_dataset("flights"), DAYS[0], DAYS[-1])
+    dims = tmp_lake.latest_dimension_snapshot("flights", DAYS[-1])
+    ingest_days(tmp_lake.root, "flights", DAYS, dims, engine="spark", spark=spark)
+
+    ctx = context_for(tmp_lake, as_of=DAYS[-1])
+    for table in ("weather", "flights"):
+        report = validate_table(ctx, table, DAYS)
+        assert report.success, [f.describe() for f in report.failures]
+        assert report.rechecked == [d.isoformat() for d in DAYS] and report.gx_disagrees == []
+        assert report.gx_results and all(r["success"] for r in report.gx_results)
+        again = validate_table(ctx, table, DAYS)
+        assert again.success and again.rechecked == []
