@@ -13,6 +13,7 @@ to object storage (any fsspec URL) never touches a stage.
     _staging/<dataset>/date=<YYYY-MM-DD>/<generation>/        a generation being checked
     rejected/<dataset>/date=<YYYY-MM-DD>/<generation>/        one that failed them (kept)
     reports/validation/<dataset>/<as_of>/                     GX results + Data Docs
+    validation/<dataset>/<table>/date=<YYYY-MM-DD>.json       a partition's cached checks
     runs/<dataset>/<as_of>/<stage>/                           each stage's outputs and result
 
 A dataset's tables (its delivered sources, e.g. flights and weather) have names unique
