@@ -163,7 +163,7 @@ def run(
     flow's imports (this thread) all start at once.
     """
     settings = configure_runtime_environment()
-    from flows.runtime import open_prefect_api
+    from flows.server import open_prefect_api
 
     started = time.perf_counter()
     with open_prefect_api(settings) as api, _cluster_for_the_flow(settings) as cluster:

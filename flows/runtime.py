@@ -15,18 +15,15 @@ background while the ingest runs.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date
 
 from prefect.context import FlowRunContext
-from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 from prefect_dask import DaskTaskRunner
 
-from flows.server import EmbeddedServer, embedded_server
+from flows.server import open_prefect_api
 from tasks.core.context import RunContext
 from tasks.core.settings import Settings, get_settings
 from tasks.core.tracking import with_experiment
@@ -42,55 +39,10 @@ from tasks.ops.schedule import resolve_as_of
 PREPARE_TIMEOUT_S = 600.0
 
 
-@dataclass
-class PrefectApi:
-    """The API a run talks to: configured, a reused embedded server, or one just started."""
-
-    url: str
-    origin: str  # "configured" | "reused" | "started"
-    server: EmbeddedServer | None = None
-
-    def wait_until_ready(self, timeout_s: float = 120.0) -> None:
-        """Block until the API answers (at once for a configured or reused server)."""
-        if self.server is not None:
-            self.server.wait_until_healthy(timeout_s)
-
-
-@contextmanager
-def open_prefect_api(settings: Settings | None = None) -> Iterator[PrefectApi]:
-    """The Prefect API for the block, exported to the environment at once, not waited for.
-
-    The configured URL when there is one; else this home's kept embedded server, or a new
-    one (kept across runs unless NIGHTSHIFT_PREFECT_SERVER_KEEP=false). Its URL is known
-    before it answers, so Dask workers started meanwhile inherit it; call
-    `wait_until_ready` before the first API call.
-    """
-    configured = get_current_settings().api.url
-    if configured:
-        yield PrefectApi(configured, "configured")
-        return
-    server = embedded_server(settings or get_settings())
-    os.environ["PREFECT_API_URL"] = server.api_url
-    api = PrefectApi(server.api_url, "reused" if server.reused else "started", server)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield api
-    finally:
-        if server.process is not None or server.reused:
-            # Ship the last log lines and events before the process (or server) goes.
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=10)
-            EventsWorker.drain_all(timeout=10)
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()  # a private server only; a kept one serves the next run
-
-
 @contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield a Prefect API URL that answers: the configured one, or the embedded server's."""
-    with open_prefect_api() as api:
+    with open_prefect_api(get_settings()) as api:
         api.wait_until_ready()
         yield api.url
 

@@ -29,6 +29,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +81,89 @@ class EmbeddedServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+@dataclass
+class PrefectApi:
+    """The API a run talks to: configured, a reused embedded server, or one just started."""
+
+    url: str
+    origin: str  # "configured" | "reused" | "started"
+    server: EmbeddedServer | None = None
+
+    def wait_until_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until the API answers (at once for a configured or reused server)."""
+        if self.server is not None:
+            self.server.wait_until_healthy(timeout_s)
+
+
+@contextmanager
+def open_prefect_api(settings: Settings) -> Iterator[PrefectApi]:
+    """The Prefect API for the block, exported to the environment at once, not waited for.
+
+    The configured URL when there is one; else this home's kept embedded server, or a new
+    one (kept across runs unless NIGHTSHIFT_PREFECT_SERVER_KEEP=false). Its URL is known
+    before it answers, so Dask workers started meanwhile inherit it; call
+    `wait_until_ready` before the first API call. Imports Prefect only when it must (to
+    read a configuration file, or when already imported): its import is seconds that the
+    Dask cluster can start during.
+    """
+    configured = configured_api_url()
+    if configured:
+        yield PrefectApi(configured, "configured")
+        return
+    server = embedded_server(settings)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    api = PrefectApi(server.api_url, "reused" if server.reused else "started", server)
+    try:
+        with _prefect_settings_with(server.api_url):
+            yield api
+    finally:
+        if "prefect.logging.handlers" in sys.modules:
+            # Ship the last log lines and events before the process (or server) goes.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()  # a private server only; a kept one serves the next run
+
+
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL as Prefect would read it, without importing Prefect when nothing
+    but the environment can set it (no Prefect already loaded, no config file)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if "prefect.settings" not in sys.modules and not _prefect_config_files():
+        return None
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def _prefect_config_files() -> bool:
+    """Whether a file Prefect reads its settings from exists (profiles, prefect.toml, a
+    `.env`, `[tool.prefect]` in pyproject.toml)."""
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml"))
+    if profiles.exists() or Path("prefect.toml").exists() or Path(".env").exists():
+        return True
+    try:
+        return "[tool.prefect" in Path("pyproject.toml").read_text()
+    except OSError:
+        return False
+
+
+def _prefect_settings_with(api_url: str):
+    """Prefect's settings context with the URL when Prefect is already imported (its
+    settings were read before the environment had it); else nothing to do: Prefect reads
+    the environment when it is first imported."""
+    if "prefect.settings" not in sys.modules:
+        return nullcontext()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: api_url})
 
 
 def state_path(settings: Settings) -> Path:

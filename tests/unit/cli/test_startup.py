@@ -27,9 +27,9 @@ HEAVY = [
 ]
 
 
-def _loaded_after(statement: str) -> list[str]:
-    """The HEAVY modules in sys.modules after `statement`, in a fresh interpreter."""
-    code = f"{statement}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+def _loaded_after(statement: str, modules: list[str] = HEAVY) -> list[str]:
+    """Those of `modules` in sys.modules after `statement`, in a fresh interpreter."""
+    code = f"{statement}\nimport json, sys\nprint(json.dumps([m for m in {modules!r} if m in sys.modules]))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
@@ -40,6 +40,17 @@ def _loaded_after(statement: str) -> list[str]:
 
 def test_the_cli_and_the_nightly_flow_import_no_heavy_library():
     assert _loaded_after("import flows.cli, flows.nightly, flows.runtime, flows.server") == []
+
+
+def test_the_api_and_the_cluster_are_set_up_before_prefect_is_imported():
+    """`nightshift run` finds (or starts) the server and starts the Dask cluster first:
+    Prefect's own import (seconds) then overlaps the cluster's start."""
+    statement = (
+        "import os; os.environ.pop('PREFECT_API_URL', None)\n"
+        "import flows.cli, flows.server, tasks.ops.cluster\n"
+        "assert flows.server.configured_api_url() is None"
+    )
+    assert _loaded_after(statement, ["prefect", "prefect_dask"]) == []
 
 
 def test_what_a_run_calls_before_its_first_task_imports_no_heavy_library():
