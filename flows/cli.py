@@ -165,11 +165,13 @@ def run(
     settings = configure_runtime_environment()
     from flows.server import open_prefect_api
 
+    # a bad option is a usage error before anything starts (a kept server would outlive it)
+    day = _parse_day(as_of)
+    params = _params(dataset, holdout_days, first_day, epochs, trials, world_size, engine)
     started = time.perf_counter()
     with open_prefect_api(settings) as api, _cluster_for_the_flow(settings) as cluster:
         from flows.nightly import nightly_retrain
 
-        params = _params(dataset, holdout_days, first_day, epochs, trials, world_size, engine)
         api.wait_until_ready()
         typer.echo(f"Prefect API: {api.url} ({api.origin})")
         flow = nightly_retrain
@@ -179,7 +181,7 @@ def run(
             address = cluster.result(timeout=300).scheduler_address
             typer.echo(f"Dask cluster ready: {address}")
             flow = nightly_retrain.with_options(task_runner=DaskTaskRunner(address=address))
-        state = flow(as_of=_parse_day(as_of), params=params, return_state=True)
+        state = flow(as_of=day, params=params, return_state=True)
     if not state.is_completed():
         typer.echo(f"\nnightly-retrain {as_of} FAILED: {state.message}", err=True)
         raise typer.Exit(code=1)

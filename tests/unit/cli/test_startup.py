@@ -81,3 +81,25 @@ def test_every_deferred_name_of_the_nightly_flow_resolves_to_its_object():
     # a Prefect task keeps its own attributes behind the proxy
     assert nightly.tune_hyperparameters_task.name == "tune-hyperparameters"
     assert nightly.publish_failure.__name__ == "publish_failure"  # Prefect names hooks by it
+
+
+def test_a_bad_option_starts_no_server_and_no_cluster(monkeypatch, tmp_path):
+    """Options are checked before the kept server (which would outlive the command) starts."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.core.settings import get_settings
+
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(tmp_path))
+    monkeypatch.setenv("NIGHTSHIFT_PREFECT_SERVER_KEEP", "true")
+    get_settings.cache_clear()
+    try:
+        bad_day = CliRunner().invoke(app, ["run", "--as-of", "2013-02-30"])
+        bad_first = CliRunner().invoke(app, ["run", "--first-day", "tomorrow"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert bad_day.exit_code == 2 and "is not a date" in bad_day.output
+    assert bad_first.exit_code == 2 and "is not a date" in bad_first.output
+    assert not (tmp_path / "prefect" / "server.json").exists()
+    assert "Prefect API" not in bad_day.output + bad_first.output
