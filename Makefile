@@ -74,4 +74,5 @@ stack-down:
 	infra/stack.sh down
 
 clean-lake:
+	@test ! -x $(BIN)/nightshift || $(BIN)/nightshift prefect-server stop
 	rm -rf .nightshift

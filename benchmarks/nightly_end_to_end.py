@@ -48,7 +48,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for run in range(1, args.runs + 1):
         with tempfile.TemporaryDirectory(prefix="nightshift-bench-") as home:
-            env = {**os.environ, "NIGHTSHIFT_HOME": home}
+            # a temporary home: its Prefect server stops with the run (none left behind)
+            env = {**os.environ, "NIGHTSHIFT_HOME": home, "NIGHTSHIFT_PREFECT_SERVER_KEEP": "false"}
             env.pop("PREFECT_API_URL", None)
             land_s, _ = _run([str(BIN / "nightshift"), "land", "--through", args.as_of], env)
             run_s, out = _run([str(BIN / "nightshift"), "run", "--as-of", args.as_of], env)

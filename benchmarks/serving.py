@@ -73,6 +73,7 @@ def _wait(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
 def build_small_home(home: Path) -> dict[str, str]:
     """A registry from the real nightly flow on January 2013 (environment to use it)."""
     env = {**os.environ, "NIGHTSHIFT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env["NIGHTSHIFT_PREFECT_SERVER_KEEP"] = "false"  # a one-off home: no server left behind
     cli = [sys.executable, "-m", "flows.cli"]
     subprocess.run([*cli, "land", "--through", "2013-01-31"], env=env, check=True, cwd=REPO)
     subprocess.run(

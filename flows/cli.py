@@ -8,6 +8,7 @@ nightshift promote --version 3              move @champion to a version (history
 nightshift rollback                         move @champion back to the previous champion
 nightshift scale --factor 10               landing/ with N x the real flights
 nightshift settings                         the effective configuration
+nightshift prefect-server status|stop       the embedded Prefect server runs keep and reuse
 nightshift serve                            serve the nightly + backfill deployments (one process)
 nightshift serve-model                      the model service: @champion over HTTP, following the alias
 nightshift deploy                           register them on a process work pool (server path)
@@ -23,6 +24,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
@@ -152,20 +156,63 @@ def run(
         Engine, typer.Option(help="Ingestion engine (Spark master: NIGHTSHIFT_SPARK_MASTER).")
     ] = Engine.dask,
 ) -> None:
-    """Run the nightly retraining flow for one date, end to end, and print a summary."""
-    settings = configure_runtime_environment()
-    from flows.nightly import nightly_retrain
-    from flows.runtime import prefect_api
+    """Run the nightly retraining flow for one date, end to end, and print a summary.
 
+    Start-up runs in parallel: the Prefect server (reused when this home's kept server
+    answers), the Dask cluster (a thread: mostly waiting on its worker processes) and the
+    flow's imports (this thread) all start at once.
+    """
+    settings = configure_runtime_environment()
+    from flows.server import open_prefect_api
+
+    # a bad option is a usage error before anything starts (a kept server would outlive it)
+    day = _parse_day(as_of)
     params = _params(dataset, holdout_days, first_day, epochs, trials, world_size, engine)
     started = time.perf_counter()
-    with prefect_api() as api_url:
-        typer.echo(f"Prefect API: {api_url}")
-        state = nightly_retrain(as_of=_parse_day(as_of), params=params, return_state=True)
+    with open_prefect_api(settings) as api, _cluster_for_the_flow(settings) as cluster:
+        from flows.nightly import nightly_retrain
+
+        api.wait_until_ready()
+        typer.echo(f"Prefect API: {api.url} ({api.origin})")
+        flow = nightly_retrain
+        if cluster is not None:
+            from prefect_dask import DaskTaskRunner
+
+            address = cluster.result(timeout=300).scheduler_address
+            typer.echo(f"Dask cluster ready: {address}")
+            flow = nightly_retrain.with_options(task_runner=DaskTaskRunner(address=address))
+        state = flow(as_of=day, params=params, return_state=True)
     if not state.is_completed():
         typer.echo(f"\nnightly-retrain {as_of} FAILED: {state.message}", err=True)
         raise typer.Exit(code=1)
     typer.echo(_summary_text(state.result(), time.perf_counter() - started, settings))
+
+
+@contextmanager
+def _cluster_for_the_flow(settings) -> Iterator[Future | None]:
+    """The flow's local Dask cluster, starting in a thread for the block (None when
+    NIGHTSHIFT_DASK_ADDRESS names a scheduler: the flow's task runner connects there).
+
+    Started here rather than by the flow's task runner so that it comes up while the
+    Prefect server starts and the flow imports; the workers inherit PREFECT_API_URL,
+    which is set before this block. Closed at the end of the block.
+    """
+    if settings.dask_address:
+        yield None
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.ops.cluster import local_cluster
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nightshift-cluster") as pool:
+        starting = pool.submit(local_cluster, settings)
+        try:
+            yield starting
+        finally:
+            if starting.done() and starting.exception() is None:
+                starting.result(timeout=0).close()  # done: nothing waits
+            else:  # failed before the cluster was up: close it once it is
+                starting.add_done_callback(lambda f: f.exception() or f.result(timeout=0).close())
 
 
 def _params(
@@ -624,6 +671,33 @@ def serve_model(
     )
     limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_rows=max_rows)
     serve_forever(follower, host, port, limits)
+
+
+class ServerAction(StrEnum):
+    """What `nightshift prefect-server` does with this home's kept embedded server."""
+
+    status = "status"
+    stop = "stop"
+
+
+@app.command("prefect-server")
+def prefect_server(
+    action: Annotated[ServerAction, typer.Argument(help="status or stop.")] = ServerAction.status,
+) -> None:
+    """Show or stop the embedded Prefect server `nightshift run` keeps for the next runs."""
+    settings = configure_runtime_environment()
+    from flows.server import healthy, kept_server, stop_kept_server
+
+    if action is ServerAction.stop:
+        pid = stop_kept_server(settings)
+        typer.echo(f"stopped the kept Prefect server (pid {pid})" if pid else "none running")
+        return
+    found = kept_server(settings)
+    if found is None:
+        typer.echo(f"no kept Prefect server for {settings.home}")
+        raise typer.Exit(code=1)
+    answers = "answers" if healthy(found.api_url) else "does not answer (yet)"
+    typer.echo(f"pid {found.pid} at {found.api_url}: {answers}; log {found.log_path}")
 
 
 @app.command()

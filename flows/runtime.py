@@ -1,25 +1,29 @@
-"""Run-time plumbing of the flows: the Prefect API and the Dask task runner.
+"""Run-time plumbing of the flows: the Prefect API, the Dask task runner, deferred stages.
 
 Without `PREFECT_API_URL`, every Dask worker process would start its own ephemeral
-Prefect server (and orphan it). So the CLI starts one private server subprocess, exports
-its URL to the environment before the Dask cluster starts, and stops it at the end. Its
+Prefect server (and orphan it). So the CLI finds or starts the embedded server
+(`flows/server.py`: kept across runs by default), exports its URL to the environment
+before the Dask cluster starts, and, for a server of its own, stops it at the end. Its
 SQLite database stays under `<home>/prefect`, where `make ui-prefect` opens it.
+
+Start-up is on the clock (issue 14: <= 5 s from `nightshift run` to the first task), so
+this module imports nothing it does not need before the first task: the later stages'
+task modules (torch, MLflow, ONNX, Great Expectations) load through `Deferred`, in the
+background while the ingest runs.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
 
 from prefect.context import FlowRunContext
-from prefect.events.worker import EventsWorker
-from prefect.logging.handlers import APILogWorker
-from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 from prefect_dask import DaskTaskRunner
 
+from flows.server import open_prefect_api
 from tasks.core.context import RunContext
 from tasks.core.settings import Settings, get_settings
 from tasks.core.tracking import with_experiment
@@ -31,26 +35,80 @@ from tasks.ops.cluster import (
 )
 from tasks.ops.schedule import resolve_as_of
 
+# The longest wait for the background preparation (MLflow store, imports) after the ingest.
+PREPARE_TIMEOUT_S = 600.0
+
 
 @contextmanager
 def prefect_api() -> Iterator[str]:
-    """Yield a Prefect API URL: the configured one, or a private embedded server's."""
-    configured = get_current_settings().api.url
-    if configured:
-        yield configured
-        return
-    server = SubprocessASGIServer()
-    server.start(timeout=120)
-    os.environ["PREFECT_API_URL"] = server.api_url
+    """Yield a Prefect API URL that answers: the configured one, or the embedded server's."""
+    with open_prefect_api(get_settings()) as api:
+        api.wait_until_ready()
+        yield api.url
+
+
+# Modules of the `Deferred` names created so far: what `prepare_in_background` imports.
+DEFERRED_MODULES: dict[str, None] = {}
+
+
+class Deferred:
+    """A name of a stage module (a Prefect task, a hook, a context manager), imported
+    when it is first called or read.
+
+    The later stages' modules import torch, MLflow, ONNX and Great Expectations: seconds
+    a run need not spend before its first task. `prepare_in_background` imports them
+    while the ingest runs; a call before that import finished waits for it (Python's
+    per-module import lock), never imports twice.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.__name__ = module, name
+        DEFERRED_MODULES[module] = None
+
+    def resolve(self):
+        """The object itself (imports its module on first use)."""
+        return getattr(importlib.import_module(self.module), self.__name__)
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # `.submit`, `.with_options`, ...: the object's own
+        if name.startswith("__"):  # copy/pickle probing a half-built instance
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.module}.{self.__name__})"
+
+
+def deferred(module: str, *names: str) -> tuple[Deferred, ...]:
+    """`from module import names`, deferred: one `Deferred` per name."""
+    return tuple(Deferred(module, name) for name in names)
+
+
+def prepare_in_background(ctx: RunContext) -> Future[RunContext]:
+    """Start, in a thread of the flow process: MLflow's store and experiment, then the
+    imports of the deferred stage modules. The ingest runs meanwhile (its work is on the
+    Dask workers; nothing of it logs to MLflow). `prepared` collects the context.
+    """
+
+    def prepare() -> RunContext:
+        ready = with_experiment(ctx)
+        for module in list(DEFERRED_MODULES):
+            importlib.import_module(module)
+        return ready
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nightshift-prepare")
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server.api_url
+        return executor.submit(prepare)
     finally:
-        # Ship the last log lines and events before the server they go to goes away.
-        APILogWorker.drain_all(timeout=10)
-        EventsWorker.drain_all(timeout=10)
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        executor.shutdown(wait=False)
+
+
+def prepared(future: Future[RunContext]) -> RunContext:
+    """The run context with its MLflow experiment, once the background preparation ended
+    (its error, e.g. an unreachable tracking server, is raised here)."""
+    return future.result(timeout=PREPARE_TIMEOUT_S)
 
 
 def dask_task_runner(settings: Settings) -> DaskTaskRunner:
@@ -102,11 +160,11 @@ def nightly_run_name() -> str:
 
 
 def open_run(as_of: date | None, dataset: str) -> RunContext:
-    """The run context of the current flow run: dates resolved, cluster up, MLflow ready.
+    """The run context of the current flow run: dates resolved, cluster up.
 
     An empty `as_of` is the date the run was scheduled for, in the schedule's time zone.
-    MLflow's store and experiment are created here, in the flow process, before anything
-    fans out to the workers.
+    MLflow's store and experiment come with `prepare_in_background` + `prepared`, in the
+    flow process, before anything that logs to MLflow fans out to the workers.
     """
     from prefect.runtime import flow_run
 
@@ -122,4 +180,4 @@ def open_run(as_of: date | None, dataset: str) -> RunContext:
     )
     if flow_run.id:  # filterable in the UI from the start, also when the run fails
         tag_flow_run(flow_run.id, [f"as_of:{ctx.as_of}", f"dataset:{ctx.dataset}"])
-    return with_experiment(ctx)
+    return ctx

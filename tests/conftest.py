@@ -16,6 +16,8 @@ from pathlib import Path
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="nightshift-test-"))
 os.environ["NIGHTSHIFT_HOME"] = str(_SESSION_HOME)
 os.environ["NIGHTSHIFT_DASK_WORKERS"] = "2"
+# a CLI run in a test gets a private Prefect server, stopped with it: none outlives the session
+os.environ["NIGHTSHIFT_PREFECT_SERVER_KEEP"] = "false"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")

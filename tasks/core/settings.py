@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="Prefect API URL (http://127.0.0.1:4200/api). Default: a private embedded "
         "Prefect server for the duration of the run, its database under <home>/prefect.",
     )
+    prefect_server_keep: bool = Field(
+        default=True,
+        description="Without a Prefect API URL: keep the embedded server the first run starts "
+        "and reuse it in the next runs (seconds off every start; `nightshift prefect-server "
+        "stop` stops it). false: a private server per run, stopped at its end.",
+    )
     dask_address: str | None = Field(
         default=None,
         description="Dask scheduler address (tcp://host:8786). Default: a LocalCluster "

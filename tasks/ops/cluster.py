@@ -27,8 +27,19 @@ from tasks.core.settings import Settings
 logger = logging.getLogger("nightshift.cluster")
 
 
+def _no_gpu_driver() -> bool:
+    """True when this machine has no NVIDIA or ROCm driver, so torch can see no GPU.
+
+    Asking torch costs its import (seconds on a small machine) on the path of every run's
+    start; without a driver the answer is known from the file system alone.
+    """
+    return not (os.path.exists("/proc/driver/nvidia/gpus") or os.path.exists("/dev/kfd"))
+
+
 def gpu_count() -> int:
     """GPUs torch can use here (0 on a CPU build or a broken CUDA install)."""
+    if _no_gpu_driver():
+        return 0
     try:
         import torch
 
@@ -150,6 +161,16 @@ def gather_within(
     return client.gather(futures, errors=errors)
 
 
+def local_cluster(settings: Settings) -> distributed.SpecCluster:
+    """A local cluster sized to the machine: CPU workers, plus one worker per GPU if any."""
+    gpus = gpu_count()
+    if gpus:
+        return mixed_local_cluster(
+            cpu_worker_count(settings, gpus), gpus, settings.dask_dashboard_address
+        )
+    return distributed.LocalCluster(**local_cluster_kwargs(settings))
+
+
 @contextmanager
 def stage_client(address: str | None, settings: Settings) -> Iterator[distributed.Client]:
     """A client on `address`, or on a local cluster started for this block (CLI stages)."""
@@ -157,12 +178,7 @@ def stage_client(address: str | None, settings: Settings) -> Iterator[distribute
         with distributed.Client(address, set_as_default=False) as client:
             yield client
         return
-    gpus = gpu_count()
-    cluster = (
-        mixed_local_cluster(cpu_worker_count(settings, gpus), gpus, settings.dask_dashboard_address)
-        if gpus
-        else distributed.LocalCluster(**local_cluster_kwargs(settings))
-    )
+    cluster = local_cluster(settings)
     logger.info("started a local Dask cluster: %s", cluster)
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client

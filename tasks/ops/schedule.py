@@ -17,9 +17,6 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 NIGHTLY_CRON = "0 2 * * *"
 
 
@@ -58,6 +55,10 @@ def dates_to_run(first: date, last: date, done: Iterable[date], rerun: bool = Fa
 
 def completed_as_of_dates(tracking_uri: str, model_name: str) -> set[date]:
     """The `as_of` dates for which the registry holds a completed release (finished nights)."""
+    # MLflow imports here: `resolve_as_of` is on the path of every flow run's start.
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri)
     try:
         versions = client.search_model_versions(f"name='{model_name}'")

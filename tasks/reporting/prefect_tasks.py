@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from prefect import task
@@ -18,18 +19,20 @@ from prefect.client.schemas.actions import ArtifactCreate
 
 from tasks.core.context import RunContext
 from tasks.core.settings import task_timeout
-from tasks.evaluation.evaluate import Evaluation
-from tasks.features.build import FeatureSet
-from tasks.ingest.plan import IngestSummary
-from tasks.quality.validate import ValidationReport
-from tasks.release.compress import Compression
 from tasks.release.config import ReleaseConfig
-from tasks.release.register import Registration
 from tasks.reporting.links import run_links_markdown
-from tasks.reporting.summary import RunSummary, build_summary, failed_markdown
-from tasks.reporting.trend import registry_trend
-from tasks.training.config import TrainConfig
-from tasks.training.tune import TuneResult
+
+if TYPE_CHECKING:  # the stages' results: importing them here would load torch and sklearn
+    # on the path of every run's start (`open_run` tags the flow run from this module)
+    from tasks.evaluation.evaluate import Evaluation
+    from tasks.features.build import FeatureSet
+    from tasks.ingest.plan import IngestSummary
+    from tasks.quality.validate import ValidationReport
+    from tasks.release.compress import Compression
+    from tasks.release.register import Registration
+    from tasks.reporting.summary import RunSummary
+    from tasks.training.config import TrainConfig
+    from tasks.training.tune import TuneResult
 
 
 def _cell(value):
@@ -123,6 +126,9 @@ def publish_summary(
     release: ReleaseConfig | None = None,
 ) -> RunSummary:
     """Attach the run summary, the metric tables and the links to the flow run; tag it."""
+    from tasks.reporting.summary import build_summary
+    from tasks.reporting.trend import registry_trend
+
     summary = build_summary(
         ctx,
         ingested,
@@ -173,6 +179,8 @@ def publish_summary(
 
 def publish_failure(flow, flow_run, state) -> None:
     """Flow `on_failure` hook: a `nightly-summary` that says the run failed, and why."""
+    from tasks.reporting.summary import failed_markdown
+
     run_id = UUID(str(flow_run.id))
     attach_artifact(
         run_id,
