@@ -1,8 +1,8 @@
 """The nightly retraining flow: a table of contents, one task per stage.
 
 ingest → validate → features → drift → evaluate-champion (continuous evaluation) →
-tune (Dask workers) → train (DDP on Dask workers) → evaluate → compress → register → gate →
-promote → summary
+plan (fine-tune the champion or retrain in full) → tune (Dask workers) → train (DDP on Dask
+workers) → evaluate → compress → register → gate → promote → summary
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ from tasks.release.prefect_tasks import (
 from tasks.release.registry import undo_release_on_failure
 from tasks.reporting.prefect_tasks import publish_failure, publish_summary
 from tasks.reporting.summary import RunSummary
-from tasks.training.prefect_tasks import train_network_task, tune_hyperparameters_task
+from tasks.training.prefect_tasks import (
+    plan_training_task,
+    train_network_task,
+    tune_hyperparameters_task,
+)
 
 
 @flow(
@@ -51,7 +55,10 @@ def nightly_retrain(
         default=NightlyParams(), description="Dataset, split, training, search and release."
     ),
 ) -> RunSummary:
-    """Retrain the dataset's model on data up to `as_of` and register it in MLflow."""
+    """Retrain the dataset's model on data up to `as_of` and register it in MLflow.
+
+    Long on purpose: one call per stage, so the flow reads as the night's table of contents.
+    """
     ctx = open_run(as_of, params.dataset)
     # one run per night: a second run of this dataset and as_of fails here, naming us
     with run_lock(ctx.lake, ctx.dataset, ctx.as_of, owner=f"flow run {ctx.flow_run_id}"):
@@ -70,19 +77,24 @@ def nightly_retrain(
         # Watch: tonight's @champion on the days labelled since its as_of; decay → event
         evaluate_champion_task(ctx, ingested)
 
-        # Tune: Optuna trials on the Dask workers, each a nested MLflow run
-        tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune)
+        # Plan: fine-tune the champion (weights, preprocessing, config) or retrain in full
+        plan = plan_training_task(ctx, features)
+        features = plan.features  # a fine-tune keeps the champion's fitted preprocessing
+
+        # Tune: Optuna trials on the Dask workers, each a nested MLflow run (not on fine-tunes)
+        tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune, plan)
 
         # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
-        trained = train_network_task(ctx, features, tuned, params.world_size)
+        trained = train_network_task(ctx, features, tuned, params.world_size, plan)
 
         # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
         evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
 
         # Compress: int8 / pruned / low-rank ONNX variants; keep the smallest within budget
-        # (served blended with the tree when the blend won on the validation days)
+        # (served blended with the tree when the blend won; a fine-tune tries fp32 and
+        # the champion's variant only: the same architecture)
         compression = compress_network_task(
-            ctx, features, trained, params.release.compression, evaluation
+            ctx, features, trained, params.release.compression, evaluation, plan
         )
 
         # Release: register @challenger → gate → promote @champion; undone if a step fails
@@ -97,6 +109,7 @@ def nightly_retrain(
                 compression,
                 params.release,
                 drift,
+                plan,
             )
             gate = gate_challenger_task(
                 ctx, challenger, features, evaluation, compression, params.release, drift
@@ -115,4 +128,5 @@ def nightly_retrain(
             tuned,
             params.train,
             params.release,
+            plan,
         )

@@ -29,6 +29,7 @@ from tasks.reporting.links import run_links_markdown
 from tasks.reporting.summary import RunSummary, build_summary, failed_markdown
 from tasks.reporting.trend import registry_trend
 from tasks.training.config import TrainConfig
+from tasks.training.incremental import TrainingPlan
 from tasks.training.tune import TuneResult
 
 
@@ -121,6 +122,7 @@ def publish_summary(
     tuned: TuneResult | None = None,
     inputs: TrainConfig | None = None,
     release: ReleaseConfig | None = None,
+    plan: TrainingPlan | None = None,
 ) -> RunSummary:
     """Attach the run summary, the metric tables and the links to the flow run; tag it."""
     summary = build_summary(
@@ -135,6 +137,7 @@ def publish_summary(
         inputs=inputs,
         trend=registry_trend(ctx.tracking_uri, registration.model_name),
         slice_margin=(release or ReleaseConfig()).slice_margin,
+        plan=plan,
     )
     run = _current_flow_run_id(ctx)
     attach_artifact(
