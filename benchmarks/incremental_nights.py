@@ -44,7 +44,8 @@ STAGES = {
     "publish-summary": "register + gate + promote + summary",
 }
 STAMP = r"(\d\d:\d\d:\d\d\.\d+)"
-TASK_DONE = re.compile(STAMP + r" \| \w+\s*\| Task run '([a-z-]+?)-[0-9a-f]+' - Finished")
+# "ingest-landed-days-372" (Prefect's 3-hex suffix) or a task_run_name ("validate-flights")
+TASK_DONE = re.compile(STAMP + r" \| \w+\s*\| Task run '([a-z-]+?)(?:-[0-9a-f]{3})?' - Finished")
 FLOW_START = re.compile(STAMP + r" \| \w+\s*\| Flow run '[^']+' - Beginning flow run")
 FLOW_DONE = re.compile(STAMP + r" \| \w+\s*\| Flow run '[^']+' - Finished in state")
 PLAN = re.compile(r"plan: (full|fine-tune) \((.*)\)")
@@ -68,7 +69,7 @@ def stage_seconds(log: str) -> tuple[dict[str, float], float]:
     seconds: dict[str, float] = {}
     for stamp, task in TASK_DONE.findall(log):
         now = _clock(stamp)
-        row = STAGES.get(task, task)
+        row = "validate" if task.startswith("validate-") else STAGES.get(task, task)
         seconds[row] = seconds.get(row, 0.0) + (now - previous).total_seconds() % 86400
         previous = now
     return seconds, (_clock(end.group(1)) - _clock(start.group(1))).total_seconds() % 86400
@@ -85,10 +86,14 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 
 def night(day: date, env: dict[str, str]) -> dict:
-    """Land through `day`, run the nightly flow for it; its seconds and outcome."""
+    """Land through `day`, run the nightly flow for it; its seconds and outcome.
+
+    The run's output is kept in the home (`run-<day>.log`) for a second look.
+    """
     nightshift = str(BIN / "nightshift")
     _run([nightshift, "land", "--through", day.isoformat()], env)
     wall, log = _run([nightshift, "run", "--as-of", day.isoformat()], env)
+    Path(env["NIGHTSHIFT_HOME"], f"run-{day}.log").write_text(log)
     stages, flow = stage_seconds(log)
     plan, served, verdict = PLAN.search(log), SERVED.search(log), VERDICT.search(log)
     return {

@@ -20,11 +20,10 @@ them: that bounded staleness is what the full-retrain period is for.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -184,6 +183,7 @@ def _plan(
     from mlflow.exceptions import MlflowException
 
     from tasks.release.integrity import registry_client
+    from tasks.release.pyfunc import TamperedArtifactError
 
     if every_days == 0:  # no registry look-up at all
         decision = decide_mode(None, ctx.as_of, 0)
@@ -193,23 +193,31 @@ def _plan(
         version = client.get_model_version_by_alias(ctx.model_name, "champion")
     except MlflowException:
         return full_plan(features, decide_mode(None, ctx.as_of, every_days).reason, ctx.as_of)
-    run = client.get_run(version.run_id)
-    params, tags = run.data.params, version.tags
-    staged = _stage_champion(ctx, features, str(version.version), version.run_id, params, tags)
-    facts = ChampionFacts(
-        version=str(version.version),
-        last_full_retrain_as_of=_parse_date(params.get(LAST_FULL_KEY)),
-        mismatch=staged if isinstance(staged, str) else None,
-    )
+    version_id, tags = str(version.version), version.tags
+    try:
+        params = client.get_run(version.run_id).data.params
+    except MlflowException as error:
+        params, unreadable = {}, f"its run cannot be read ({error})"
+    else:
+        unreadable = None
+    # the lineage first (no download on a night that retrains in full anyway) ...
+    facts = ChampionFacts(version_id, _parse_date(params.get(LAST_FULL_KEY)), unreadable)
     decision = decide_mode(facts, ctx.as_of, every_days)
     if decision.mode == FULL:
         return full_plan(features, decision.reason, ctx.as_of)
-    assert not isinstance(staged, str)
+    # ... then its files, each checked: any refusal is a full retrain with the reason
+    try:
+        staged = _stage_champion(ctx, features, version_id, version.run_id, params, tags)
+    except (MlflowException, TamperedArtifactError, OSError) as error:
+        staged = f"its files could not be loaded ({type(error).__name__}: {error})"
+    if isinstance(staged, str):
+        refused = decide_mode(replace(facts, mismatch=staged), ctx.as_of, every_days)
+        return full_plan(features, refused.reason, ctx.as_of)
     config, preprocessor_path, weights_path = staged
     return TrainingPlan(
         mode=FINE_TUNE,
         reason=decision.reason,
-        features=dataclasses.replace(features, preprocessor_path=preprocessor_path),
+        features=replace(features, preprocessor_path=preprocessor_path),
         last_full_retrain_as_of=decision.last_full_retrain_as_of.isoformat(),
         parent_version=decision.parent_version,
         config=config,

@@ -141,3 +141,75 @@ def test_checkpoints_of_a_fine_tune_are_not_those_of_a_full_retrain(tmp_path):
     from_b = checkpoint_fingerprint(config, 42, str(train), str(pre), str(weights_b))
     assert "initial weights" not in full
     assert from_a != full and from_a != from_b
+
+
+def _registry_with_champion(tmp_path, params: dict[str, str], tags: dict[str, str]):
+    """A real MLflow SQLite registry whose @champion's run logged `params`."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("t", artifact_location=(tmp_path / "a").as_uri())
+    run = client.create_run(experiment)
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    client.create_registered_model("m")
+    version = client.create_model_version("m", "unused", run_id=run.info.run_id, tags=tags)
+    client.set_registered_model_alias("m", "champion", version.version)
+    return uri
+
+
+def _features(holdout: tuple[str, str]):
+    from tasks.features.build import FeatureSet
+
+    return FeatureSet(
+        dataset="flights",
+        train_path="unused",
+        holdout_path="unused",
+        preprocessor_path="unused",
+        train_days=("2013-01-01", "2013-11-30"),
+        holdout_days=holdout,
+        train_rows=1,
+        holdout_rows=1,
+        unlabelled_rows=0,
+        positive_rate_train=0.2,
+        positive_rate_holdout=0.2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("train_end", "last_full", "tags", "reason"),
+    [
+        ("2013-12-01", "2013-12-30", {"fp32_weights_sha256": "x"}, "not before tonight's holdout"),
+        ("2013-11-29", "2013-12-20", {"fp32_weights_sha256": "x"}, "full retrain due"),
+        ("2013-11-29", "2013-12-30", {}, "no fp32_weights_sha256 tag"),
+    ],
+)
+def test_the_plan_reads_the_champion_from_the_registry(
+    tmp_path, train_end, last_full, tags, reason
+):
+    """Each refusal is read from a real registry and ends in a full retrain, with why."""
+    from tasks.core.context import RunContext
+    from tasks.training.incremental import plan_training
+
+    params = {
+        **{k: str(v) for k, v in TrainConfig().model_dump().items()},
+        "hidden": "[256, 128]",
+        "train_days": f"('2013-01-01', '{train_end}')",
+        "last_full_retrain_as_of": last_full,
+    }
+    ctx = RunContext(
+        as_of=AS_OF,
+        dataset="flights",
+        lake_root=str(tmp_path / "lake"),
+        tracking_uri=_registry_with_champion(tmp_path, params, tags),
+        experiment="t",
+        artifact_root=(tmp_path / "a").as_uri(),
+        model_name="m",
+        seed=42,
+    )
+    plan = plan_training(ctx, _features(("2013-12-01", "2013-12-31")), 7, 2)
+    assert plan.mode == FULL, plan.reason
+    assert reason in plan.reason
+    assert plan.last_full_retrain_as_of == "2013-12-31"
+    assert plan.features.preprocessor_path == "unused"  # tonight's own preprocessing
