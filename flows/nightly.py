@@ -88,9 +88,7 @@ def nightly_retrain(
         trained = train_network_task(ctx, features, tuned, params.world_size, plan)
 
         # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
-        evaluation = evaluate_on_holdout(
-            ctx, features, trained, params.release.slice_min_rows, plan
-        )
+        evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
 
         # Compress: int8 / pruned / low-rank ONNX variants; keep the smallest within budget
         # (served blended with the tree when the blend won; a fine-tune tries fp32 and

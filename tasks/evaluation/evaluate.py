@@ -119,13 +119,11 @@ def evaluate_models(
     seed: int,
     score_champion=None,
     slice_min_rows: int = 300,
-    refit_tree: bool = True,
 ) -> Evaluation:
     """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion.
 
     All three are also measured per slice (the dataset's slices; those with at least
-    `slice_min_rows` rows) and plotted into `out_dir/plots`. `refit_tree=False` (a
-    fine-tune night) serves a winning blend with the tree fitted on the fitting days.
+    `slice_min_rows` rows) and plotted into `out_dir/plots`.
     """
     lake = Lake.of(out_dir)
     preprocessor = load_preprocessor(features.preprocessor_path)
@@ -137,9 +135,7 @@ def evaluate_models(
     codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and tree
     model_proba = predict_proba(net, codes, numeric)
     base_proba = baseline_proba(spec, train, holdout, preprocessor, seed)
-    choice = blend_on_validation(
-        spec, train, preprocessor, net, trained, out_dir, seed, refit=refit_tree
-    )
+    choice = blend_on_validation(spec, train, preprocessor, net, trained, out_dir, seed)
     # The contract's key identifies each holdout row in the predictions file.
     predictions = holdout[[*load_contract(spec.fact.name).key, "label"]].copy()
     predictions["model"] = model_proba
@@ -194,15 +190,11 @@ def blend_on_validation(
     trained: TrainResult,
     out_dir: str,
     seed: int,
-    refit: bool = True,
 ) -> BlendChoice | None:
     """Fit the blend's tree and choose network vs blend on the validation days only.
 
     None when the window is too small to hold out validation days of both classes (tiny
     test windows): the network is then the candidate, as before blends existed.
-    `refit=False` keeps the fitting-days tree as the served one: one LightGBM fit fewer
-    (a fine-tune night's saving), every validation number still out of sample, the tree
-    without the window's last validation days (§12: ~0.002 holdout AUC).
     """
     is_validation = validation_mask(train, trained.validation_days)
     labels = train["label"].to_numpy().astype(int)
@@ -226,9 +218,6 @@ def blend_on_validation(
     )
     if not choice.is_blend:
         return choice
-    if not refit:
-        logger.info("evaluate: the blend won; serving the fitting-days tree (no refit tonight)")
-        return choice
     logger.info("evaluate: the blend won on validation; refitting its tree on the whole window")
     return refit_for_serving(choice, codes, numeric, labels, seed)
 
@@ -239,12 +228,8 @@ def evaluate(
     trained: TrainResult,
     slice_min_rows: int = 300,
     log: logging.Logger | logging.LoggerAdapter = logger,
-    refit_tree: bool = True,
 ) -> Evaluation:
-    """The evaluate stage: model vs baseline vs current champion on the same holdout rows.
-
-    `refit_tree=False` (fine-tune nights): a winning blend serves its fitting-days tree.
-    """
+    """The evaluate stage: model vs baseline vs current champion on the same holdout rows."""
     evaluation = evaluate_models(
         ctx.spec,
         features,
@@ -253,7 +238,6 @@ def evaluate(
         ctx.seed,
         champion_scorer(ctx.tracking_uri, ctx.model_name),
         slice_min_rows=slice_min_rows,
-        refit_tree=refit_tree,
     )
     champion = (
         f"champion v{evaluation.champion_version} AUC {evaluation.champion['roc_auc']:.4f}"

@@ -120,7 +120,6 @@ class RunSummary:
     training_mode: str = "full"
     training_reason: str = ""
     compression_search: str = "all variants"
-    tree_refit: bool | None = None  # a served blend's tree refitted on the whole window?
 
     @property
     def promoted(self) -> bool:
@@ -178,9 +177,7 @@ class RunSummary:
                 "",
                 f"Training: **{self.training_mode}**"
                 + (f" ({md_cell(self.training_reason)})" if self.training_reason else "")
-                + f"; compression tried {self.compression_search}"
-                + ("; the blend's tree was not refitted" if self.tree_refit is False else "")
-                + ".",
+                + f"; compression tried {self.compression_search}.",
                 "",
                 *(f"> ⚠️ {w}" for w in self.warnings()),
                 "",
@@ -391,7 +388,4 @@ def build_summary(
         training_mode=plan.mode if plan is not None else "full",
         training_reason=plan.reason if plan is not None else "",
         compression_search=compression.search if compression else "no variants",
-        tree_refit=(evaluation.blend_choice.validation_tree_path is not None)
-        if evaluation.blend_choice is not None and evaluation.blend_choice.is_blend
-        else None,
     )
