@@ -412,6 +412,8 @@ def model_card(
         f"Optuna best of {tuned.trials_total} trial(s) (#{tuned.best_trial}, val AUC "
         f"{tuned.best_value:.4f}; tune run `{tuned.parent_run_id}`)"
         if tuned.enabled
+        else f"no search: {tuned.source}"
+        if tuned.source
         else "as given (no search)"
     )
     return ModelCard(
