@@ -1,8 +1,8 @@
 """The nightly retraining flow: a table of contents, one task per stage.
 
 ingest → validate → features → drift → evaluate-champion (continuous evaluation) →
-tune (Dask workers) → train (DDP on Dask workers) → evaluate → compress → register → gate →
-promote → summary
+plan (fine-tune the champion or retrain in full) → tune (Dask workers) → train (DDP on Dask
+workers) → evaluate → compress → register → gate → promote → summary
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ compress_network_task, gate_challenger_task, promote_challenger_task, register_c
 publish_failure, publish_summary = deferred(
     "tasks.reporting.prefect_tasks", "publish_failure", "publish_summary"
 )
-train_network_task, tune_hyperparameters_task = deferred(
-    "tasks.training.prefect_tasks", "train_network_task", "tune_hyperparameters_task"
+plan_training_task, train_network_task, tune_hyperparameters_task = deferred(
+    "tasks.training.prefect_tasks",
+    "plan_training_task",
+    "train_network_task",
+    "tune_hyperparameters_task",
 )
 
 
@@ -97,19 +100,24 @@ def nightly_retrain(
         # Watch: tonight's @champion on the days labelled since its as_of; decay → event
         evaluate_champion_task(ctx, ingested)
 
-        # Tune: Optuna trials on the Dask workers, each a nested MLflow run
-        tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune)
+        # Plan: fine-tune the champion (weights, preprocessing, config) or retrain in full
+        plan = plan_training_task(ctx, features)
+        features = plan.features  # a fine-tune keeps the champion's fitted preprocessing
+
+        # Tune: Optuna trials on the Dask workers, each a nested MLflow run (not on fine-tunes)
+        tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune, plan)
 
         # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
-        trained = train_network_task(ctx, features, tuned, params.world_size)
+        trained = train_network_task(ctx, features, tuned, params.world_size, plan)
 
         # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
         evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
 
-        # Compress: int8 / pruned / low-rank / distilled ONNX variants; keep the smallest within budget
-        # (served blended with the tree when the blend won on the validation days)
+        # Compress: int8 / pruned / low-rank / distilled ONNX variants; keep the smallest
+        # within budget (served blended with the tree when the blend won; a fine-tune tries
+        # fp32 and the champion's variant only: the same architecture)
         compression = compress_network_task(
-            ctx, features, trained, params.release.compression, evaluation
+            ctx, features, trained, params.release.compression, evaluation, plan
         )
 
         # Release: register @challenger → gate → promote @champion; undone if a step fails
@@ -124,6 +132,7 @@ def nightly_retrain(
                 compression,
                 params.release,
                 drift,
+                plan,
             )
             gate = gate_challenger_task(
                 ctx, challenger, features, evaluation, compression, params.release, drift
@@ -142,4 +151,5 @@ def nightly_retrain(
             tuned,
             params.train,
             params.release,
+            plan,
         )

@@ -151,6 +151,20 @@ class Settings(BaseSettings):
         ge=2,
         description="A running trial with no heartbeat for this long is failed and retried.",
     )
+    full_retrain_every_days: int = Field(
+        default=7,
+        ge=0,
+        description="Incremental nights: a night fine-tunes the @champion's network when its "
+        "lineage's last full retrain is younger than this many days, else retrains in full "
+        "(0 = every night in full).",
+    )
+    fine_tune_epochs: int = Field(
+        default=2,
+        ge=1,
+        le=50,
+        description="Epochs of a fine-tune night, from the champion's weights, on the updated "
+        "window (its hyperparameters otherwise; no search).",
+    )
 
     decay_floor_auc: float = Field(
         default=0.6,
@@ -227,6 +241,7 @@ TASK_TIMEOUTS_S: dict[str, float] = {
     "validate-contract": 3600,
     "build-features": 3600,
     "check-drift": 1800,
+    "plan-training": 1800,
     "tune-hyperparameters": 4 * 3600,
     "train-network-ddp": 5 * 3600,
     "evaluate-champion": 3600,

@@ -9,6 +9,10 @@ LightGBM was measured as a replacement (issue 14, BENCHMARKS.md §8) and is not 
 early-stopped on the training window's last 14 days, its number of rounds depends on the
 seed (30 rounds and holdout AUC 0.7097 with the default seed 42, 177 rounds and 0.7169
 with seed 0), because November's last days are a noisy early-stopping signal for December.
+
+Its OpenMP threads are capped like the blend's tree (`NIGHTSHIFT_TREE_THREADS`, one by
+default): on a loaded 2-core box the all-core fit took 197 s (BENCHMARKS.md §20). The
+fitted model does not depend on the thread count (tested).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from tasks.datasets.spec import DatasetSpec
+from tasks.evaluation.blend import tree_threads
 from tasks.features.preprocessor import TabularPreprocessor
 
 BASELINE_NAME = "HistGradientBoosting"
@@ -41,7 +47,8 @@ class Baseline:
 
     def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
         """P(label = 1) for raw rows."""
-        return self.model.predict_proba(self.encode(rows))[:, 1]
+        with threadpool_limits(limits=tree_threads(), user_api="openmp"):
+            return self.model.predict_proba(self.encode(rows))[:, 1]
 
 
 def encode_for_trees(
@@ -63,5 +70,6 @@ def fit_baseline(
     model = HistGradientBoostingClassifier(
         categorical_features=list(preprocessor.categorical), max_iter=MAX_ITER, random_state=seed
     )
-    model.fit(encode_for_trees(spec, preprocessor, train), train["label"].to_numpy())
+    with threadpool_limits(limits=tree_threads(), user_api="openmp"):
+        model.fit(encode_for_trees(spec, preprocessor, train), train["label"].to_numpy())
     return Baseline(model, preprocessor, spec, int(model.n_iter_))

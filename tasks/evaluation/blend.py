@@ -67,14 +67,22 @@ class BlendChoice:
         return self.candidate == "blend"
 
 
+def tree_threads() -> int:
+    """OpenMP threads of the evaluate stage's trees (the blend's and the baseline).
+
+    One by default: the trees fit beside Dask workers, and OpenMP threads degrade badly
+    when the machine is oversubscribed (a 2-core box: LightGBM 20 s alone, 6 min with a
+    busy neighbour; HistGradientBoosting 11 s on one thread, 197 s on all under load,
+    BENCHMARKS.md §20). NIGHTSHIFT_TREE_THREADS=0 uses every core.
+    """
+    return int(os.environ.get("NIGHTSHIFT_TREE_THREADS", "1")) or (os.cpu_count() or 1)
+
+
 def fit_tree(codes: np.ndarray, numeric: np.ndarray, labels: np.ndarray, seed: int):
     """A LightGBM booster on the network's inputs (codes as categorical columns)."""
     import lightgbm
 
-    # One thread by default: the tree fits beside Dask workers, and LightGBM's OpenMP threads
-    # degrade badly when the machine is oversubscribed (a 2-core box: 20 s alone, 6 min
-    # with a busy neighbour, measured). NIGHTSHIFT_TREE_THREADS=0 uses every core.
-    threads = int(os.environ.get("NIGHTSHIFT_TREE_THREADS", "1")) or (os.cpu_count() or 1)
+    threads = tree_threads()
     data = lightgbm.Dataset(
         tree_matrix(codes, numeric),
         label=np.asarray(labels, dtype=np.float64),

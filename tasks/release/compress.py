@@ -396,6 +396,8 @@ class Compression:
     blend_threshold: float | None = None
     tree_path: str | None = None
     tree_size_bytes: int | None = None
+    # which variants were tried: all of them, or fp32 + the champion's on a fine-tune night
+    search: str = "all variants"
 
     @property
     def chosen_variant(self) -> Variant:
@@ -483,6 +485,7 @@ def compress_network(
     seed: int,
     log: logging.Logger | logging.LoggerAdapter = logger,
     blend: BlendChoice | None = None,
+    only: str | None = None,
 ) -> Compression:
     """Build, measure and choose among the variants; write their ONNX files to `out_dir`.
 
@@ -490,7 +493,16 @@ def compress_network(
     measures them all the same way. Compression applies to the network; when `blend` is
     the candidate, the chosen variant is then blended with the tree and measured again
     as served (holdout AUC, batch-1 latency).
+
+    `only` (a fine-tune night: the champion's served variant) builds just that variant
+    and fp32, the fallback that is always within budget: the architecture is the
+    champion's, so the search's answer is known; the budget still decides on tonight's
+    numbers.
     """
+
+    def wanted(name: str) -> bool:
+        return only is None or name in ("fp32", only)
+
     lake = Lake.of(features.holdout_path)
     preprocessor = load_preprocessor(features.preprocessor_path)
     holdout = lake.read_parquet(features.holdout_path)
@@ -517,13 +529,16 @@ def compress_network(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
     paths["fp32"] = export_onnx(ExportNet(net), one, f"{out_dir}/fp32.onnx")
-    paths["int8"] = quantize_int8(paths["fp32"], f"{out_dir}/int8.onnx")
+    if wanted("int8"):
+        paths["int8"] = quantize_int8(paths["fp32"], f"{out_dir}/int8.onnx")
 
-    if config.prune_sparsity > 0 or config.distill_epochs > 0:
+    prune = config.prune_sparsity > 0 and wanted("pruned-int8")
+    distill = config.distill_epochs > 0 and (wanted("distilled-fp32") or wanted("distilled-int8"))
+    if prune or distill:
         train = lake.read_parquet(features.train_path)
         t_codes, t_numeric = preprocessor.transform(spec.feature_frame(train))
         t_codes = t_codes.astype(np.int64)
-    if config.prune_sparsity > 0:
+    if prune:
         pruned = prune_and_finetune(
             net,
             t_codes,
@@ -537,7 +552,7 @@ def compress_network(
         paths["pruned-int8"] = quantize_int8(pruned_fp32, f"{out_dir}/pruned-int8.onnx")
         os.remove(pruned_fp32)
 
-    if config.distill_epochs > 0:
+    if distill:
         started = time.perf_counter()
         student = distill_student(
             net,
@@ -556,14 +571,18 @@ def compress_network(
             time.perf_counter() - started,
         )
         student_fp32 = export_onnx(ExportNet(student), one, f"{out_dir}/distilled-fp32.onnx")
-        paths["distilled-fp32"] = student_fp32
-        paths["distilled-int8"] = quantize_int8(student_fp32, f"{out_dir}/distilled-int8.onnx")
+        if wanted("distilled-fp32"):
+            paths["distilled-fp32"] = student_fp32
+        if wanted("distilled-int8"):
+            paths["distilled-int8"] = quantize_int8(student_fp32, f"{out_dir}/distilled-int8.onnx")
 
     ranks = low_rank_ranks(net, config.low_rank_fraction)
-    if any(ranks):
+    if any(ranks) and (wanted("lowrank-fp32") or wanted("lowrank-int8")):
         low_rank = export_onnx(ExportNet(net, ranks), one, f"{out_dir}/lowrank-fp32.onnx")
-        paths["lowrank-fp32"] = low_rank
-        paths["lowrank-int8"] = quantize_int8(low_rank, f"{out_dir}/lowrank-int8.onnx")
+        if wanted("lowrank-fp32"):
+            paths["lowrank-fp32"] = low_rank
+        if wanted("lowrank-int8"):
+            paths["lowrank-int8"] = quantize_int8(low_rank, f"{out_dir}/lowrank-int8.onnx")
 
     variants, probas = [], {}
     for name, path in paths.items():
@@ -624,6 +643,7 @@ def compress_network(
         predictions_path=predictions_path,
         table_path=f"{out_dir}/compression.json",
         **served,
+        search="all variants" if only is None else f"fp32 + {only} (the champion's variant)",
     )
     Path(compression.table_path).write_text(
         json.dumps({"chosen": chosen.name, "rows": compression.rows()}, indent=2)
@@ -649,14 +669,26 @@ def compress(
     config: CompressionConfig,
     log: logging.Logger | logging.LoggerAdapter = logger,
     blend: BlendChoice | None = None,
+    only: str | None = None,
 ) -> Compression:
     """The compress stage: build the variants, measure them, keep the smallest within budget.
 
     `blend` is the evaluation's choice (`Evaluation.blend_choice`): when it is the
-    candidate, the kept network variant is served blended with the tree.
+    candidate, the kept network variant is served blended with the tree. `only` limits
+    the search to fp32 and that variant (a fine-tune night: the champion's).
     """
+    if only:
+        log.info("compress: fine-tune night, trying only fp32 and the champion's %s", only)
     compression = compress_network(
-        ctx.spec, features, trained, ctx.run_dir("compression"), config, ctx.seed, log, blend
+        ctx.spec,
+        features,
+        trained,
+        ctx.run_dir("compression"),
+        config,
+        ctx.seed,
+        log,
+        blend,
+        only,
     )
     chosen = compression.chosen_variant
     log.info(

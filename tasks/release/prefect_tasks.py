@@ -20,6 +20,7 @@ from tasks.release.register import (
     promote_challenger,
     register_challenger,
 )
+from tasks.training.incremental import TrainingPlan
 from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult
 
@@ -31,13 +32,16 @@ def compress_network_task(
     trained: TrainResult,
     config: CompressionConfig,
     evaluation: Evaluation | None = None,
+    plan: TrainingPlan | None = None,
 ) -> Compression:
     """ONNX variants (fp32, int8, pruned, low-rank, distilled); keep the smallest within the AUC budget.
 
-    With the evaluation's blend as the candidate, the kept variant is served blended.
+    With the evaluation's blend as the candidate, the kept variant is served blended. On a
+    fine-tune night only fp32 and the champion's variant are built (same architecture).
     """
     blend = evaluation.blend_choice if evaluation is not None else None
-    return compress(ctx, features, trained, config, get_run_logger(), blend)
+    only = plan.compression_variant if plan is not None and plan.fine_tune else None
+    return compress(ctx, features, trained, config, get_run_logger(), blend, only)
 
 
 @task(name="register-challenger", timeout_seconds=task_timeout("register-challenger"))
@@ -51,10 +55,20 @@ def register_challenger_task(
     compression: Compression,
     release: ReleaseConfig,
     drift: DriftReport | None = None,
+    plan: TrainingPlan | None = None,
 ) -> Challenger:
     """MLflow run + the served pyfunc registered as a new version, alias @challenger."""
     challenger = register_challenger(
-        ctx, ingested, features, tuned, trained, evaluation, compression, release, drift=drift
+        ctx,
+        ingested,
+        features,
+        tuned,
+        trained,
+        evaluation,
+        compression,
+        release,
+        drift=drift,
+        plan=plan,
     )
     get_run_logger().info(
         "register: %s v%s -> @challenger; MLflow run %s",

@@ -64,6 +64,7 @@ from tasks.release.registry import (
     promote_version,
     undo_release_on_failure,
 )
+from tasks.training.incremental import WEIGHTS_DIGEST_TAG, TrainingPlan, full_plan
 from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult
 
@@ -411,6 +412,8 @@ def model_card(
         f"Optuna best of {tuned.trials_total} trial(s) (#{tuned.best_trial}, val AUC "
         f"{tuned.best_value:.4f}; tune run `{tuned.parent_run_id}`)"
         if tuned.enabled
+        else f"no search: {tuned.source}"
+        if tuned.source
         else "as given (no search)"
     )
     return ModelCard(
@@ -493,18 +496,26 @@ def register_challenger(
     release: ReleaseConfig,
     lineage: dict[str, str] | None = None,
     drift: DriftReport | None = None,
+    plan: TrainingPlan | None = None,
 ) -> Challenger:
     """Log the run and register the served model as `@challenger` (a pending release);
-    the night's drift report, when given, adds its tags, metrics and nested run."""
+    the night's drift report, when given, adds its tags, metrics and nested run.
+
+    The training mode (`plan`; none: a full retrain) goes into run params and version
+    tags with the fp32 weights' digest: what the next night's fine-tune decision reads.
+    """
     mlflow.set_tracking_uri(ctx.tracking_uri)
     client = MlflowClient(ctx.tracking_uri)
     holdout = ctx.lake.read_parquet(features.holdout_path)
     example = holdout[list(ctx.spec.input_columns)].head(5).reset_index(drop=True)
-    params = run_params(ctx, features, tuned, trained, release)
+    training = (plan or full_plan(features, "", ctx.as_of)).lineage()
+    params = {**run_params(ctx, features, tuned, trained, release), **training}
     tags = {
         **(lineage if lineage is not None else version_tags(ctx, ingested, features)),
         **_compression_tags(compression),
         **drift_tags(drift),
+        **training,
+        WEIGHTS_DIGEST_TAG: sha256_file(trained.weights_path),
     }
     tags = run_tags(ctx, tags, tuned)
     card = model_card(ctx, tags, features, tuned, evaluation, compression)

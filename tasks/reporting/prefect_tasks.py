@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the stages' results: importing them here would load torch a
     from tasks.release.register import Registration
     from tasks.reporting.summary import RunSummary
     from tasks.training.config import TrainConfig
+    from tasks.training.incremental import TrainingPlan
     from tasks.training.tune import TuneResult
 
 
@@ -124,6 +125,7 @@ def publish_summary(
     tuned: TuneResult | None = None,
     inputs: TrainConfig | None = None,
     release: ReleaseConfig | None = None,
+    plan: TrainingPlan | None = None,
 ) -> RunSummary:
     """Attach the run summary, the metric tables and the links to the flow run; tag it."""
     from tasks.reporting.summary import build_summary
@@ -141,6 +143,7 @@ def publish_summary(
         inputs=inputs,
         trend=registry_trend(ctx.tracking_uri, registration.model_name),
         slice_margin=(release or ReleaseConfig()).slice_margin,
+        plan=plan,
     )
     run = _current_flow_run_id(ctx)
     attach_artifact(

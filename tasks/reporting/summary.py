@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # results of the stages; importing them here would load torch
     from tasks.release.compress import Compression
     from tasks.release.register import Registration
     from tasks.training.config import TrainConfig
+    from tasks.training.incremental import TrainingPlan
     from tasks.training.tune import TuneResult
 
 # A slice is flagged when the new model loses more than this AUC (the gate's default margin).
@@ -115,6 +116,10 @@ class RunSummary:
     blend_auc: float | None = None
     blend_weight: float | None = None  # the network's weight chosen on the validation days
     candidate: str = "network"
+    # how the network was trained: "full" or "fine-tune" (from the champion), and why
+    training_mode: str = "full"
+    training_reason: str = ""
+    compression_search: str = "all variants"
 
     @property
     def promoted(self) -> bool:
@@ -169,6 +174,10 @@ class RunSummary:
                 f"# nightly-retrain {self.as_of} ({self.dataset})",
                 "",
                 self.verdict(),
+                "",
+                f"Training: **{self.training_mode}**"
+                + (f" ({md_cell(self.training_reason)})" if self.training_reason else "")
+                + f"; compression tried {self.compression_search}.",
                 "",
                 *(f"> ⚠️ {w}" for w in self.warnings()),
                 "",
@@ -301,6 +310,8 @@ def failed_markdown(run_name: str, message: str | None) -> str:
 
 def tuning_label(tuned: TuneResult | None) -> str:
     """How the trained hyperparameters were chosen, in a few words."""
+    if tuned is not None and tuned.source:
+        return f"no search: {tuned.source}"
     if tuned is None or not tuned.enabled:
         return "no search: the inputs were used"
     return (
@@ -321,6 +332,7 @@ def build_summary(
     inputs: TrainConfig | None = None,
     trend: list[dict] | None = None,
     slice_margin: float = SLICE_MARGIN,
+    plan: TrainingPlan | None = None,
 ) -> RunSummary:
     """Collect the run's numbers from the stages' results."""
     docs = next((r.docs_index for r in reports if r.docs_index), None)
@@ -373,4 +385,7 @@ def build_summary(
         slices=slice_deltas(evaluation.slices, slice_margin),
         trend=list(trend or []),
         slice_margin=slice_margin,
+        training_mode=plan.mode if plan is not None else "full",
+        training_reason=plan.reason if plan is not None else "",
+        compression_search=compression.search if compression else "no variants",
     )

@@ -63,11 +63,16 @@ def content_sha256(path: str) -> str:
 
 
 def checkpoint_fingerprint(
-    config: TrainConfig, seed: int, train_path: str, preprocessor_path: str
+    config: TrainConfig,
+    seed: int,
+    train_path: str,
+    preprocessor_path: str,
+    init_weights_path: str | None = None,
 ) -> dict[str, str]:
     """What a checkpoint must match to be resumed, part by part (so a refusal says why).
 
-    The training rows and the preprocessor by content, the hyperparameters, the seed.
+    The training rows and the preprocessor by content, the hyperparameters, the seed, and
+    on a fine-tune the starting weights by content.
     """
     parts = {
         "training data": content_sha256(train_path)[:16],
@@ -77,6 +82,8 @@ def checkpoint_fingerprint(
         ).hexdigest()[:16],
         "seed": str(seed),
     }
+    if init_weights_path:
+        parts["initial weights"] = content_sha256(init_weights_path)[:16]
     return parts
 
 

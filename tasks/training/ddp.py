@@ -35,10 +35,12 @@ from tasks.ops.cluster import gather_within, gpu_or_all_workers, stage_client
 from tasks.training.checkpoint import checkpoint_fingerprint, clear_checkpoints
 from tasks.training.config import TrainConfig
 from tasks.training.devices import DevicePlan, WorkerDevices, plan_rank_devices, probe_devices
+from tasks.training.incremental import TrainingPlan
 from tasks.training.loop import (
     TrainResult,
     fit_network,
     load_training_data,
+    load_weights,
     write_trained_network,
 )
 from tasks.training.tune import TuneResult
@@ -74,6 +76,7 @@ class TrainingJob:
     out_dir: str
     config: TrainConfig
     seed: int
+    init_weights_path: str | None = None  # a fine-tune starts from these (the champion's)
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,10 @@ def train_rank(
             is_chief=is_chief,
             checkpoint_dir=f"{job.out_dir}/checkpoints",
             fingerprint=checkpoint_fingerprint(
-                job.config, job.seed, job.train_path, job.preprocessor_path
+                job.config, job.seed, job.train_path, job.preprocessor_path, job.init_weights_path
             ),
             fail_after_epoch=fail_after_epoch,
+            initial_state=load_weights(job.init_weights_path) if job.init_weights_path else None,
         )
         if not is_chief:
             return outcome.last_parameters_digest, None
@@ -401,19 +405,32 @@ def train(
     tuned: TuneResult,
     world_size: int | None = None,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    plan: TrainingPlan | None = None,
 ) -> TrainResult:
     """The train stage: DDP on the run's Dask cluster with the tuned hyperparameters.
 
     Dispatched from the calling process (the flow's, or the CLI's), never from a task on
     the same cluster. A retry resumes from rank 0's last checkpoint for the same job.
+    On a fine-tune night (`plan`) the ranks start from the champion's weights and run
+    the plan's fine-tune epochs with its hyperparameters.
     """
+    config, init_weights = tuned.config, None
+    if plan is not None and plan.fine_tune:
+        config = config.model_copy(update={"epochs": plan.fine_tune_epochs})
+        init_weights = plan.init_weights_path
+        log.info(
+            "train: fine-tuning champion v%s for %d epoch(s) from its weights",
+            plan.parent_version,
+            plan.fine_tune_epochs,
+        )
     job = TrainingJob(
         dataset=ctx.dataset,
         train_path=features.train_path,
         preprocessor_path=features.preprocessor_path,
         out_dir=ctx.run_dir("model"),
-        config=tuned.config,
+        config=config,
         seed=ctx.seed,
+        init_weights_path=init_weights,
     )
     with stage_client(ctx.dask_address, get_settings()) as client:
         log.info("train: Dask dashboard %s", client.dashboard_link)

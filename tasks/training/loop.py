@@ -25,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.features.build import load_preprocessor
+from tasks.features.preprocessor import TabularPreprocessor
 from tasks.training.checkpoint import (
     EpochCallback,
     SimulatedFailure,
@@ -200,9 +201,16 @@ def load_training_data(
 
 def net_config_for(data: TrainingData, config: TrainConfig) -> NetConfig:
     """The network shape for this data and these hyperparameters."""
+    return net_config_from_parts(data, config)
+
+
+def net_config_from_parts(
+    preprocessed: TrainingData | TabularPreprocessor, config: TrainConfig
+) -> NetConfig:
+    """The network shape for a preprocessing's table sizes and these hyperparameters."""
     return NetConfig(
-        cardinalities=data.cardinalities,
-        n_numeric=data.n_numeric,
+        cardinalities=list(preprocessed.cardinalities),
+        n_numeric=preprocessed.n_numeric,
         hidden=list(config.hidden),
         dropout=config.dropout,
         members=config.members,
@@ -376,6 +384,20 @@ def _resume_message(state: dict, checkpoint_dir: str | None, world_size: int) ->
     )
 
 
+def _new_network(
+    net_config: NetConfig, device: torch.device, initial_state: dict | None
+) -> TabularNet:
+    """A fresh network on `device`, or (a fine-tune night) one holding `initial_state`.
+
+    The champion's weights replace the random initialisation before DDP wraps the network;
+    the optimiser and its schedule start fresh, so `config.epochs` is the fine-tune's length.
+    """
+    net = TabularNet(net_config)
+    if initial_state is not None:
+        net.load_state_dict(initial_state)  # strict: a shape mismatch names the tensor
+    return net.to(device)
+
+
 def fit_network(
     data: TrainingData,
     config: TrainConfig,
@@ -389,6 +411,7 @@ def fit_network(
     on_epoch: EpochCallback | None = None,
     fail_after_epoch: int | None = None,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> FitOutcome:
     """The training loop shared by single-process, DDP and HPO training.
 
@@ -400,12 +423,12 @@ def fit_network(
     Resume rule: the newest checkpoint written for `fingerprint` (data, preprocessor,
     hyperparameters, seed; not the world size, see checkpoint.py) is resumed, so a retry on
     fewer ranks continues from the last epoch: shards re-cut for this world size, schedule
-    re-laid.
+    re-laid. `initial_state`: a fine-tune's starting weights (see `_new_network`).
     """
     seed_everything(seed)
     device = torch.device(device)
     net_config = net_config_for(data, config)
-    net = TabularNet(net_config).to(device)
+    net = _new_network(net_config, device, initial_state)
     model = wrap(net) if wrap else net
     local_batch = max(1, config.batch_size // data.world_size)
     steps = max(1, data.smallest_shard_rows // local_batch)
@@ -508,11 +531,13 @@ def train_network(
     shards: int = 1,
     checkpoint_dir: str | None = None,
     fail_after_epoch: int | None = None,
+    init_weights_path: str | None = None,
 ) -> TrainResult:
     """Train in this process, early-stop on the validation days, write weights + shape.
 
     `shards` > 1 computes exactly the steps a DDP run with that many ranks takes (each
     global batch is drawn shard by shard), which is how DDP is checked against it.
+    `init_weights_path` starts from those weights (a fine-tune) instead of a fresh net.
     """
     started = time.perf_counter()
     data = load_training_data(
@@ -523,9 +548,12 @@ def train_network(
         config,
         seed,
         checkpoint_dir=checkpoint_dir,
-        fingerprint=checkpoint_fingerprint(config, seed, train_path, preprocessor_path),
+        fingerprint=checkpoint_fingerprint(
+            config, seed, train_path, preprocessor_path, init_weights_path
+        ),
         fail_after_epoch=fail_after_epoch,
         log=log,
+        initial_state=load_weights(init_weights_path) if init_weights_path else None,
     )
     result = write_trained_network(outcome, data, config, out_dir, started)
     if checkpoint_dir:  # trained and written: nothing left for a checkpoint to save
@@ -533,12 +561,17 @@ def train_network(
     return result
 
 
+def load_weights(weights_path: str) -> dict[str, torch.Tensor]:
+    """A state dict from the lake (plain tensors only: nothing is unpickled)."""
+    with Lake.of(weights_path).fs.open(weights_path, "rb") as handle:
+        return torch.load(handle, map_location="cpu", weights_only=True)
+
+
 def load_network(weights_path: str, net_config_path: str) -> TabularNet:
     """Rebuild a trained network from its weights and shape files."""
     lake = Lake.of(weights_path)
     config = NetConfig(**lake.read_json(net_config_path))
     net = TabularNet(config)
-    with lake.fs.open(weights_path, "rb") as handle:
-        net.load_state_dict(torch.load(handle, weights_only=True))
+    net.load_state_dict(load_weights(weights_path))
     net.eval()
     return net

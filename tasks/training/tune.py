@@ -42,6 +42,7 @@ from tasks.features.build import FeatureSet
 from tasks.ops.cluster import gather_within, gpu_or_all_workers, stage_client
 from tasks.training.config import TrainConfig, TuneConfig
 from tasks.training.devices import probe_devices
+from tasks.training.incremental import TrainingPlan, train_config_from_params
 from tasks.training.loop import fit_network, load_training_data, mix_seed
 
 logger = logging.getLogger("nightshift.tune")
@@ -331,6 +332,8 @@ class TuneResult:
     parent_run_id: str | None = None
     seconds: float = 0.0
     space: str = "cpu"
+    # where the config came from when no search ran for it ("" = the given inputs)
+    source: str = ""
 
 
 @dataclass
@@ -585,21 +588,14 @@ def champion_train_config(ctx: RunContext, log=logger) -> TrainConfig | None:
     None when there is no champion, or its run's params do not make a TrainConfig (an older
     release, a hand-registered version): the search then simply does not re-score it.
     """
-    import json
-
     client = MlflowClient(ctx.tracking_uri)
     try:
         version = client.get_model_version_by_alias(ctx.model_name, "champion")
         params = client.get_run(version.run_id).data.params
     except Exception:  # no model, no alias: nothing to warm-start from
         return None
-    values = {}
-    for name in TrainConfig.model_fields:
-        if name in params:
-            raw = params[name]
-            values[name] = json.loads(raw) if raw.startswith("[") else raw
     try:
-        return TrainConfig.model_validate(values)
+        return train_config_from_params(params)
     except ValueError as error:
         log.info("tune: champion v%s's params are not a TrainConfig (%s)", version.version, error)
         return None
@@ -611,8 +607,20 @@ def tune(
     base: TrainConfig,
     config: TuneConfig,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    plan: TrainingPlan | None = None,
 ) -> TuneResult:
-    """The tune stage: the search on the run's Dask cluster (or `base` when disabled)."""
+    """The tune stage: the search on the run's Dask cluster (or `base` when disabled).
+
+    A fine-tune night (`plan`) searches nothing: the champion's config is the config (its
+    weights only fit that shape), and the study waits for the next full retrain.
+    """
+    if plan is not None and plan.fine_tune:
+        assert plan.config is not None
+        source = f"champion v{plan.parent_version}'s config (fine-tune night)"
+        log.info("tune: skipped, %s", source)
+        return write_result(
+            ctx, "tune", TuneResult(config=plan.config, enabled=False, source=source)
+        )
     if not config.enabled:
         log.info("tune: disabled, training with the given hyperparameters")
         return write_result(ctx, "tune", TuneResult(config=base, enabled=False))
