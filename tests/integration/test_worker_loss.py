@@ -171,16 +171,21 @@ def test_ddp_gives_up_with_a_clear_error_when_no_attempt_is_left(features, two_w
     assert time.monotonic() - killed_at < 60
 
 
-def _a_running_trial(db_path: str) -> tuple[int, str] | None:
-    """(number, worker) of a trial running right now, read from the study's SQLite file
-    read-only: opening it through Optuna would race the tune's own table creation."""
+def _a_running_trial(db_path: str, epochs_before: int) -> tuple[int, str] | None:
+    """(number, worker) of a trial running right now that has reported fewer than
+    `epochs_before` epochs (on an idle machine a trial near its end may finish between this
+    read and the kill), read from the study's SQLite file read-only: opening it through
+    Optuna would race the tune's own table creation."""
     if not os.path.exists(db_path):
         return None
     try:
         with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
             row = db.execute(
                 "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a "
-                "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND a.key = 'worker'"
+                "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND a.key = 'worker' "
+                "AND (SELECT COUNT(*) FROM trial_intermediate_values v "
+                "WHERE v.trial_id = t.trial_id) < ?",
+                (epochs_before,),
             ).fetchone()
     except sqlite3.OperationalError:  # tables not created yet
         return None
@@ -208,7 +213,9 @@ def test_a_worker_killed_mid_trial_fails_the_trial_retries_it_and_the_tune_finis
         )
         db_path = storage_url.removeprefix("sqlite:///")
         running = _wait_for(
-            lambda: tuning.done() or _a_running_trial(db_path), 240, "a running trial"
+            lambda: tuning.done() or _a_running_trial(db_path, budget.epochs // 2),
+            240,
+            "a trial in the first half of its epochs",
         )
         assert not tuning.done(), f"ended before the fault: {tuning.exception()!r}"
         _, victim = running
