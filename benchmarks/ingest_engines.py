@@ -266,21 +266,14 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def measure(engine: str, lake_root: str, n_days: int) -> dict:
-    """Run one engine in a subprocess; its result plus the peak RSS of its process tree."""
-    for name in OUTPUT_DIRS:
-        shutil.rmtree(Path(lake_root) / name, ignore_errors=True)
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        engine,
-        "--lake",
-        lake_root,
-        "--days",
-        str(n_days),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+def run_measured(
+    command: list[str], what: str, env: dict[str, str] | None = None
+) -> tuple[dict, int]:
+    """Run a worker subprocess; its last stdout line (JSON) and its process tree's peak RSS
+    in bytes, sampled every 0.2 s (Dask workers and Spark's JVM included)."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     peak = 0
     done = threading.Event()
 
@@ -296,8 +289,25 @@ def measure(engine: str, lake_root: str, n_days: int) -> dict:
     done.set()
     sampler.join()
     if process.returncode != 0:
-        raise RuntimeError(f"{engine} failed (exit {process.returncode})")
-    result = json.loads(stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{what} (exit {process.returncode})")
+    return json.loads(stdout.strip().splitlines()[-1]), peak
+
+
+def measure(engine: str, lake_root: str, n_days: int) -> dict:
+    """Run one engine in a subprocess; its result plus the peak RSS of its process tree."""
+    for name in OUTPUT_DIRS:
+        shutil.rmtree(Path(lake_root) / name, ignore_errors=True)
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        engine,
+        "--lake",
+        lake_root,
+        "--days",
+        str(n_days),
+    ]
+    result, peak = run_measured(command, f"{engine} failed")
     return {**result, "engine": engine, "peak_rss_mib": peak / 2**20}
 
 

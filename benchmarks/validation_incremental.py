@@ -27,24 +27,18 @@ the worker waits for it).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
-FIRST = date(2013, 1, 1)
+from ingest_engines import _days, run_measured  # the same days and measuring
+
 TABLES = ("weather", "flights")
-
-
-def _days(n: int) -> list[date]:
-    return [FIRST + timedelta(days=i) for i in range(n)]
 
 
 def worker(lake_root: str, n_days: int) -> dict:
@@ -91,44 +85,11 @@ def worker(lake_root: str, n_days: int) -> dict:
     }
 
 
-def _tree_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += proc.memory_info().rss
-    return total
-
-
 def night(lake_root: str, n_days: int, env: dict[str, str] | None = None) -> dict:
     """Run one night in a subprocess; its result plus the peak RSS of its process tree."""
     command = [sys.executable, __file__, "--worker", "--lake", lake_root, "--days", str(n_days)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
-    )
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(process.pid))
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = process.communicate()
-    done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"night of {n_days} day(s) failed (exit {process.returncode})")
-    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mib": peak / 2**20}
+    result, peak = run_measured(command, f"night of {n_days} day(s) failed", env)
+    return {**result, "peak_rss_mib": peak / 2**20}
 
 
 def _forget_day(lake_root: str, day: date) -> None:

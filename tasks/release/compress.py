@@ -230,23 +230,44 @@ def prune_and_finetune(
             with torch.no_grad():
                 param.mul_(masks[name])
     params = dict(pruned.named_parameters())
+
+    @torch.no_grad()
+    def keep_pruned() -> None:
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+
     optimizer = torch.optim.AdamW(pruned.parameters(), lr=learning_rate, weight_decay=0.0)
+    targets = torch.from_numpy(labels.astype(np.float32))
+    _fit_epochs(pruned, optimizer, codes, numeric, targets, epochs, seed, batch_size, keep_pruned)
+    return pruned
+
+
+def _fit_epochs(
+    net: TabularNet,
+    optimizer: torch.optim.Optimizer,
+    codes: np.ndarray,
+    numeric: np.ndarray,
+    targets: torch.Tensor,
+    epochs: int,
+    seed: int,
+    batch_size: int,
+    after_step,
+) -> None:
+    """The plain mini-batch loop of the variants that train (pruning's fine-tune, the
+    distilled student): seeded shuffles, member loss on `targets`, `after_step()` after
+    each optimizer step; leaves `net` in eval mode."""
     t_codes, t_numeric = torch.from_numpy(codes), torch.from_numpy(numeric)
-    t_labels = torch.from_numpy(labels.astype(np.float32))
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        pruned.train()
-        order = torch.randperm(len(t_labels), generator=generator)
+        net.train()
+        order = torch.randperm(len(targets), generator=generator)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            member_loss(pruned(t_codes[batch], t_numeric[batch]), t_labels[batch]).backward()
+            member_loss(net(t_codes[batch], t_numeric[batch]), targets[batch]).backward()
             optimizer.step()
-            with torch.no_grad():
-                for name, mask in masks.items():
-                    params[name].mul_(mask)
-    pruned.eval()
-    return pruned
+            after_step()
+    net.eval()
 
 
 def distill_student(
@@ -270,23 +291,12 @@ def distill_student(
     seed_everything(seed)
     student = TabularNet(replace(teacher.config, hidden=list(hidden), dropout=0.0, members=1))
     soft = torch.from_numpy(predict_proba(teacher, codes, numeric).astype(np.float32))
-    t_codes, t_numeric = torch.from_numpy(codes), torch.from_numpy(numeric)
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=1e-4)
     steps_per_epoch = -(-len(soft) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=learning_rate, total_steps=max(1, epochs * steps_per_epoch)
     )
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        student.train()
-        order = torch.randperm(len(soft), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            member_loss(student(t_codes[batch], t_numeric[batch]), soft[batch]).backward()
-            optimizer.step()
-            schedule.step()
-    student.eval()
+    _fit_epochs(student, optimizer, codes, numeric, soft, epochs, seed, batch_size, schedule.step)
     return student
 
 
