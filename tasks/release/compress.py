@@ -38,6 +38,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from tasks.core.allocator import steady_heap
 from tasks.core.context import RunContext
 from tasks.core.lake import Lake
 from tasks.core.results import write_result
@@ -486,6 +487,7 @@ def choose_variant(variants: list[Variant], budget: float) -> Variant:
     return min(eligible, key=lambda v: (v.size_bytes, v.auc_drop))
 
 
+@steady_heap()  # pruning's fine-tune and distillation are training loops (allocator.py)
 def compress_network(
     spec: DatasetSpec,
     features: FeatureSet,

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from tasks.core.allocator import steady_heap
 from tasks.core.context import RunContext
 from tasks.core.results import write_result
 from tasks.core.settings import get_settings
@@ -91,6 +92,7 @@ class Rendezvous:
     plan: DevicePlan
 
 
+@steady_heap()
 def train_rank(
     job: TrainingJob,
     rank: int,

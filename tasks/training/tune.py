@@ -35,6 +35,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from tasks.core.allocator import steady_heap
 from tasks.core.context import RunContext
 from tasks.core.results import write_result
 from tasks.core.settings import get_settings
@@ -230,6 +231,7 @@ def _optimize(study: optuna.Study, objective, job: TrialBatch) -> None:
                 return
 
 
+@steady_heap()
 def run_trial_batch(job: TrialBatch, threads: int) -> TrialBatchReport:
     """Run `job.n_trials` trials of the shared study in this process (a Dask worker)."""
     import torch
