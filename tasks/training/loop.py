@@ -340,13 +340,14 @@ def _restore(state: dict, net: TabularNet, optimizer, scheduler, steps_per_epoch
 
 
 def _optimiser(net: TabularNet, config: TrainConfig, steps_per_epoch: int):
-    """AdamW (the fused kernel on a GPU) with a one-cycle learning-rate schedule."""
-    on_gpu = next(net.parameters()).device.type == "cuda"
+    """AdamW, the fused kernel, with a one-cycle learning-rate schedule.
+
+    Fused on the CPU too: torch's default there is a loop of small per-tensor ops, each
+    split across the intra-op threads; one fused kernel per tensor cost 0.5 ms a step
+    against 1.4 ms (CPU time, batch 1,024, 426k parameters; BENCHMARKS §23).
+    """
     optimizer = torch.optim.AdamW(
-        net.parameters(),
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-        fused=True if on_gpu else None,
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
     )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=steps_per_epoch * config.epochs
