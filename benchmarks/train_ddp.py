@@ -8,13 +8,20 @@ landed and cleaned into a temporary lake):
      tensors, index-slice batches, AdamW; no validation, no checkpoints) in this process;
   2. the DDP-on-Dask trainer with 1 rank (a 1-worker LocalCluster) and 2 ranks (2 workers);
   3. the Optuna search with the successive-halving pruner vs without, same trials and
-     seed: epochs trained (compute) and the best validation AUC each reached.
+     seed: epochs trained (compute) and the best validation AUC each reached
+     (`--trials 0` skips it).
+
+1 and 2 run at each of `--batch-sizes` (the issue's bar: 1,024 and 8,192). Each rank
+reports its own system time and minor page faults, which show whether the worker's
+heap is steady (tasks/core/allocator.py) independently of the box's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import resource
 import tempfile
 import time
 from datetime import date, timedelta
@@ -48,11 +55,22 @@ def bare_loop_samples_per_second(
     return samples / (time.perf_counter() - started)
 
 
+def _rusage() -> tuple[float, int]:
+    """(system seconds, minor page faults) of this process so far (run on each worker).
+
+    Taken around the training job on workers that already imported the trainer: the
+    counts are the ranks' data loading and training, not torch's import.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_stime, usage.ru_minflt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--through", default="2013-03-31")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 8192])
     parser.add_argument("--trial-epochs", type=int, default=4)
     args = parser.parse_args()
 
@@ -87,31 +105,43 @@ def main() -> None:
         f"rows: {features.train_rows} training rows ({first}..{features.train_days[1]}), "
         f"{cores} cores, torch {torch.__version__}, {config.members} members {config.hidden}"
     )
-
     torch.set_num_threads(cores)
-    bare = bare_loop_samples_per_second(features.train_path, features.preprocessor_path, config, 1)
-    print(f"bare loop, 1 process, {cores} threads: {bare:,.0f} samples/s")
-
-    ddp = {}
-    for ranks in (1, 2):
-        with (
-            LocalCluster(
-                n_workers=ranks, threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            out = lake.path("runs", f"bench-{ranks}", "model")
-            job = TrainingJob(
-                "flights", features.train_path, features.preprocessor_path, out, config, seed=1
-            )
-            result = train_distributed(client, job)
-            ddp[ranks] = result
-            print(
-                f"DDP on Dask, {ranks} rank(s): {result.samples_per_second:,.0f} samples/s, "
-                f"{result.seconds:.1f} s in all, val AUC {result.validation_auc:.4f}"
-            )
-    print(f"ratio 1 rank / bare: {ddp[1].samples_per_second / bare:.2f}")
-    print(f"ratio 2 ranks / 1 rank: {ddp[2].samples_per_second / ddp[1].samples_per_second:.2f}")
+    for batch_size in args.batch_sizes:
+        sized = config.model_copy(update={"batch_size": batch_size})
+        bare = bare_loop_samples_per_second(
+            features.train_path, features.preprocessor_path, sized, 1
+        )
+        print(f"batch {batch_size}: bare loop, 1 process, {cores} threads: {bare:,.0f} samples/s")
+        ddp = {}
+        for ranks in (1, 2):
+            with (
+                LocalCluster(
+                    n_workers=ranks, threads_per_worker=1, processes=True, dashboard_address=":0"
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                out = lake.path("runs", f"bench-{batch_size}-{ranks}", "model")
+                job = TrainingJob(
+                    "flights", features.train_path, features.preprocessor_path, out, sized, seed=1
+                )
+                client.run(importlib.import_module, "tasks.training.ddp")  # imports' faults
+                before = client.run(_rusage)
+                result = train_distributed(client, job)
+                after = client.run(_rusage)
+                ddp[ranks] = result
+                sys_s = sum(after[w][0] - before[w][0] for w in after)
+                faults = sum(after[w][1] - before[w][1] for w in after)
+                print(
+                    f"batch {batch_size}: DDP on Dask, {ranks} rank(s): "
+                    f"{result.samples_per_second:,.0f} samples/s, {result.seconds:.1f} s in all, "
+                    f"val AUC {result.validation_auc:.4f}; workers' system time {sys_s:.1f} s, "
+                    f"{faults:,} minor faults"
+                )
+        one, two = ddp[1].samples_per_second, ddp[2].samples_per_second
+        print(f"batch {batch_size}: ratio 1 rank / bare: {one / bare:.2f}")
+        print(f"batch {batch_size}: ratio 2 ranks / 1 rank: {two / one:.2f}")
+    if args.trials == 0:
+        return
 
     tracking_uri = f"sqlite:///{home}/mlflow.db"
     experiment_id = configure_mlflow(tracking_uri, "bench", f"file://{home}/art")
