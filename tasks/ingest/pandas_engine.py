@@ -15,14 +15,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import distributed
 import pandas as pd
 
 from data_contracts import Contract, load_contract
-from tasks.core.lake import Lake
+from tasks.core.allocator import steady_heap
+from tasks.core.lake import Lake, parquet_bytes
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
@@ -42,8 +43,10 @@ from tasks.ingest.plan import (
 from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
+from tasks.quality.native_checks import suite_fingerprint
 from tasks.quality.pandas_rules import floats, to_date, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
+from tasks.quality.validation_cache import PartitionResult, TableCache, check_clean_bytes
 
 logger = logging.getLogger("nightshift.ingest")
 
@@ -164,6 +167,13 @@ class SharedInputs:
 
     allowed: dict[str, list[str]]
     dimensions: dict[str, pd.DataFrame]
+    # each table's suite fingerprint (the validation cache key's half), computed once
+    suites: dict[str, str] = field(default_factory=dict)
+
+    def suite(self, contract: Contract) -> str:
+        if contract.dataset not in self.suites:
+            self.suites[contract.dataset] = suite_fingerprint(contract, self.allowed)
+        return self.suites[contract.dataset]
 
     @classmethod
     def read(cls, lake: Lake, spec: DatasetSpec, dims_dir: str | None) -> SharedInputs:
@@ -185,7 +195,14 @@ def _clean_and_publish(
     fingerprint: str,
     shared: SharedInputs,
 ) -> PartitionReport:
-    """One day's new generation, staged, checked and published (see `clean_day`)."""
+    """One day's new generation, staged, checked and published (see `clean_day`).
+
+    Each clean partition is also checked against its table's contract suite, on the bytes
+    written (`validation_cache.check_clean_bytes`), and the result left in the validation
+    cache once the day is published: the validate stage then reads a few hundred bytes per
+    partition instead of the partition, and the checks ran in parallel on the workers that
+    had the rows in memory.
+    """
     started = time.perf_counter()
     dataset = spec.name
     report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
@@ -208,13 +225,25 @@ def _clean_and_publish(
     check_accounting(report, lake.landing_day(dataset, day))
 
     report.seconds = round(time.perf_counter() - started, 3)
+    checked: dict[str, PartitionResult] = {}
     with staging(lake, dataset, day) as generation:
         for source in spec.sources:
-            metadata = contract_metadata(load_contract(source.name))
+            contract = load_contract(source.name)
+            metadata = contract_metadata(contract)
             for layer, frame in zip(LAYERS, outputs[source.name], strict=True):
                 staged = staged_file(lake, dataset, day, generation, layer, source.name)
-                lake.write_parquet_atomic(staged, frame, metadata)
-        return publish_day(lake, spec, report, generation, "dask")
+                data = parquet_bytes(frame, metadata)
+                lake.write_bytes_atomic(staged, data)
+                if layer == "clean":  # the contract suite, on what readers will read
+                    suite = shared.suite(contract)
+                    checked[source.name] = check_clean_bytes(
+                        data, day, contract, shared.allowed, suite
+                    )
+        published = publish_day(lake, spec, report, generation, "dask")
+    # only a published generation's results: the validate stage finds them by its sha256
+    for table, result in checked.items():
+        TableCache(lake, dataset, table).write(result)
+    return published
 
 
 def clean_day(
@@ -250,6 +279,16 @@ def clean_batch(
     are done; when Dask retries the batch, the days already published with the same
     fingerprint are taken from their manifests instead of being cleaned again.
     """
+    with steady_heap():  # a Dask worker's malloc settings page-fault every large frame
+        return _clean_batch(lake_root, dataset, todo, dims_dir)
+
+
+def _clean_batch(
+    lake_root: str,
+    dataset: str,
+    todo: list[tuple[date, str]],
+    dims_dir: str | None,
+) -> list[PartitionReport | DayRejected]:
     spec = get_dataset(dataset)
     lake = Lake(lake_root)
     shared = SharedInputs.read(lake, spec, dims_dir)
