@@ -140,7 +140,9 @@ def integers(values: pd.Series | pa.Array) -> pd.arrays.IntegerArray:
         for i, value in enumerate(text.to_pylist()):
             if integral[i] and (number := to_int(value)) is not None:
                 result[i], valid[i] = number, True
-    real = floats(values)
+    if not (~integral & ~text.is_null().to_numpy(zero_copy_only=False)).any():
+        return pd.arrays.IntegerArray(result, ~valid)  # integer text throughout: no `9.0`s
+    real = floats(text)
     with np.errstate(invalid="ignore"):
         fits = ~integral & (real == np.floor(real)) & (real >= -_TWO_63) & (real < _TWO_63)
     result[fits] = real[fits].astype("int64")
