@@ -340,7 +340,7 @@ def clean_days_dask(
     used = on_cpu.get("workers") or list(info)
     slots = sum(info[a].get("nthreads", 1) for a in used if a in info) or 1
     sized = [((day, fp), delivered_bytes(lake, spec, day)) for day, fp in todo]
-    batches = plan_batches(sized, settings.ingest_batch_bytes, min_batches=slots)
+    batches = plan_batches(sized, settings.ingest_batch_bytes, min_batches=slots, slots=slots)
     log.info("ingest: %d day(s) in %d batch(es) on %d thread(s)", len(todo), len(batches), slots)
     futures = [
         client.submit(
