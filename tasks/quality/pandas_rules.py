@@ -74,28 +74,30 @@ def _is_null_token(values: pd.Series) -> pd.Series:
     return values.isna() | values.isin(NULL_TOKENS)
 
 
-def _arrow_text(values: pd.Series | pa.Array) -> pa.Array:
+def _arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """A text column as an Arrow string array (NaN/None become nulls); zero-copy for the
-    Arrow-backed `str` columns the readers make."""
-    if isinstance(values, pa.Array):
+    Arrow-backed `str` columns the readers make (chunked when Arrow read the file in
+    blocks). Arrow text is passed through: `pa.array` would rebuild it value by value."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
         return values
     return pa.array(values, type=pa.string(), from_pandas=True)
 
 
-def _missing_text(values: pd.Series) -> tuple[pa.Array, np.ndarray]:
-    """A raw text column as Arrow text with its missing values (null, or a `NULL_TOKENS`
-    text) made null, and the mask of those values: `_is_null_token` in two Arrow kernels,
-    without the pandas copies (`where`, `isin`) a column per day cost."""
-    text = _arrow_text(values)
+def _missing_values(text: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """`_is_null_token` on Arrow text in one kernel: null, or a `NULL_TOKENS` text.
+
+    No text of `NULL_TOKENS` is in the number grammar, so the number parsers may see
+    the missing values as they are: they come out as not-a-number either way.
+    """
     missing = pc.fill_null(pc.is_in(text, value_set=_NULL_TOKEN_SET), True)
-    return pc.if_else(missing, None, text), missing.to_numpy(zero_copy_only=False)
+    return missing.to_numpy(zero_copy_only=False)
 
 
 def _matches(text: pa.Array, anchored: str) -> np.ndarray:
     return pc.match_substring_regex(text, anchored).fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def floats(values: pd.Series | pa.Array) -> np.ndarray:
+def floats(values: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
     """`to_float` over a whole text column: float64, NaN where `to_float` gives None.
 
     Why not a loop over `to_float`: that loop was most of a day's cleaning time. The
@@ -119,7 +121,7 @@ def floats(values: pd.Series | pa.Array) -> np.ndarray:
     return numbers
 
 
-def integers(values: pd.Series | pa.Array) -> pd.arrays.IntegerArray:
+def integers(values: pd.Series | pa.Array | pa.ChunkedArray) -> pd.arrays.IntegerArray:
     """`to_int` over a whole text column: Int64, NA where `to_int` gives None.
 
     Integer text is cast exactly to int64 (no detour through a double); any other number
@@ -140,7 +142,7 @@ def integers(values: pd.Series | pa.Array) -> pd.arrays.IntegerArray:
         for i, value in enumerate(text.to_pylist()):
             if integral[i] and (number := to_int(value)) is not None:
                 result[i], valid[i] = number, True
-    if not (~integral & ~text.is_null().to_numpy(zero_copy_only=False)).any():
+    if not (~integral & ~_missing_values(text)).any():
         return pd.arrays.IntegerArray(result, ~valid)  # integer text throughout: no `9.0`s
     real = floats(text)
     with np.errstate(invalid="ignore"):
@@ -153,11 +155,12 @@ def integers(values: pd.Series | pa.Array) -> pd.arrays.IntegerArray:
 def parse_column(raw: pd.Series, column: ColumnRule) -> tuple[pd.Series, pd.Series]:
     """Type one raw text column; returns (typed values, mask of values that failed to parse).
 
-    Numbers are parsed on the Arrow text straight from the reader (missing values made
-    null by `_missing_text`); strings and dates keep the pandas path.
+    Numbers are parsed on the Arrow text straight from the reader (no pandas copies per
+    column); strings and dates keep the pandas path.
     """
     if column.type in ("float", "int"):
-        text, missing = _missing_text(raw)
+        text = _arrow_text(raw)
+        missing = _missing_values(text)
         if column.type == "float":
             typed = pd.Series(floats(text), index=raw.index, dtype="float64")
             failed = np.isnan(typed.to_numpy()) & ~missing
