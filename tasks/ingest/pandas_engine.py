@@ -279,16 +279,6 @@ def clean_batch(
     are done; when Dask retries the batch, the days already published with the same
     fingerprint are taken from their manifests instead of being cleaned again.
     """
-    with steady_heap():  # a Dask worker's malloc settings page-fault every large frame
-        return _clean_batch(lake_root, dataset, todo, dims_dir)
-
-
-def _clean_batch(
-    lake_root: str,
-    dataset: str,
-    todo: list[tuple[date, str]],
-    dims_dir: str | None,
-) -> list[PartitionReport | DayRejected]:
     spec = get_dataset(dataset)
     lake = Lake(lake_root)
     shared = SharedInputs.read(lake, spec, dims_dir)
@@ -301,7 +291,11 @@ def _clean_batch(
             results.append(published)
             continue
         try:
-            results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
+            # a Dask worker's malloc settings (its nanny's MALLOC_TRIM_THRESHOLD_) map and
+            # page-fault every large frame anew; held steady for a day, trimmed after it, so
+            # the worker's memory stays one day's whatever the batch (BENCHMARKS)
+            with steady_heap():
+                results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
         except DayRejected as rejected:
             results.append(rejected)
         except ContractViolation as violation:
