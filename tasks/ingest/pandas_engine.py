@@ -3,7 +3,9 @@
 `clean_day` is a plain function (testable without Prefect or Dask): it reads every source
 the dataset delivers for the day, types and checks each row against the source's contract,
 drops exact duplicates, joins the side sources and dimensions into the fact rows as the
-dataset spec declares, and writes clean + quarantine partitions and the day's manifest.
+dataset spec declares, and writes clean + quarantine partitions and the day's manifest;
+each published clean partition's contract-suite result goes to the validation cache
+(`validation_cache.check_clean_bytes`), so the validate stage need not read it back.
 `clean_batch` does the same for several days with the dimensions read once, and
 `clean_days_dask` fans the changed days out to a Dask cluster in batches sized by their
 input bytes (`plan.plan_batches`). Each day is still its own generation, checked and
@@ -188,24 +190,12 @@ class SharedInputs:
         )
 
 
-def _clean_and_publish(
-    lake: Lake,
-    spec: DatasetSpec,
-    day: date,
-    fingerprint: str,
-    shared: SharedInputs,
-) -> PartitionReport:
-    """One day's new generation, staged, checked and published (see `clean_day`).
-
-    Each clean partition is also checked against its table's contract suite, on the bytes
-    written (`validation_cache.check_clean_bytes`), and the result left in the validation
-    cache once the day is published: the validate stage then reads a few hundred bytes per
-    partition instead of the partition, and the checks ran in parallel on the workers that
-    had the rows in memory.
-    """
-    started = time.perf_counter()
+def _cleaned_frames(
+    lake: Lake, spec: DatasetSpec, day: date, shared: SharedInputs, report: PartitionReport
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Each source's (clean, quarantine) frames of one day, the fact joined; counts into
+    `report`. A function of its own so that its intermediate frames end with it."""
     dataset = spec.name
-    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
     outputs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for source in spec.sources:
         contract = load_contract(source.name)
@@ -223,22 +213,47 @@ def _clean_and_publish(
     joined = join_tables(fact_clean, spec, daily, shared.dimensions)
     outputs[spec.fact.name] = (joined, fact_quarantine)
     check_accounting(report, lake.landing_day(dataset, day))
+    return outputs
 
+
+def _clean_and_publish(
+    lake: Lake,
+    spec: DatasetSpec,
+    day: date,
+    fingerprint: str,
+    shared: SharedInputs,
+) -> PartitionReport:
+    """One day's new generation, staged, checked and published (see `clean_day`).
+
+    Each clean partition is also checked against its table's contract suite, on the bytes
+    written (`validation_cache.check_clean_bytes`), and the result left in the validation
+    cache once the day is published: the validate stage then reads a few hundred bytes per
+    partition instead of the partition, and the checks ran in parallel on the workers that
+    had the rows in memory. They run once the day's frames are written and dropped, so a
+    worker holds one decoded partition more, not a second copy of the day.
+    """
+    started = time.perf_counter()
+    dataset = spec.name
+    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
+    outputs = _cleaned_frames(lake, spec, day, shared, report)
     report.seconds = round(time.perf_counter() - started, 3)
+    written: dict[str, bytes] = {}
     checked: dict[str, PartitionResult] = {}
     with staging(lake, dataset, day) as generation:
         for source in spec.sources:
-            contract = load_contract(source.name)
-            metadata = contract_metadata(contract)
-            for layer, frame in zip(LAYERS, outputs[source.name], strict=True):
+            metadata = contract_metadata(load_contract(source.name))
+            for layer, frame in zip(LAYERS, outputs.pop(source.name), strict=True):
                 staged = staged_file(lake, dataset, day, generation, layer, source.name)
                 data = parquet_bytes(frame, metadata)
                 lake.write_bytes_atomic(staged, data)
-                if layer == "clean":  # the contract suite, on what readers will read
-                    suite = shared.suite(contract)
-                    checked[source.name] = check_clean_bytes(
-                        data, day, contract, shared.allowed, suite
-                    )
+                if layer == "clean":
+                    written[source.name] = data
+            del frame
+        for table, data in written.items():  # the contract suite, on what readers will read
+            contract = load_contract(table)
+            suite = shared.suite(contract)
+            checked[table] = check_clean_bytes(data, day, contract, shared.allowed, suite)
+        del written
         published = publish_day(lake, spec, report, generation, "dask")
     # only a published generation's results: the validate stage finds them by its sha256
     for table, result in checked.items():
