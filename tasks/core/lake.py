@@ -48,6 +48,27 @@ class PartitionCorrupt(RuntimeError):
     """A published file does not match its manifest: never read it."""
 
 
+def parquet_bytes(frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
+    """A frame as the bytes of a Parquet file, `metadata` joined to the file's key/value
+    metadata (the pandas schema metadata `to_parquet` writes stays).
+
+    Why bytes: a writer that also needs the file's sha256, or the frame exactly as a
+    reader will see it (the ingest checks its clean partitions on what it publishes),
+    gets them from the same encode instead of reading the file back.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata(
+            {
+                **(table.schema.metadata or {}),
+                **{k.encode(): v.encode() for k, v in metadata.items()},
+            }
+        )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True)
 class Lake:
     """A handle on the lake root; cheap to create and picklable (workers rebuild it)."""
@@ -236,17 +257,7 @@ class Lake:
         The frame is converted once and the metadata merged into that table's schema (the
         pandas schema metadata `to_parquet` writes stays): one encode, not write-read-write.
         """
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if metadata:
-            table = table.replace_schema_metadata(
-                {
-                    **(table.schema.metadata or {}),
-                    **{k.encode(): v.encode() for k, v in metadata.items()},
-                }
-            )
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        self.write_bytes_atomic(path, buffer.getvalue())
+        self.write_bytes_atomic(path, parquet_bytes(frame, metadata))
 
     def parquet_metadata(self, path: str) -> dict[str, str]:
         """The key/value metadata of a Parquet file (e.g. the contract it was cleaned under)."""

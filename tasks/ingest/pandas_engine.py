@@ -3,7 +3,9 @@
 `clean_day` is a plain function (testable without Prefect or Dask): it reads every source
 the dataset delivers for the day, types and checks each row against the source's contract,
 drops exact duplicates, joins the side sources and dimensions into the fact rows as the
-dataset spec declares, and writes clean + quarantine partitions and the day's manifest.
+dataset spec declares, and writes clean + quarantine partitions and the day's manifest;
+each published clean partition's contract-suite result goes to the validation cache
+(`validation_cache.check_clean_bytes`), so the validate stage need not read it back.
 `clean_batch` does the same for several days with the dimensions read once, and
 `clean_days_dask` fans the changed days out to a Dask cluster in batches sized by their
 input bytes (`plan.plan_batches`). Each day is still its own generation, checked and
@@ -15,14 +17,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import distributed
 import pandas as pd
 
 from data_contracts import Contract, load_contract
-from tasks.core.lake import Lake
+from tasks.core.allocator import steady_heap
+from tasks.core.lake import Lake, parquet_bytes
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
@@ -42,8 +45,10 @@ from tasks.ingest.plan import (
 from tasks.ingest.reader import require_columns
 from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
+from tasks.quality.native_checks import suite_fingerprint
 from tasks.quality.pandas_rules import floats, to_date, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
+from tasks.quality.validation_cache import PartitionResult, TableCache, check_clean_bytes
 
 logger = logging.getLogger("nightshift.ingest")
 
@@ -164,6 +169,13 @@ class SharedInputs:
 
     allowed: dict[str, list[str]]
     dimensions: dict[str, pd.DataFrame]
+    # each table's suite fingerprint (the validation cache key's half), computed once
+    suites: dict[str, str] = field(default_factory=dict)
+
+    def suite(self, contract: Contract) -> str:
+        if contract.dataset not in self.suites:
+            self.suites[contract.dataset] = suite_fingerprint(contract, self.allowed)
+        return self.suites[contract.dataset]
 
     @classmethod
     def read(cls, lake: Lake, spec: DatasetSpec, dims_dir: str | None) -> SharedInputs:
@@ -178,17 +190,12 @@ class SharedInputs:
         )
 
 
-def _clean_and_publish(
-    lake: Lake,
-    spec: DatasetSpec,
-    day: date,
-    fingerprint: str,
-    shared: SharedInputs,
-) -> PartitionReport:
-    """One day's new generation, staged, checked and published (see `clean_day`)."""
-    started = time.perf_counter()
+def _cleaned_frames(
+    lake: Lake, spec: DatasetSpec, day: date, shared: SharedInputs, report: PartitionReport
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Each source's (clean, quarantine) frames of one day, the fact joined; counts into
+    `report`. A function of its own so that its intermediate frames end with it."""
     dataset = spec.name
-    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
     outputs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for source in spec.sources:
         contract = load_contract(source.name)
@@ -206,15 +213,52 @@ def _clean_and_publish(
     joined = join_tables(fact_clean, spec, daily, shared.dimensions)
     outputs[spec.fact.name] = (joined, fact_quarantine)
     check_accounting(report, lake.landing_day(dataset, day))
+    return outputs
 
+
+def _clean_and_publish(
+    lake: Lake,
+    spec: DatasetSpec,
+    day: date,
+    fingerprint: str,
+    shared: SharedInputs,
+) -> PartitionReport:
+    """One day's new generation, staged, checked and published (see `clean_day`).
+
+    Each clean partition is also checked against its table's contract suite, on the bytes
+    written (`validation_cache.check_clean_bytes`), and the result left in the validation
+    cache once the day is published: the validate stage then reads a few hundred bytes per
+    partition instead of the partition, and the checks ran in parallel on the workers that
+    had the rows in memory. They run once the day's frames are written and dropped, so a
+    worker holds one decoded partition more, not a second copy of the day.
+    """
+    started = time.perf_counter()
+    dataset = spec.name
+    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
+    outputs = _cleaned_frames(lake, spec, day, shared, report)
     report.seconds = round(time.perf_counter() - started, 3)
+    written: dict[str, bytes] = {}
+    checked: dict[str, PartitionResult] = {}
     with staging(lake, dataset, day) as generation:
         for source in spec.sources:
             metadata = contract_metadata(load_contract(source.name))
-            for layer, frame in zip(LAYERS, outputs[source.name], strict=True):
+            for layer, frame in zip(LAYERS, outputs.pop(source.name), strict=True):
                 staged = staged_file(lake, dataset, day, generation, layer, source.name)
-                lake.write_parquet_atomic(staged, frame, metadata)
-        return publish_day(lake, spec, report, generation, "dask")
+                data = parquet_bytes(frame, metadata)
+                lake.write_bytes_atomic(staged, data)
+                if layer == "clean":
+                    written[source.name] = data
+            del frame
+        for table, data in written.items():  # the contract suite, on what readers will read
+            contract = load_contract(table)
+            suite = shared.suite(contract)
+            checked[table] = check_clean_bytes(data, day, contract, shared.allowed, suite)
+        del written
+        published = publish_day(lake, spec, report, generation, "dask")
+    # only a published generation's results: the validate stage finds them by its sha256
+    for table, result in checked.items():
+        TableCache(lake, dataset, table).write(result)
+    return published
 
 
 def clean_day(
@@ -262,7 +306,11 @@ def clean_batch(
             results.append(published)
             continue
         try:
-            results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
+            # a Dask worker's malloc settings (its nanny's MALLOC_TRIM_THRESHOLD_) map and
+            # page-fault every large frame anew; held steady for a day, trimmed after it, so
+            # the worker's memory stays one day's whatever the batch (BENCHMARKS)
+            with steady_heap():
+                results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
         except DayRejected as rejected:
             results.append(rejected)
         except ContractViolation as violation:
@@ -301,7 +349,7 @@ def clean_days_dask(
     used = on_cpu.get("workers") or list(info)
     slots = sum(info[a].get("nthreads", 1) for a in used if a in info) or 1
     sized = [((day, fp), delivered_bytes(lake, spec, day)) for day, fp in todo]
-    batches = plan_batches(sized, settings.ingest_batch_bytes, min_batches=slots)
+    batches = plan_batches(sized, settings.ingest_batch_bytes, min_batches=slots, slots=slots)
     log.info("ingest: %d day(s) in %d batch(es) on %d thread(s)", len(todo), len(batches), slots)
     futures = [
         client.submit(

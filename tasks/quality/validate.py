@@ -5,7 +5,10 @@ rule catalogue that drove the row-level quarantine, plus key uniqueness and the 
 count; `native_checks`), one partition at a time, and its result cached by content
 (`validation_cache`): a partition whose clean file and suite are unchanged since it was
 last checked is read back, never re-checked, so a night costs what its new data costs and
-memory stays one partition. Great Expectations re-checks the night's changed partitions
+memory stays one partition. The pandas ingest checks each partition it publishes on the
+bytes it writes and leaves the result in the cache, so after a Dask ingest the native checks
+re-read nothing (the Spark ingest leaves none: its partitions are checked here). Great
+Expectations re-checks the night's changed partitions
 (the newest, up to `validation_gx_max_rows` rows) and writes the suite results and Data
 Docs people read. The contract's quarantine threshold is checked per day from the
 manifests. A broken contract fails the run with the rule and the partitions named; no
@@ -63,8 +66,8 @@ class ValidationReport:
     # native results over every partition, one row per rule (cached and re-checked ones)
     results: list[dict] = field(default_factory=list)
     partitions: int = 0
-    # the days checked tonight (new or changed content, or a changed suite); the others
-    # were read back from the cache
+    # the days checked tonight (new or changed content, or a changed suite), here or by the
+    # ingest that published them; the others were read back from the cache
     rechecked: list[str] = field(default_factory=list)
     # the days GX re-checked tonight (the newest changed ones, row-capped), and its results
     gx_partitions: list[str] = field(default_factory=list)
@@ -194,6 +197,10 @@ def check_partitions(
     """Each day's native result, from the cache or checked now (newest first), and the
     frames of the changed days Great Expectations re-checks (newest first, row-capped).
 
+    A changed day is one checked now (a miss) or one whose entry the ingest wrote when it
+    published the partition (`fresh`): that result is taken as it is, and the partition is
+    read only when GX runs inline on it.
+
     Only the frames kept for GX stay in memory (none with `keep_frames=False`: a GX process
     of its own reads them back); every other partition is dropped once its result is
     written.
@@ -208,16 +215,25 @@ def check_partitions(
     for day in sorted(days, reverse=True):
         key = content_key(lake, ctx.dataset, table, day, suite, manifests[day])
         result = cache.read(day, key)
+        frame: pd.DataFrame | None = None
         if result is None:
             frame = as_validated(lake.read_partition(ctx.dataset, "clean", table, day))
             result = PartitionResult(
                 day.isoformat(), len(frame), check_partition(frame, contract, allowed), key
             )
             cache.write(result)
-            result.rechecked = True
-            if cap and (not for_gx or gx_rows + len(frame) <= cap):
-                for_gx.append((day.isoformat(), frame if keep_frames else None))
-                gx_rows += len(frame)
+        elif result.fresh:  # the ingest checked what it published: new tonight, not re-read
+            result.fresh = False
+            cache.write(result)
+        else:
+            results.append(result)
+            continue
+        result.rechecked = True
+        if cap and (not for_gx or gx_rows + result.rows <= cap):
+            if keep_frames and frame is None:
+                frame = as_validated(lake.read_partition(ctx.dataset, "clean", table, day))
+            for_gx.append((day.isoformat(), frame if keep_frames else None))
+            gx_rows += result.rows
         results.append(result)
     return sorted(results, key=lambda r: r.day), for_gx
 

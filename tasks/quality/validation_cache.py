@@ -7,17 +7,28 @@ fingerprint: compiled rules, dimension sets, key, row-count floor, contract, cod
 and the per-rule results. A lookup under another key is a miss: the partition is checked
 again and its entry replaced (atomically), so the cache holds one small file per partition
 whatever the history of generations and contracts.
+
+The pandas ingest writes the entry of each clean partition it publishes (`check_clean_bytes`,
+on the very bytes it wrote, so nothing is read back), marked `fresh`: the validate stage
+takes it as checked tonight (reported as such, handed to Great Expectations) without
+re-reading the partition, and clears the mark.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import posixpath
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 
+import pandas as pd
+
+from data_contracts import Contract
 from tasks.core.lake import Lake
-from tasks.quality.native_checks import RuleResult
+from tasks.quality.native_checks import RuleResult, as_validated, check_partition
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,9 @@ class PartitionResult:
     key: CacheKey
     # checked in this process (a miss), not read back from the cache; never stored
     rechecked: bool = False
+    # checked by the ingest that published the partition, not yet reported by a
+    # validation: new tonight, although its result is already here (stored)
+    fresh: bool = False
 
     @property
     def success(self) -> bool:
@@ -85,6 +99,7 @@ class TableCache:
             rows=stored["rows"],
             results=[RuleResult(*row) for row in stored["results"]],
             key=key,
+            fresh=bool(stored.get("fresh", False)),
         )
 
     def write(self, result: PartitionResult) -> None:
@@ -95,6 +110,7 @@ class TableCache:
             "key": asdict(result.key),
             "fields": FIELDS,
             "results": [[getattr(r, name) for name in FIELDS] for r in result.results],
+            "fresh": result.fresh,
         }
         data = json.dumps(payload, separators=(",", ":"), default=str).encode()
         self.lake.write_bytes_atomic(self.path(date.fromisoformat(result.day)), data)
@@ -112,3 +128,29 @@ def content_key(
             f"{lake.manifest(dataset, day)}; run `nightshift ingest` for that day"
         )
     return CacheKey(entry["sha256"], suite)
+
+
+def check_clean_bytes(
+    data: bytes,
+    day: date,
+    contract: Contract,
+    allowed_sets: Mapping[str, Iterable[str]],
+    suite: str,
+) -> PartitionResult:
+    """The native result of a clean partition from the Parquet bytes its writer is about to
+    publish, keyed as the validate stage will look it up (the bytes' sha256 is the one the
+    manifest will hold) and marked `fresh`.
+
+    Why the bytes and not the writer's frame: the checks must see what a reader of the file
+    sees (dtypes included, as `Lake.read_partition` decodes them), so the verdict is the one
+    the validate stage would reach by reading the partition back. `suite` is
+    `native_checks.suite_fingerprint(contract, allowed_sets)`, computed once per batch.
+    """
+    frame = as_validated(pd.read_parquet(io.BytesIO(data)))
+    return PartitionResult(
+        day=day.isoformat(),
+        rows=len(frame),
+        results=check_partition(frame, contract, allowed_sets),
+        key=CacheKey(hashlib.sha256(data).hexdigest(), suite),
+        fresh=True,
+    )

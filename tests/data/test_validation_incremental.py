@@ -15,6 +15,7 @@ import pytest
 from data_contracts import load_contract
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
+from tasks.ingest.generation import DayRejected
 from tasks.ingest.pandas_engine import clean_day
 from tasks.landing.simulator import land_days
 from tasks.quality import validate as validate_module
@@ -226,3 +227,60 @@ def test_a_failed_background_gx_run_says_so_instead_of_staying_pending(clean_lak
     stored = clean_lake.read_json(report.report_path)
     assert stored["gx_status"].startswith("failed: no published clean flights partition")
     assert "did not finish: failed" in clean_lake.fs.cat_file(report.docs_index).decode()
+
+
+def test_the_ingest_leaves_each_published_partitions_result_validation_reads_nothing_back(
+    clean_lake, gx_max_rows, monkeypatch
+):
+    """The pandas ingest checked each clean partition on the bytes it published: the
+    validate stage reports those days as checked tonight without reading any partition
+    (native checks only here), and the verdicts equal a check from scratch."""
+    ctx = context_for(clean_lake, as_of=DAYS[-1])
+    gx_max_rows(0)
+    stored = {
+        d: clean_lake.read_json(entry_path(clean_lake, "flights", "flights", d)) for d in DAYS
+    }
+    assert all(entry["fresh"] for entry in stored.values())
+    manifests = {d: clean_lake.read_manifest("flights", d) for d in DAYS}
+    assert [stored[d]["key"]["content_sha256"] for d in DAYS] == [
+        manifests[d]["files"]["clean/flights"]["sha256"] for d in DAYS
+    ]
+    read: list[date] = []
+    original = type(clean_lake).read_partition
+
+    def counting(self, dataset, layer, table, day, columns=None):
+        read.append(day)
+        return original(self, dataset, layer, table, day, columns)
+
+    monkeypatch.setattr(type(clean_lake), "read_partition", counting)
+
+    from_ingest = validate_table(ctx, "flights", DAYS)
+
+    assert read == [] and from_ingest.success and from_ingest.rechecked == ISO
+    # the validation took them as reported: the next one finds nothing new
+    entries = [clean_lake.read_json(entry_path(clean_lake, "flights", "flights", d)) for d in DAYS]
+    assert not any(entry["fresh"] for entry in entries)
+    assert validate_table(ctx, "flights", DAYS).rechecked == []
+
+    for day in DAYS:  # the same partitions checked from scratch, read back
+        clean_lake.fs.rm(entry_path(clean_lake, "flights", "flights", day))
+    from_scratch = validate_table(ctx, "flights", DAYS)
+    assert sorted(read) == DAYS and from_scratch.rechecked == ISO
+    assert from_scratch.results == from_ingest.results
+
+
+def test_a_day_the_ingest_rejects_leaves_no_result_in_the_cache(tmp_lake):
+    """Only a published generation's results enter the cache: a rejected day's rows are
+    never vouched for."""
+    day = date(2013, 7, 1)
+    land_days(tmp_lake, get_dataset("flights"), day, day)
+    landed = tmp_lake.landing_day("flights", day) + "/flights.csv"
+    header = tmp_lake.fs.cat_file(landed).decode().splitlines(keepends=True)[0]
+    tmp_lake.write_bytes_atomic(landed, header.encode())  # no flights: `day:not_empty`
+    dims = tmp_lake.latest_dimension_snapshot("flights", day)
+
+    with pytest.raises(DayRejected):
+        clean_day(tmp_lake.root, "flights", day, dims)
+
+    for table in ("flights", "weather"):
+        assert not tmp_lake.exists(entry_path(tmp_lake, "flights", table, day))

@@ -53,6 +53,15 @@ def test_batches_are_sized_alike_and_a_large_day_stands_alone():
     large = plan_batches([("a", 10), ("b", 5_000), ("c", 10)], max_bytes=1_000)
     assert large == [["a"], ["b"], ["c"]]
     assert plan_batches([], max_bytes=1_000) == []
+
+
+def test_every_worker_thread_gets_as_many_batches():
+    """Three batches' worth of bytes on two threads: four batches, two per thread, instead
+    of one thread cleaning two while the other waits."""
+    balanced = plan_batches([(i, 100) for i in range(30)], max_bytes=1_000, min_batches=2, slots=2)
+    assert [len(b) for b in balanced] == [7, 8, 7, 8]
+    assert len(plan_batches([(i, 100) for i in range(3)], 1_000, 2, slots=2)) == 2
+    assert len(plan_batches([(i, 100) for i in range(3)], 10, 2, slots=4)) == 3  # days, at most
     with pytest.raises(ValueError, match="max_bytes"):
         plan_batches([("a", 1)], max_bytes=0)
 
