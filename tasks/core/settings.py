@@ -114,11 +114,13 @@ class Settings(BaseSettings):
         "content. 0: native checks only, no GX run.",
     )
     validation_gx_background: bool = Field(
-        default=False,
+        default=True,
         description="Run Great Expectations (suite results, Data Docs) on the night's changed "
         "partitions in a detached process instead of waiting for it: the native checks are "
-        "the gate either way; GX's results join the report when it finishes (local lakes; "
-        "on object storage GX runs inline).",
+        "the gate either way; GX's results (or its failure) join the report and the night's "
+        "page when it finishes (local lakes; on object storage GX runs inline). false: the "
+        "stage waits for GX (its import alone takes seconds) and a rule GX breaks that the "
+        "native checks passed fails the run.",
     )
     ddp_attempts: int = Field(
         default=3,
