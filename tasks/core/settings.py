@@ -161,11 +161,13 @@ class Settings(BaseSettings):
         "(0 = every night in full).",
     )
     fine_tune_epochs: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=50,
         description="Epochs of a fine-tune night, from the champion's weights, on the updated "
-        "window (its hyperparameters otherwise; no search).",
+        "window (its hyperparameters otherwise; no search). 1: on the year's flights one "
+        "epoch served the same AUC as two within their rerun spread, with the same gate "
+        "decision, in half the training time (BENCHMARKS.md, the one-new-day section).",
     )
 
     decay_floor_auc: float = Field(
