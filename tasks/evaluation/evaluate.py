@@ -9,6 +9,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,9 @@ from tasks.features.preprocessor import TabularPreprocessor
 from tasks.release.pyfunc import blend_proba, load_tree, tree_proba
 from tasks.training.loop import TrainResult, load_network, validation_mask
 from tasks.training.model import TabularNet, predict_proba
+
+if TYPE_CHECKING:
+    import lightgbm
 
 logger = logging.getLogger("nightshift.evaluate")
 
@@ -183,7 +187,7 @@ def fit_trees(
     trained: TrainResult,
     out_dir: str,
     seed: int,
-):
+) -> tuple[lightgbm.Booster, BlendChoice | None]:
     """The night's two LightGBM fits, side by side when the cores allow: the baseline (the
     whole training window) and the blend's tree on the fitting days; the blend then serves
     the baseline's very tree (the same settings on the same rows: refitting it would give
