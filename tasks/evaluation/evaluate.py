@@ -28,6 +28,7 @@ from data_contracts import load_contract
 from tasks.core.context import RunContext
 from tasks.core.lake import Lake
 from tasks.core.results import write_result
+from tasks.core.settings import task_timeout
 from tasks.datasets.spec import DatasetSpec
 from tasks.evaluation.baseline import BASELINE_NAME, fit_window_tree
 from tasks.evaluation.blend import (
@@ -205,7 +206,8 @@ def fit_trees(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-tree") as pool:
             window = pool.submit(fit_window_tree, *fit)
             choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
-            baseline = window.result()
+            # bounded like every wait: by the stage's own timeout
+            baseline = window.result(timeout=task_timeout("evaluate-on-holdout"))
     else:
         baseline = fit_window_tree(*fit)
         choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
