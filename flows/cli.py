@@ -280,7 +280,7 @@ def _summary_text(summary, elapsed: float, settings) -> str:
             if summary.tracking_uri.startswith("sqlite")
             else f"  MLflow UI:  {summary.tracking_uri}",
             f"  Prefect UI: {prefect_hint}",
-            f"  Data Docs:  {summary.data_docs}",
+            f"  Data Docs:  {summary.data_docs_note()}",
         ]
     )
 

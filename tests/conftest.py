@@ -18,6 +18,9 @@ os.environ["NIGHTSHIFT_HOME"] = str(_SESSION_HOME)
 os.environ["NIGHTSHIFT_DASK_WORKERS"] = "2"
 # a CLI run in a test gets a private Prefect server, stopped with it: none outlives the session
 os.environ["NIGHTSHIFT_PREFECT_SERVER_KEEP"] = "false"
+# GX inline: a detached GX process must not outlive its test and write into a deleted tmp
+# lake (the background tests opt in and wait for it)
+os.environ["NIGHTSHIFT_VALIDATION_GX_BACKGROUND"] = "false"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")

@@ -114,11 +114,13 @@ class Settings(BaseSettings):
         "content. 0: native checks only, no GX run.",
     )
     validation_gx_background: bool = Field(
-        default=False,
+        default=True,
         description="Run Great Expectations (suite results, Data Docs) on the night's changed "
         "partitions in a detached process instead of waiting for it: the native checks are "
-        "the gate either way; GX's results join the report when it finishes (local lakes; "
-        "on object storage GX runs inline).",
+        "the gate either way; GX's results (or its failure) join the report and the night's "
+        "page when it finishes (local lakes; on object storage GX runs inline). false: the "
+        "stage waits for GX (its import alone takes seconds) and a rule GX breaks that the "
+        "native checks passed fails the run.",
     )
     ddp_attempts: int = Field(
         default=3,
@@ -159,11 +161,13 @@ class Settings(BaseSettings):
         "(0 = every night in full).",
     )
     fine_tune_epochs: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=50,
         description="Epochs of a fine-tune night, from the champion's weights, on the updated "
-        "window (its hyperparameters otherwise; no search).",
+        "window (its hyperparameters otherwise; no search). 1: on the year's flights one "
+        "epoch served the same AUC as two within their rerun spread, with the same gate "
+        "decision, in half the training time (BENCHMARKS.md, the one-new-day section).",
     )
 
     decay_floor_auc: float = Field(

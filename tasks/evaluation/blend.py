@@ -72,8 +72,9 @@ def tree_threads() -> int:
 
     One by default: the trees fit beside Dask workers, and OpenMP threads degrade badly
     when the machine is oversubscribed (a 2-core box: LightGBM 20 s alone, 6 min with a
-    busy neighbour; HistGradientBoosting 11 s on one thread, 197 s on all under load,
-    BENCHMARKS.md §20). NIGHTSHIFT_TREE_THREADS=0 uses every core.
+    busy neighbour; the HistGradientBoosting baseline of the time 11 s on one thread, 197 s
+    on all under load, BENCHMARKS.md §20). The cores are used by fitting the two trees side
+    by side instead (`concurrent_tree_fits`). NIGHTSHIFT_TREE_THREADS=0 uses every core.
     """
     return int(os.environ.get("NIGHTSHIFT_TREE_THREADS", "1")) or (os.cpu_count() or 1)
 
@@ -163,16 +164,29 @@ def choose_blend(
     return choice
 
 
-def refit_for_serving(
-    choice: BlendChoice, codes: np.ndarray, numeric: np.ndarray, labels: np.ndarray, seed: int
-) -> BlendChoice:
-    """The served tree: the same settings refitted on the whole training window.
+def refit_for_serving(choice: BlendChoice, window_tree) -> BlendChoice:
+    """The served tree: the same settings fitted on the whole training window.
 
     The weight and the threshold stay those chosen with the tree that did not see the
     validation days (as a tuned model is refitted once its settings are chosen); the served
     tree gains the window's most recent two weeks. Measured on the December holdout, seed
     42: blend AUC 0.7172 with the fitting-days tree, 0.7188 refitted (BENCHMARKS.md §12).
+    `window_tree` is that fit, made once by `evaluate` for the baseline too (same
+    settings, same rows, same seed: a second fit would be the same model).
     """
     path = choice.tree_path.removesuffix(".txt") + "-served.txt"
-    fit_tree(codes, numeric, labels, seed).save_model(path)
+    window_tree.save_model(path)
     return dataclasses.replace(choice, tree_path=path, validation_tree_path=choice.tree_path)
+
+
+def concurrent_tree_fits() -> int:
+    """How many of the evaluate stage's tree fits run at once: two when two fits of
+    `tree_threads()` threads each fit in the cores this process may use, else one.
+
+    The evaluate stage runs after training, with the Dask workers otherwise idle.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    return 2 if 2 * tree_threads() <= cores else 1

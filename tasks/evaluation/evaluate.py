@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,9 +28,15 @@ from data_contracts import load_contract
 from tasks.core.context import RunContext
 from tasks.core.lake import Lake
 from tasks.core.results import write_result
+from tasks.core.settings import task_timeout
 from tasks.datasets.spec import DatasetSpec
-from tasks.evaluation.baseline import BASELINE_NAME, fit_baseline
-from tasks.evaluation.blend import BlendChoice, choose_blend, refit_for_serving
+from tasks.evaluation.baseline import BASELINE_NAME, fit_window_tree
+from tasks.evaluation.blend import (
+    BlendChoice,
+    choose_blend,
+    concurrent_tree_fits,
+    refit_for_serving,
+)
 from tasks.evaluation.champion import champion_scorer
 from tasks.evaluation.diagnostics import (
     calibration_bins,
@@ -41,6 +49,9 @@ from tasks.features.preprocessor import TabularPreprocessor
 from tasks.release.pyfunc import blend_proba, load_tree, tree_proba
 from tasks.training.loop import TrainResult, load_network, validation_mask
 from tasks.training.model import TabularNet, predict_proba
+
+if TYPE_CHECKING:
+    import lightgbm
 
 logger = logging.getLogger("nightshift.evaluate")
 
@@ -67,19 +78,6 @@ def classification_metrics(
         "false_negatives": int(fn),
         "rows": int(len(y_true)),
     }
-
-
-def baseline_proba(
-    spec: DatasetSpec,
-    train: pd.DataFrame,
-    holdout: pd.DataFrame,
-    preprocessor: TabularPreprocessor,
-    seed: int,
-) -> np.ndarray:
-    """The baseline's holdout scores: fitted on the training window only (see baseline.py)."""
-    baseline = fit_baseline(spec, train, preprocessor, seed)
-    logger.info("evaluate: %s baseline, %d rounds", BASELINE_NAME, baseline.rounds)
-    return baseline.predict_proba(holdout)
 
 
 @dataclass
@@ -132,10 +130,10 @@ def evaluate_models(
     y_true = holdout["label"].to_numpy().astype(int)
 
     net = load_network(trained.weights_path, trained.net_config_path)
-    codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and tree
+    codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and trees
     model_proba = predict_proba(net, codes, numeric)
-    base_proba = baseline_proba(spec, train, holdout, preprocessor, seed)
-    choice = blend_on_validation(spec, train, preprocessor, net, trained, out_dir, seed)
+    baseline, choice = fit_trees(spec, train, preprocessor, net, trained, out_dir, seed)
+    base_proba = tree_proba(baseline, codes, numeric)
     # The contract's key identifies each holdout row in the predictions file.
     predictions = holdout[[*load_contract(spec.fact.name).key, "label"]].copy()
     predictions["model"] = model_proba
@@ -182,7 +180,7 @@ def evaluate_models(
     )
 
 
-def blend_on_validation(
+def fit_trees(
     spec: DatasetSpec,
     train: pd.DataFrame,
     preprocessor: TabularPreprocessor,
@@ -190,8 +188,48 @@ def blend_on_validation(
     trained: TrainResult,
     out_dir: str,
     seed: int,
+) -> tuple[lightgbm.Booster, BlendChoice | None]:
+    """The night's two LightGBM fits, side by side when the cores allow: the baseline (the
+    whole training window) and the blend's tree on the fitting days; the blend then serves
+    the baseline's very tree (the same settings on the same rows: refitting it would give
+    the same model). Returns the baseline's booster and the blend choice.
+
+    Two one-thread fits at once use both cores of a 2-core box without OpenMP's spinning
+    threads, which degrade badly beside a busy neighbour (`blend.tree_threads`).
+    """
+    codes, numeric = preprocessor.transform(spec.feature_frame(train))  # once: both fits
+    labels = train["label"].to_numpy().astype(int)
+    local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
+    Path(local_dir).mkdir(parents=True, exist_ok=True)
+    fit = (codes, numeric, labels, seed)
+    if concurrent_tree_fits() > 1:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-tree") as pool:
+            window = pool.submit(fit_window_tree, *fit)
+            choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
+            # bounded like every wait: by the stage's own timeout
+            baseline = window.result(timeout=task_timeout("evaluate-on-holdout"))
+    else:
+        baseline = fit_window_tree(*fit)
+        choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
+    baseline.save_model(f"{local_dir}/baseline_tree.txt")
+    logger.info("evaluate: %s baseline, %d rounds", BASELINE_NAME, baseline.num_trees())
+    if choice is not None and choice.is_blend:
+        logger.info("evaluate: the blend won on validation; it serves the window's tree")
+        choice = refit_for_serving(choice, baseline)
+    return baseline, choice
+
+
+def blend_on_validation(
+    train: pd.DataFrame,
+    codes: np.ndarray,
+    numeric: np.ndarray,
+    net: TabularNet,
+    trained: TrainResult,
+    local_dir: str,
+    seed: int,
 ) -> BlendChoice | None:
-    """Fit the blend's tree and choose network vs blend on the validation days only.
+    """Fit the blend's tree on the fitting days and choose network vs blend on the
+    validation days only (`codes`, `numeric`: the window's encoded rows).
 
     None when the window is too small to hold out validation days of both classes (tiny
     test windows): the network is then the candidate, as before blends existed.
@@ -201,11 +239,8 @@ def blend_on_validation(
     if is_validation.all() or len(np.unique(labels[is_validation])) < 2:
         logger.warning("evaluate: no usable validation days for a blend; serving the network")
         return None
-    codes, numeric = preprocessor.transform(spec.feature_frame(train))
     fit, val = ~is_validation, is_validation
-    local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
-    Path(local_dir).mkdir(parents=True, exist_ok=True)
-    choice = choose_blend(
+    return choose_blend(
         codes[fit],
         numeric[fit],
         labels[fit],
@@ -216,10 +251,6 @@ def blend_on_validation(
         f"{local_dir}/blend_tree.txt",
         seed,
     )
-    if not choice.is_blend:
-        return choice
-    logger.info("evaluate: the blend won on validation; refitting its tree on the whole window")
-    return refit_for_serving(choice, codes, numeric, labels, seed)
 
 
 def evaluate(

@@ -2,9 +2,9 @@
 
 The gate is the native checks (`native_checks`): they decide whether the run goes on.
 GX re-checks the night's changed partitions to produce the suite results and the Data
-Docs people read. Inline, the validate stage waits for it (importing GX alone takes
-seconds, more than checking a new day natively). With `validation_gx_background`, the
-stage starts this module as a detached process and returns: it reads the same partitions
+Docs people read. Inline (`validation_gx_background=false`, or a lake on object
+storage), the validate stage waits for it (importing GX alone takes seconds, more than
+checking a new day natively). By default (`validation_gx_background`), the stage starts this module as a detached process and returns: it reads the same partitions
 back (sha256-checked), runs the suite, and adds its results to the table's report and the
 night's page. A disagreement with the native verdicts cannot stop a run that has moved
 on, so it is written into the report (`gx_disagrees`) and logged as an error.

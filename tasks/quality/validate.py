@@ -5,12 +5,14 @@ rule catalogue that drove the row-level quarantine, plus key uniqueness and the 
 count; `native_checks`), one partition at a time, and its result cached by content
 (`validation_cache`): a partition whose clean file and suite are unchanged since it was
 last checked is read back, never re-checked, so a night costs what its new data costs and
-memory stays one partition. The pandas ingest checks each partition it publishes on the
-bytes it writes and leaves the result in the cache, so after a Dask ingest the native checks
-re-read nothing (the Spark ingest leaves none: its partitions are checked here). Great
-Expectations re-checks the night's changed partitions
+memory stays one partition: the native checks are the gate. The pandas ingest checks each
+partition it publishes on the bytes it writes and leaves the result in the cache, so after
+a Dask ingest the native checks re-read nothing (the Spark ingest leaves none: its
+partitions are checked here). Great Expectations re-checks the night's changed partitions
 (the newest, up to `validation_gx_max_rows` rows) and writes the suite results and Data
-Docs people read. The contract's quarantine threshold is checked per day from the
+Docs people read, by default in a detached process (`validation_gx_background`; its
+import alone costs more than a new day's native checks) whose results, or failure, join
+the report when done. The contract's quarantine threshold is checked per day from the
 manifests. A broken contract fails the run with the rule and the partitions named; no
 model is trained on that data. Reports land in `reports/validation/<dataset>/<as_of>/`.
 """

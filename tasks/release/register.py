@@ -55,6 +55,7 @@ from tasks.release.compress import Compression
 from tasks.release.config import ReleaseConfig
 from tasks.release.gate import gate_checks, serving_smoke_test
 from tasks.release.integrity import record_digests
+from tasks.release.lineage import pandas_dataset
 from tasks.release.pyfunc import SERVING_MODULES, ServedModel, sha256_file
 from tasks.release.registry import (
     COMPLETED,
@@ -374,9 +375,8 @@ def _log_run_inputs(ctx: RunContext, features: FeatureSet, holdout: pd.DataFrame
         ("training", lake.read_parquet(features.train_path, columns=columns), features.train_path),
         ("holdout", holdout, features.holdout_path),
     ):
-        dataset = mlflow.data.from_pandas(
-            frame, source=source, targets="label", name=names[context]
-        )
+        # what from_pandas records, without its per-value loops (8.5 s on the year)
+        dataset = pandas_dataset(frame, source=source, targets="label", name=names[context])
         mlflow.log_input(dataset, context=context)
         logged[context] = dataset
     return logged

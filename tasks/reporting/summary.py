@@ -120,6 +120,18 @@ class RunSummary:
     training_mode: str = "full"
     training_reason: str = ""
     compression_search: str = "all variants"
+    # tables whose Great Expectations run was still going in the background when the run
+    # ended (validation_gx_background): their suite results join the Data Docs when done
+    gx_pending: list[str] = field(default_factory=list)
+
+    def data_docs_note(self) -> str:
+        """Where the Data Docs are, and whether GX is still writing into them."""
+        if not self.gx_pending:
+            return str(self.data_docs)
+        return (
+            f"{self.data_docs} (Great Expectations on {', '.join(self.gx_pending)} still "
+            "running in the background: its suite results join this page when done)"
+        )
 
     @property
     def promoted(self) -> bool:
@@ -287,7 +299,13 @@ class RunSummary:
             ),
             "",
             f"Contracts: {', '.join(md_code(c) for c in self.contracts)} — passed. "
-            f"Data Docs: `{self.data_docs}`",
+            f"Data Docs: `{self.data_docs}`"
+            + (
+                f" (Great Expectations on {', '.join(self.gx_pending)} still running in the "
+                "background: its suite results join that page when done)"
+                if self.gx_pending
+                else ""
+            ),
             "",
         ]
 
@@ -388,4 +406,5 @@ def build_summary(
         training_mode=plan.mode if plan is not None else "full",
         training_reason=plan.reason if plan is not None else "",
         compression_search=compression.search if compression else "no variants",
+        gx_pending=[r.dataset for r in reports if r.gx_status == "pending"],
     )

@@ -176,7 +176,7 @@ def test_background_gx_adds_its_results_to_the_report_and_page(clean_lake, monke
         ctx = context_for(clean_lake, as_of=DAYS[-1])
         report = validate_table(ctx, "flights", DAYS)
     finally:
-        monkeypatch.delenv("NIGHTSHIFT_VALIDATION_GX_BACKGROUND")
+        monkeypatch.setenv("NIGHTSHIFT_VALIDATION_GX_BACKGROUND", "false")
         get_settings.cache_clear()
     # the stage returned with the native verdict; GX is still to come
     assert report.success and report.gx_status == "pending" and report.gx_results == []

@@ -112,7 +112,7 @@ def test_flow_run_publishes_the_summary_artifact(nightly_run, prefect_server):
     assert f"nightly-retrain {AS_OF}" in latest.data
     # contract ids are code, never bare `name@version` text a renderer turns into mailto links
     assert "`flights/clean@1.0.0+" in latest.data and "mailto" not in latest.data
-    assert "| new model |" in latest.data and "baseline (HistGradientBoosting)" in latest.data
+    assert "| new model |" in latest.data and "baseline (LightGBM)" in latest.data
     assert "**PROMOTED**" in latest.data.splitlines()[2] and "## Hyperparameters" in latest.data
     assert latest.flow_run_id is not None and latest.task_run_id is None  # on the flow run
     assert "| promotion gate |" in latest.data

@@ -1,18 +1,28 @@
-"""The in-run baseline's thread cap (NIGHTSHIFT_TREE_THREADS) changes its speed, never its model."""
+"""The evaluate stage's trees: the thread cap (NIGHTSHIFT_TREE_THREADS) and fitting the
+baseline beside the blend's tree change their speed, never their models; the blend serves
+the baseline's own tree."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.evaluation.baseline import fit_baseline
+from tasks.evaluation.blend import concurrent_tree_fits
+from tasks.evaluation.evaluate import fit_trees
 from tasks.features.build import preprocessor_for, read_clean
 from tasks.ingest.pandas_engine import clean_day
 from tasks.landing.simulator import land_days
+from tasks.release.pyfunc import load_tree, tree_proba
+from tasks.training.model import NetConfig, TabularNet
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +56,37 @@ def test_the_baseline_is_the_same_model_on_one_thread_or_two(window, monkeypatch
     assert scores["1"][0] == scores["2"][0]
     np.testing.assert_array_equal(scores["1"][1], scores["2"][1])
     assert scores["1"][1].std() > 0  # a model that learned something, not a constant
+
+
+def test_the_blend_serves_the_baseline_tree_fitted_beside_its_own(window, monkeypatch, tmp_path):
+    spec, train, holdout, pre = window
+    torch.manual_seed(0)  # an untrained network: the tree beats it, so the blend wins
+    net = TabularNet(NetConfig(pre.cardinalities, pre.n_numeric, hidden=[8], members=1))
+    trained = SimpleNamespace(validation_days=1)
+    codes, numeric = pre.transform(spec.feature_frame(holdout))
+    runs = {}
+    # one thread per tree: the two fits run at once on a 2-core box; two threads: one
+    # after the other (two fits of two threads would oversubscribe it)
+    for threads in ("1", "2"):
+        monkeypatch.setenv("NIGHTSHIFT_TREE_THREADS", threads)
+        out = tmp_path / threads
+        baseline, choice = fit_trees(spec, train, pre, net, trained, str(out), seed=3)
+        runs[threads] = (concurrent_tree_fits(), baseline, choice, out)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert runs["1"][0] == 2 and runs["2"][0] == 1
+
+    for _, baseline, choice, out in runs.values():
+        assert choice is not None and choice.is_blend
+        # the served tree is the baseline's (the window), not the fitting-days tree
+        assert Path(choice.tree_path).read_bytes() == (out / "baseline_tree.txt").read_bytes()
+        assert choice.validation_tree_path == str(out / "blend_tree.txt")
+        fitting_days = tree_proba(load_tree(choice.validation_tree_path), codes, numeric)
+        assert not np.array_equal(fitting_days, tree_proba(baseline, codes, numeric))
+    # side by side or one after the other: the same trees, the same choice
+    (_, one, choice_one, out_one), (_, two, choice_two, out_two) = runs.values()
+    np.testing.assert_array_equal(tree_proba(one, codes, numeric), tree_proba(two, codes, numeric))
+    assert one.dump_model()["tree_info"] == two.dump_model()["tree_info"]
+    assert choice_one.weight == choice_two.weight
+    assert choice_one.blend_validation_auc == choice_two.blend_validation_auc
+    fitted = [load_tree(str(out / "blend_tree.txt")) for out in (out_one, out_two)]
+    assert fitted[0].dump_model()["tree_info"] == fitted[1].dump_model()["tree_info"]

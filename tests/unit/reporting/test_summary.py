@@ -169,3 +169,14 @@ def test_a_served_blend_is_named_and_only_the_network_alone_is_said_to_trail():
     )
     behind = _summary(candidate="blend", served_auc=0.70, blend_auc=0.70, blend_weight=0.4)
     assert any("The served blend trails the baseline by 0.013" in w for w in behind.warnings())
+
+
+def test_data_docs_say_when_great_expectations_still_runs_in_the_background():
+    done = _summary()
+    assert done.data_docs_note() == done.data_docs
+    assert "still running" not in done.markdown()
+    pending = _summary(gx_pending=["flights", "weather"])
+    note = pending.data_docs_note()
+    assert note.startswith(pending.data_docs)
+    assert "Great Expectations on flights, weather still running in the background" in note
+    assert "on flights, weather still running in the background" in pending.markdown()
