@@ -188,8 +188,8 @@ def _flag_rows(
     The rows are shuffled once, by day: both windows below and the per-day counts
     (`_flag_source`) are keyed by the day first (a file is one day's delivery, so adding
     the day to a window's keys changes no group), so Spark plans no further exchange for
-    them. Two shuffles of every row (one per window) were the largest cost after the
-    parse (BENCHMARKS.md, "Spark ingest profile").
+    them: three exchanges of every row became one, about a tenth of the JVM's CPU at x10
+    (BENCHMARKS.md, "Spark ingest profile").
     """
     rows = rows.repartition("_day")
     exact = Window.partitionBy("_day", "_source_file", *[_col(c) for c in header]).orderBy(
