@@ -183,8 +183,18 @@ def _row_date_matches(source: Source) -> Column:
 def _flag_rows(
     rows: DataFrame, header: tuple[str, ...], contract: Contract, source: Source, allowed: dict
 ) -> DataFrame:
-    """Raw columns, typed columns (`_t_<name>`), `_dup` and `_rules` for every data row."""
-    exact = Window.partitionBy("_source_file", *[_col(c) for c in header]).orderBy("_source_line")
+    """Raw columns, typed columns (`_t_<name>`), `_dup` and `_rules` for every data row.
+
+    The rows are shuffled once, by day: both windows below and the per-day counts
+    (`_flag_source`) are keyed by the day first (a file is one day's delivery, so adding
+    the day to a window's keys changes no group), so Spark plans no further exchange for
+    them: three exchanges of every row became one, about a tenth of the JVM's CPU at x10
+    (BENCHMARKS.md, "Spark ingest profile").
+    """
+    rows = rows.repartition("_day")
+    exact = Window.partitionBy("_day", "_source_file", *[_col(c) for c in header]).orderBy(
+        "_source_line"
+    )
     rows = rows.withColumn("_dup", F.row_number().over(exact) > 1)
 
     rows = rows.select("*", *typed_columns(contract))
@@ -195,7 +205,7 @@ def _flag_rows(
     # Key uniqueness, first occurrence wins. Counting exact duplicates in the window changes
     # nothing for the rows kept: an exact duplicate always follows its own first occurrence.
     key = [F.col(f"_t_{k}") for k in contract.key if k != "date"]
-    first = Window.partitionBy("_source_file", *key).orderBy("_source_line")
+    first = Window.partitionBy("_day", "_source_file", *key).orderBy("_source_line")
     return rows.withColumn(
         "_rules",
         F.when((F.row_number().over(first) > 1) & (F.col("_rules") == ""), KEY_UNIQUE).otherwise(
