@@ -24,7 +24,6 @@ import distributed
 import pandas as pd
 
 from data_contracts import Contract, load_contract
-from tasks.core.allocator import steady_heap
 from tasks.core.lake import Lake, parquet_bytes
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
@@ -306,11 +305,7 @@ def clean_batch(
             results.append(published)
             continue
         try:
-            # a Dask worker's malloc settings (its nanny's MALLOC_TRIM_THRESHOLD_) map and
-            # page-fault every large frame anew; held steady for a day, trimmed after it, so
-            # the worker's memory stays one day's whatever the batch (BENCHMARKS)
-            with steady_heap():
-                results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
+            results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
         except DayRejected as rejected:
             results.append(rejected)
         except ContractViolation as violation:
