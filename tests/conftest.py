@@ -58,6 +58,24 @@ def landed_lake(settings) -> Lake:
     return lake
 
 
+def clean_real_days(lake: Lake, dataset: str, n_days: int) -> list[date]:
+    """Land and clean the dataset's first `n_days` real days into `lake`; returns the days.
+
+    For unit tests that need real clean rows without a flow run.
+    """
+    from datetime import timedelta
+
+    from tasks.ingest.pandas_engine import clean_day
+
+    spec = get_dataset(dataset)
+    days = [spec.first_day + timedelta(days=i) for i in range(n_days)]
+    land_days(lake, spec, days[0], days[-1])
+    dims = lake.landing_dimensions(spec.name, days[0])
+    for day in days:
+        clean_day(lake.root, spec.name, day, dims)
+    return days
+
+
 def context_for(lake: Lake, tmp_path=None, as_of: date = AS_OF, **changes) -> RunContext:
     """A run context on `lake` for flights (MLflow in `tmp_path` when given)."""
     settings = get_settings()

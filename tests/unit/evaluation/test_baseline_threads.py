@@ -5,7 +5,6 @@ the baseline's own tree."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,10 +18,9 @@ from tasks.evaluation.baseline import fit_baseline
 from tasks.evaluation.blend import concurrent_tree_fits
 from tasks.evaluation.evaluate import fit_trees
 from tasks.features.build import preprocessor_for, read_clean
-from tasks.ingest.pandas_engine import clean_day
-from tasks.landing.simulator import land_days
 from tasks.release.pyfunc import load_tree, tree_proba
 from tasks.training.model import NetConfig, TabularNet
+from tests.conftest import clean_real_days
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +28,7 @@ def window(tmp_path_factory):
     """Real cleaned flights of 6 days: the first 4 to fit on, the last 2 to score."""
     spec = get_dataset("flights")
     lake = Lake(str(tmp_path_factory.mktemp("baseline-threads") / "lake"))
-    days = [spec.first_day + timedelta(days=i) for i in range(6)]
-    land_days(lake, spec, days[0], days[-1])
-    dims = lake.landing_dimensions(spec.name, days[0])
-    for day in days:
-        clean_day(lake.root, spec.name, day, dims)
+    days = clean_real_days(lake, spec.name, 6)
     train = read_clean(lake, spec.name, spec.fact.name, days[:4])
     holdout = read_clean(lake, spec.name, spec.fact.name, days[4:])
     for frame in (train, holdout):

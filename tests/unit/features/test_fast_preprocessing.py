@@ -11,7 +11,6 @@ every column, categories the preprocessor never saw, and requests parsed from JS
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -21,10 +20,9 @@ from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.features.build import preprocessor_for, read_clean
 from tasks.features.preprocessor import TabularPreprocessor
-from tasks.ingest.pandas_engine import clean_day
-from tasks.landing.simulator import land_days
 from tasks.release.pyfunc import frame_arrays
 from tasks.serving.schema import Column, RequestError, columns_from_split
+from tests.conftest import clean_real_days
 
 DAYS = 4
 
@@ -34,11 +32,7 @@ def real(request, tmp_path_factory):
     """(spec, clean rows of 4 real days, preprocessor fitted on the first 2 days only)."""
     spec = get_dataset(request.param)
     lake = Lake(str(tmp_path_factory.mktemp(f"fast-{spec.name}") / "lake"))
-    days = [spec.first_day + timedelta(days=i) for i in range(DAYS)]
-    land_days(lake, spec, days[0], days[-1])
-    dims = lake.landing_dimensions(spec.name, days[0])
-    for day in days:
-        clean_day(lake.root, spec.name, day, dims)
+    days = clean_real_days(lake, spec.name, DAYS)
     rows = read_clean(lake, spec.name, spec.fact.name, days)[list(spec.input_columns)]
     first = read_clean(lake, spec.name, spec.fact.name, days[:2])
     pre = preprocessor_for(spec)

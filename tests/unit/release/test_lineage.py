@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import mlflow.data
 import numpy as np
 import pytest
@@ -11,9 +9,8 @@ import pytest
 from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.features.build import read_clean
-from tasks.ingest.pandas_engine import clean_day
-from tasks.landing.simulator import land_days
 from tasks.release.lineage import pandas_dataset, schema_rows
+from tests.conftest import clean_real_days
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +19,7 @@ def rows(tmp_path_factory):
     register step logs them: the model's inputs and the label."""
     spec = get_dataset("flights")
     lake = Lake(str(tmp_path_factory.mktemp("lineage") / "lake"))
-    days = [spec.first_day + timedelta(days=i) for i in range(3)]
-    land_days(lake, spec, days[0], days[-1])
-    dims = lake.landing_dimensions(spec.name, days[0])
-    for day in days:
-        clean_day(lake.root, spec.name, day, dims)
+    days = clean_real_days(lake, spec.name, 3)
     frame = read_clean(lake, spec.name, spec.fact.name, days)
     frame["label"] = spec.label(frame)
     frame = frame.loc[frame["label"].notna(), [*spec.input_columns, "label"]]
