@@ -51,16 +51,10 @@ class Baseline:
         return tree_proba(self.booster, codes, numeric)
 
 
-def fit_window_tree(codes: np.ndarray, numeric: np.ndarray, labels: np.ndarray, seed: int):
-    """The baseline's booster from the window's already-encoded rows (what `evaluate` calls,
-    sharing the encoding with the blend's fits)."""
-    return fit_tree(codes, numeric, np.asarray(labels), seed)
-
-
 def fit_baseline(
     spec: DatasetSpec, train: pd.DataFrame, preprocessor: TabularPreprocessor, seed: int
 ) -> Baseline:
     """Fit the baseline on the training window only (the holdout is never passed in)."""
     codes, numeric = preprocessor.transform(spec.feature_frame(train))
-    booster = fit_window_tree(codes, numeric, train["label"].to_numpy(), seed)
+    booster = fit_tree(codes, numeric, train["label"].to_numpy(), seed)
     return Baseline(booster, preprocessor, spec, TREE_ROUNDS)

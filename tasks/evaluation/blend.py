@@ -164,7 +164,7 @@ def choose_blend(
     return choice
 
 
-def refit_for_serving(choice: BlendChoice, window_tree) -> BlendChoice:
+def serve_window_tree(choice: BlendChoice, window_tree) -> BlendChoice:
     """The served tree: the same settings fitted on the whole training window.
 
     The weight and the threshold stay those chosen with the tree that did not see the

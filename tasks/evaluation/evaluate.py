@@ -30,12 +30,13 @@ from tasks.core.lake import Lake
 from tasks.core.results import write_result
 from tasks.core.settings import task_timeout
 from tasks.datasets.spec import DatasetSpec
-from tasks.evaluation.baseline import BASELINE_NAME, fit_window_tree
+from tasks.evaluation.baseline import BASELINE_NAME
 from tasks.evaluation.blend import (
     BlendChoice,
     choose_blend,
     concurrent_tree_fits,
-    refit_for_serving,
+    fit_tree,
+    serve_window_tree,
 )
 from tasks.evaluation.champion import champion_scorer
 from tasks.evaluation.diagnostics import (
@@ -204,18 +205,18 @@ def fit_trees(
     fit = (codes, numeric, labels, seed)
     if concurrent_tree_fits() > 1:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-tree") as pool:
-            window = pool.submit(fit_window_tree, *fit)
+            window = pool.submit(fit_tree, *fit)
             choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
             # bounded like every wait: by the stage's own timeout
             baseline = window.result(timeout=task_timeout("evaluate-on-holdout"))
     else:
-        baseline = fit_window_tree(*fit)
+        baseline = fit_tree(*fit)
         choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
     baseline.save_model(f"{local_dir}/baseline_tree.txt")
     logger.info("evaluate: %s baseline, %d rounds", BASELINE_NAME, baseline.num_trees())
     if choice is not None and choice.is_blend:
         logger.info("evaluate: the blend won on validation; it serves the window's tree")
-        choice = refit_for_serving(choice, baseline)
+        choice = serve_window_tree(choice, baseline)
     return baseline, choice
 
 
