@@ -26,6 +26,9 @@ from tasks.core.settings import Settings
 
 logger = logging.getLogger("nightshift.cluster")
 
+# Every local CPU worker starts importing the ingest engine as it starts (`worker_preload`).
+WORKER_PRELOAD = "tasks.ops.worker_preload"
+
 
 def _no_gpu_driver() -> bool:
     """True when this machine has no NVIDIA or ROCm driver, so torch can see no GPU.
@@ -64,7 +67,8 @@ def local_cluster_kwargs(settings: Settings) -> dict:
 
     Scheduler and workers listen on loopback; the dashboard (no authentication) on
     `NIGHTSHIFT_DASK_DASHBOARD_ADDRESS`, by default loopback on a free port: never another
-    run's, never all interfaces.
+    run's, never all interfaces. Each worker imports the ingest engine in the background
+    as it starts (`WORKER_PRELOAD`), not in the night's first task.
     """
     return {
         "n_workers": cpu_worker_count(settings),
@@ -72,6 +76,7 @@ def local_cluster_kwargs(settings: Settings) -> dict:
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": settings.dask_dashboard_address,
+        "preload": [WORKER_PRELOAD],
     }
 
 
@@ -81,14 +86,24 @@ def mixed_worker_spec(cpu_workers: int, gpus: int) -> dict[str, dict]:
     so that `cuda:0` inside a GPU worker is that worker's GPU."""
     from distributed import Nanny
 
-    def nanny(env: dict[str, str], resources: dict[str, float]) -> dict:
-        options = {"nthreads": 1, "host": "127.0.0.1", "env": env, "resources": resources}
+    def nanny(env: dict[str, str], resources: dict[str, float], preload: list[str]) -> dict:
+        options = {
+            "nthreads": 1,
+            "host": "127.0.0.1",
+            "env": env,
+            "resources": resources,
+            "preload": preload,
+        }
         return {"cls": Nanny, "options": options}
 
-    spec = {f"cpu-{i}": nanny({"CUDA_VISIBLE_DEVICES": ""}, {CPU: 1}) for i in range(cpu_workers)}
+    # only the CPU workers ingest: the GPU workers do not pay the engine's imports
+    spec = {
+        f"cpu-{i}": nanny({"CUDA_VISIBLE_DEVICES": ""}, {CPU: 1}, [WORKER_PRELOAD])
+        for i in range(cpu_workers)
+    }
     for g in range(gpus):
         rotated = ",".join(str((g + k) % gpus) for k in range(gpus))
-        spec[f"gpu-{g}"] = nanny({"CUDA_VISIBLE_DEVICES": rotated}, {GPU: 1})
+        spec[f"gpu-{g}"] = nanny({"CUDA_VISIBLE_DEVICES": rotated}, {GPU: 1}, [])
     return spec
 
 
