@@ -103,13 +103,29 @@ def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
     return stamp.dt.date
 
 
+def off_day(raw: pd.DataFrame, source: Source, day: date) -> pd.Series:
+    """`row_dates(raw, source) != day`: the rows dated on another day, or on none.
+
+    Rows whose date parts are exactly the day's numbers are on the day whatever else
+    holds, so only the others (few or none on most days) go through `row_dates`, whose
+    date objects per row were a tenth of a small day's cleaning.
+    """
+    if not source.date_parts:
+        return row_dates(raw, source) != day
+    year, month, dom = (floats(raw[p]) for p in source.date_parts)
+    wrong = pd.Series(~((year == day.year) & (month == day.month) & (dom == day.day)), raw.index)
+    if wrong.any():
+        wrong[wrong] = (row_dates(raw.loc[wrong], source) != day).to_numpy()
+    return wrong
+
+
 def split_rows(
     raw: pd.DataFrame, contract: Contract, source: Source, day: date, path: str, allowed: dict
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Typed clean rows and quarantined raw rows of one delivered file."""
     require_columns(list(raw.columns), contract, source, path)
     typed, reasons = typed_frame_and_violations(raw, contract, allowed)
-    wrong_day = row_dates(raw, source) != day
+    wrong_day = off_day(raw, source, day)
     if wrong_day.any():  # no reason starts with ";" but those joined here to an empty one
         reasons = reasons.where(~wrong_day, reasons + ";" + DATE_MATCHES_PARTITION)
         reasons = reasons.str.lstrip(";")
