@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import distributed
-
 from tasks.core.settings import Settings
 from tasks.ops import worker_preload
-from tasks.ops.cluster import WORKER_PRELOAD, local_cluster_kwargs, mixed_worker_spec
+from tasks.ops.cluster import (
+    WORKER_PRELOAD,
+    local_cluster_kwargs,
+    mixed_worker_spec,
+    stage_client,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -27,17 +30,27 @@ def test_the_local_cluster_preloads_the_engine_on_its_cpu_workers_only():
     assert spec["gpu-0"]["options"]["preload"] == []  # GPU workers never ingest
 
 
-def test_a_fresh_worker_has_the_engine_imported_before_its_first_task():
+def test_a_cluster_that_does_not_start_with_the_ingest_preloads_nothing():
+    """`nightshift tune` / `train` run alone: no engine import beside the trials and ranks."""
     settings = Settings(_env_file=None, dask_address=None, dask_workers=1)
-    kwargs = {**local_cluster_kwargs(settings), "dashboard_address": ":0"}
-    with (
-        distributed.LocalCluster(**kwargs) as cluster,
-        distributed.Client(cluster, set_as_default=False) as client,
-    ):
+    assert local_cluster_kwargs(settings, preload=False)["preload"] == []
+    spec = mixed_worker_spec(cpu_workers=2, gpus=1, preload=False)
+    assert all(worker["options"]["preload"] == [] for worker in spec.values())
+
+
+def test_a_fresh_worker_has_the_engine_imported_before_its_first_task():
+    """The ingest's own cluster (`stage_client(..., preload=True)`) preloads; another
+    stage's does not."""
+    settings = Settings(
+        _env_file=None, dask_address=None, dask_workers=1, dask_dashboard_address=":0"
+    )
+    with stage_client(None, settings, preload=True) as client:
         seconds = client.run(worker_preload.wait)
         loaded = client.run(_engine_loaded)
     assert len(seconds) == 1 and all(s is not None and s > 0 for s in seconds.values())
     assert list(loaded.values()) == [True]
+    with stage_client(None, settings) as client:
+        assert list(client.run(worker_preload.wait).values()) == [None]
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
