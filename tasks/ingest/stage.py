@@ -183,7 +183,7 @@ def ingest(
             ctx.lake_root, ctx.dataset, days, dims_dir, log=log, engine="spark", spark=spark
         )
     else:
-        with stage_client(ctx.dask_address, get_settings()) as client:
+        with stage_client(ctx.dask_address, get_settings(), preload=True) as client:
             reports = ingest_days(
                 ctx.lake_root, ctx.dataset, days, dims_dir, client, log, engine=engine
             )

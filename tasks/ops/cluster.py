@@ -26,6 +26,9 @@ from tasks.core.settings import Settings
 
 logger = logging.getLogger("nightshift.cluster")
 
+# Every local CPU worker starts importing the ingest engine as it starts (`worker_preload`).
+WORKER_PRELOAD = "tasks.ops.worker_preload"
+
 
 def _no_gpu_driver() -> bool:
     """True when this machine has no NVIDIA or ROCm driver, so torch can see no GPU.
@@ -59,12 +62,14 @@ def cpu_worker_count(settings: Settings, gpus: int = 0) -> int:
     return max(1, min(4, (os.cpu_count() or 1) - gpus))
 
 
-def local_cluster_kwargs(settings: Settings) -> dict:
+def local_cluster_kwargs(settings: Settings, preload: bool = True) -> dict:
     """The local CPU cluster: one single-threaded worker process per core (at most 4).
 
     Scheduler and workers listen on loopback; the dashboard (no authentication) on
     `NIGHTSHIFT_DASK_DASHBOARD_ADDRESS`, by default loopback on a free port: never another
-    run's, never all interfaces.
+    run's, never all interfaces. With `preload` (a cluster whose first work is the
+    ingest: the flow's, `nightshift ingest`'s), each worker imports the ingest engine in
+    the background as it starts (`WORKER_PRELOAD`), not in that first work.
     """
     return {
         "n_workers": cpu_worker_count(settings),
@@ -72,34 +77,47 @@ def local_cluster_kwargs(settings: Settings) -> dict:
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": settings.dask_dashboard_address,
+        "preload": [WORKER_PRELOAD] if preload else [],
     }
 
 
-def mixed_worker_spec(cpu_workers: int, gpus: int) -> dict[str, dict]:
+def mixed_worker_spec(cpu_workers: int, gpus: int, preload: bool = True) -> dict[str, dict]:
     """Worker specs of the mixed local cluster: CPU workers that see no GPU, and one worker
     per GPU that sees its own GPU first (CUDA_VISIBLE_DEVICES rotated, as dask-cuda does),
     so that `cuda:0` inside a GPU worker is that worker's GPU."""
     from distributed import Nanny
 
-    def nanny(env: dict[str, str], resources: dict[str, float]) -> dict:
-        options = {"nthreads": 1, "host": "127.0.0.1", "env": env, "resources": resources}
+    def nanny(env: dict[str, str], resources: dict[str, float], preload: list[str]) -> dict:
+        options = {
+            "nthreads": 1,
+            "host": "127.0.0.1",
+            "env": env,
+            "resources": resources,
+            "preload": preload,
+        }
         return {"cls": Nanny, "options": options}
 
-    spec = {f"cpu-{i}": nanny({"CUDA_VISIBLE_DEVICES": ""}, {CPU: 1}) for i in range(cpu_workers)}
+    # only the CPU workers ingest: the GPU workers do not pay the engine's imports
+    cpu_preload = [WORKER_PRELOAD] if preload else []
+    spec = {
+        f"cpu-{i}": nanny({"CUDA_VISIBLE_DEVICES": ""}, {CPU: 1}, cpu_preload)
+        for i in range(cpu_workers)
+    }
     for g in range(gpus):
         rotated = ",".join(str((g + k) % gpus) for k in range(gpus))
-        spec[f"gpu-{g}"] = nanny({"CUDA_VISIBLE_DEVICES": rotated}, {GPU: 1})
+        spec[f"gpu-{g}"] = nanny({"CUDA_VISIBLE_DEVICES": rotated}, {GPU: 1}, [])
     return spec
 
 
 def mixed_local_cluster(
-    cpu_workers: int, gpus: int, dashboard_address: str = "127.0.0.1:0"
+    cpu_workers: int, gpus: int, dashboard_address: str = "127.0.0.1:0", preload: bool = True
 ) -> distributed.SpecCluster:
-    """One scheduler on loopback with `cpu_workers` CPU workers and one worker per GPU."""
+    """One scheduler on loopback with `cpu_workers` CPU workers and one worker per GPU
+    (the CPU workers preload the ingest engine with `preload`, see `local_cluster_kwargs`)."""
     from distributed import Scheduler, SpecCluster
 
     return SpecCluster(
-        workers=mixed_worker_spec(cpu_workers, gpus),
+        workers=mixed_worker_spec(cpu_workers, gpus, preload),
         scheduler={
             "cls": Scheduler,
             "options": {"host": "127.0.0.1", "dashboard_address": dashboard_address},
@@ -161,24 +179,32 @@ def gather_within(
     return client.gather(futures, errors=errors)
 
 
-def local_cluster(settings: Settings) -> distributed.SpecCluster:
-    """A local cluster sized to the machine: CPU workers, plus one worker per GPU if any."""
+def local_cluster(settings: Settings, preload: bool = True) -> distributed.SpecCluster:
+    """A local cluster sized to the machine: CPU workers, plus one worker per GPU if any.
+    `preload`: the CPU workers import the ingest engine as they start (the flow's cluster,
+    whose first task is the ingest)."""
     gpus = gpu_count()
     if gpus:
         return mixed_local_cluster(
-            cpu_worker_count(settings, gpus), gpus, settings.dask_dashboard_address
+            cpu_worker_count(settings, gpus), gpus, settings.dask_dashboard_address, preload
         )
-    return distributed.LocalCluster(**local_cluster_kwargs(settings))
+    return distributed.LocalCluster(**local_cluster_kwargs(settings, preload))
 
 
 @contextmanager
-def stage_client(address: str | None, settings: Settings) -> Iterator[distributed.Client]:
-    """A client on `address`, or on a local cluster started for this block (CLI stages)."""
+def stage_client(
+    address: str | None, settings: Settings, preload: bool = False
+) -> Iterator[distributed.Client]:
+    """A client on `address`, or on a local cluster started for this block (CLI stages).
+
+    `preload` only for the ingest's own cluster: a tune or training stage run alone need
+    not import the ingest engine beside its trials and ranks.
+    """
     if address:
         with distributed.Client(address, set_as_default=False) as client:
             yield client
         return
-    cluster = local_cluster(settings)
+    cluster = local_cluster(settings, preload)
     logger.info("started a local Dask cluster: %s", cluster)
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client

@@ -1,0 +1,71 @@
+"""A Dask worker preload: the ingest engine's modules, imported in the background at start.
+
+Why: a fresh worker's first ingest task imported pandas, pyarrow and the engine (the
+reader, the rules, the native checks) before it cleaned a row: 0.5-0.9 s per worker on
+an idle 2-core machine, a third of a 31-day ingest at scale 10 (BENCHMARKS §24, §27).
+The local clusters (`tasks.ops.cluster`) name this module as their workers' `preload`,
+so each worker starts those imports in a thread as soon as it starts, while the flow is
+still creating its run and its first task (or the CLI stage hashing the landed days).
+
+The thread never holds the worker back: the worker registers with the scheduler at
+once, so the cluster is ready as soon as before (start-up, issue 14: <= 5 s to the first
+task). A task that needs a module still being imported waits for that import through
+Python's per-module import lock; nothing is imported twice. A failed import is logged
+and left to the task, which then raises it with its own traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+
+logger = logging.getLogger("nightshift.cluster")
+
+# What the ingest's first task imports; the engine module pulls in pandas, pyarrow, the
+# reader (`dialect`), the rules, the native checks and the validation cache.
+MODULES = ("tasks.ingest.pandas_engine",)
+
+_done = threading.Event()
+_started = False
+_seconds: float | None = None
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    global _seconds
+    started = time.perf_counter()
+    try:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # the task that needs it raises it again, in context
+                logger.warning("worker preload: import of %s failed: %s", module, error)
+        _seconds = time.perf_counter() - started
+    finally:
+        _done.set()
+
+
+def start(modules: tuple[str, ...] = MODULES) -> threading.Thread:
+    """Import `modules` in a daemon thread; the thread (already started)."""
+    global _started
+    _started = True
+    thread = threading.Thread(
+        target=_import_all, args=(modules,), name="nightshift-preload", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def wait(timeout_s: float = 120.0) -> float | None:
+    """Block until this process's preload is done; its seconds (None if it never ran or
+    is still running after `timeout_s`). For `client.run(wait)`, e.g. in benchmarks
+    that count the preload in the cluster's start-up."""
+    if not _started:
+        return None
+    _done.wait(timeout_s)
+    return _seconds
+
+
+def dask_setup(worker: object) -> None:  # Dask's preload hook, called as the worker starts
+    start()
