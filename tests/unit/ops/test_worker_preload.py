@@ -22,6 +22,12 @@ def _engine_loaded() -> bool:
     return "tasks.ingest.pandas_engine" in sys.modules and "pandas" in sys.modules
 
 
+def _arrow_pool() -> str:
+    import pyarrow
+
+    return pyarrow.default_memory_pool().backend_name
+
+
 def test_the_local_cluster_preloads_the_engine_on_its_cpu_workers_only():
     kwargs = local_cluster_kwargs(Settings(_env_file=None, dask_address=None, dask_workers=1))
     assert kwargs["preload"] == [WORKER_PRELOAD] == ["tasks.ops.worker_preload"]
@@ -47,10 +53,15 @@ def test_a_fresh_worker_has_the_engine_imported_before_its_first_task():
     with stage_client(None, settings, preload=True) as client:
         seconds = client.run(worker_preload.wait)
         loaded = client.run(_engine_loaded)
+        pools = client.run(_arrow_pool)
     assert len(seconds) == 1 and all(s is not None and s > 0 for s in seconds.values())
     assert list(loaded.values()) == [True]
+    # the ingest's Arrow buffers come from jemalloc (peak RSS flat with the scale factor)
+    assert list(pools.values()) == ["jemalloc"]
     with stage_client(None, settings) as client:
         assert list(client.run(worker_preload.wait).values()) == [None]
+        # no preload: pyarrow's own default, as in this process
+        assert list(client.run(_arrow_pool).values()) == [_arrow_pool()]
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
