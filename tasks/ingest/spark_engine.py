@@ -1,12 +1,14 @@
 """The Spark engine: the same cleaning as the pandas engine, as native Spark expressions.
 
-All changed days are processed in one Spark job per source: the landed CSV files are read
+All changed days are processed in one Spark write per source: the landed CSV files are read
 once by the dialect both engines share (`tasks.ingest.dialect`: compression and encoding
 by content, one CSV dialect, physical line numbers) into normalised copies, which Spark
 parses as multi-line CSV with an explicit all-text schema; rows are typed and checked
 by the column expressions of `tasks.quality.spark_rules` (compiled from the same rule
 catalogue as the pandas rules), deduplicated with window functions and joined with the side
-sources and dimensions as the dataset spec declares.
+sources and dimensions as the dataset spec declares. Each source's rows are written once,
+clean, quarantined and duplicate rows side by side (`_stage`); the rows per day of each
+come from that write's Parquet footers.
 No data row is collected from Spark to the driver: besides the one pass over each delivered
 file that writes its normalised copy, the driver only sees per-day row counts. Output is
 the lake's layout (one `part-0.parquet` per partition) and the same manifests, so the rest
@@ -26,7 +28,6 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError
-from pyspark import StorageLevel
 from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -77,17 +78,30 @@ PANDAS_NA_VALUES = (
 )
 
 
+# C1 only: see `spark_session`
+LOCAL_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
 def spark_session(master: str, shuffle_partitions: int = 8) -> SparkSession:
     """The process's shared SparkSession (start-up costs seconds: create it once).
 
     ANSI mode stays on (Spark 4's default); the rules use `try_cast`, so a bad value
     becomes a quarantined row, never a failed job.
+
+    A local session's JVM (driver and executors in one, started here) runs the JIT's first
+    tier only (`LOCAL_JAVA_OPTIONS`): an ingest is a few short jobs in a fresh JVM, and
+    HotSpot's optimising compiler spent more CPU compiling them than its faster code saved,
+    about a third of the JVM's CPU at x10 (BENCHMARKS.md, "Spark ingest, second pass").
+    It applies only when this call starts the JVM.
     """
     # local mode talks to itself: stay on loopback instead of the host's first interface
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    if master.startswith("local"):
+        builder = builder.config("spark.driver.extraJavaOptions", LOCAL_JAVA_OPTIONS)
     with _SESSION_LOCK:
         return (
-            SparkSession.builder.master(master)
+            builder.master(master)
             .appName("nightshift-ingest")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
@@ -185,8 +199,8 @@ def _flag_rows(
 ) -> DataFrame:
     """Raw columns, typed columns (`_t_<name>`), `_dup` and `_rules` for every data row.
 
-    The rows are shuffled once, by day: both windows below and the per-day counts
-    (`_flag_source`) are keyed by the day first (a file is one day's delivery, so adding
+    The rows are shuffled once, by day: both windows below and the staged write (`_stage`)
+    are keyed by the day first (a file is one day's delivery, so adding
     the day to a window's keys changes no group), so Spark plans no further exchange for
     them: three exchanges of every row became one, about a tenth of the JVM's CPU at x10
     (BENCHMARKS.md, "Spark ingest profile").
@@ -214,17 +228,41 @@ def _flag_rows(
     )
 
 
-def _clean(flagged: DataFrame, contract: Contract) -> DataFrame:
-    return flagged.where(~F.col("_dup") & (F.col("_rules") == "")).select(
-        F.col("_day").alias("date"),
-        *[F.col(f"_t_{c.name}").alias(c.name) for c in contract.source_columns],
+def _quarantine_columns(header: tuple[str, ...]) -> list[str]:
+    """The quarantine's columns: the delivery's raw ones, then where and why."""
+    return [*header, LINE_COLUMN, "_rules", "_source_file"]
+
+
+def _tagged(flagged: DataFrame, header: tuple[str, ...], contract: Contract) -> DataFrame:
+    """Every flagged row once, tagged `_kind` (clean, quarantine or dup), with the clean
+    layer's columns (null unless clean) and the quarantine's as `_q<i>` (null unless
+    quarantined; positional names, so a raw header never clashes with a clean column).
+
+    One frame per source and header: `_stage` writes it in one job and the per-day counts
+    of each kind come from that write's Parquet footers, so no row is cached and no
+    separate job counts them (BENCHMARKS.md, "Spark ingest, second pass").
+    """
+    kind = (
+        F.when(F.col("_dup"), F.lit("dup"))
+        .when(F.col("_rules") == "", F.lit("clean"))
+        .otherwise(F.lit("quarantine"))
+    )
+    rows = flagged.withColumn("_kind", kind)
+    clean, bad = F.col("_kind") == "clean", F.col("_kind") == "quarantine"
+    raw = [_col(c) for c in _quarantine_columns(header)]
+    return rows.select(
+        "_kind",
+        "_day",
+        F.when(clean, F.col("_day")).alias("date"),
+        *[F.when(clean, F.col(f"_t_{c.name}")).alias(c.name) for c in contract.source_columns],
+        *[F.when(bad, value).alias(f"_q{i}") for i, value in enumerate(raw)],
     )
 
 
-def _quarantine(flagged: DataFrame, header: tuple[str, ...]) -> DataFrame:
-    return flagged.where(~F.col("_dup") & (F.col("_rules") != "")).select(
-        *[_col(c) for c in header], "_source_line", "_rules", "_source_file", "_day"
-    )
+def _clean_rows(tagged: DataFrame, contract: Contract) -> DataFrame:
+    """A side source's clean rows, for the fact's join."""
+    columns = ["date", *[c.name for c in contract.source_columns]]
+    return tagged.where(F.col("_kind") == "clean").select(*columns)
 
 
 def _dimension(spark: SparkSession, lake: Lake, dims_dir: str, join: Join) -> DataFrame:
@@ -250,37 +288,62 @@ def _dimension(spark: SparkSession, lake: Lake, dims_dir: str, join: Join) -> Da
 
 @dataclass
 class _Staged:
-    """One output written by Spark under `_staging/`, not yet visible in the lake."""
+    """One layer of a source written by Spark under `_staging/`, not yet visible in the lake."""
 
     layer: str
     dataset: str
-    folder: str
+    folder: str  # the layer's `_kind=<layer>` folder of the staged write
+    columns: dict[str, str]  # column in the staged files -> the lake's name, in order
     schema: pa.Schema
     rows: dict[date, int]
     metadata: dict[str, str]
 
 
 def _stage(
-    lake: Lake, frame: DataFrame, layer: str, dataset: str, days: list[date], contract: Contract
-) -> _Staged:
-    """Write `frame` partitioned by day into a staging folder; rows per day from the footers."""
-    folder = lake.path("_staging", "_spark", f"{layer}-{dataset}-{uuid.uuid4().hex}")
-    schema = _arrow_schema(frame.drop("_day"))
+    lake: Lake,
+    frame: DataFrame,
+    dataset: str,
+    days: list[date],
+    contract: Contract,
+    layers: dict[str, dict[str, str]],
+) -> tuple[list[_Staged], dict[date, int]]:
+    """Write the tagged rows `frame` in one job, partitioned by kind and day, into a staging
+    folder; return each layer's view of it (`layers`: layer -> {staged column: lake name})
+    and the duplicates per day. Rows per day and kind are read from the footers.
+    """
+    folder = lake.path("_staging", "_spark", f"{dataset}-{uuid.uuid4().hex}")
     (
-        frame.withColumn("_partition", F.date_format("_day", "yyyy-MM-dd"))
+        frame.repartition("_day")  # all rows of a day in one task: one file per day and kind
+        .withColumn("_partition", F.date_format("_day", "yyyy-MM-dd"))
         .drop("_day")
-        .repartition("_partition")  # all rows of a day in one task: one file per day
-        .write.partitionBy("_partition")
+        .write.partitionBy("_kind", "_partition")
         .parquet(_hadoop_path(lake, folder))
     )
-    rows = {
-        day: sum(
-            pq.read_metadata(lake.fs.open(p, "rb")).num_rows
-            for p in _staged_files(lake, folder, day)
+
+    def rows(kind: str) -> dict[date, int]:
+        return {
+            day: sum(
+                pq.read_metadata(lake.fs.open(p, "rb")).num_rows
+                for p in _staged_files(lake, f"{folder}/_kind={kind}", day)
+            )
+            for day in days
+        }
+
+    staged = []
+    for layer, columns in layers.items():
+        view = frame.select(*[_col(staged).alias(name) for staged, name in columns.items()])
+        staged.append(
+            _Staged(
+                layer,
+                dataset,
+                f"{folder}/_kind={layer}",
+                columns,
+                _arrow_schema(view),
+                rows(layer),
+                contract_metadata(contract),
+            )
         )
-        for day in days
-    }
-    return _Staged(layer, dataset, folder, schema, rows, contract_metadata(contract))
+    return staged, rows("dup")
 
 
 def _staged_files(lake: Lake, folder: str, day: date) -> list[str]:
@@ -290,7 +353,12 @@ def _staged_files(lake: Lake, folder: str, day: date) -> list[str]:
 
 def _day_table(lake: Lake, staged: _Staged, day: date) -> bytes:
     """One day's rows of a Spark output as the lake's single Parquet file (its bytes)."""
-    tables = [pq.read_table(lake.fs.open(p, "rb")) for p in _staged_files(lake, staged.folder, day)]
+    tables = [
+        pq.read_table(lake.fs.open(p, "rb"), columns=list(staged.columns)).rename_columns(
+            list(staged.columns.values())
+        )
+        for p in _staged_files(lake, staged.folder, day)
+    ]
     table = pa.concat_tables(
         [t.cast(staged.schema) for t in tables] or [staged.schema.empty_table()]
     )
@@ -361,50 +429,35 @@ def clean_days_spark(
 
 
 @dataclass
-class _Flagged:
-    """One source's rows, typed and flagged, per header group, and its per-day counts."""
+class _Group:
+    """One source's deliveries that share a header: days, raw rows per day, tagged rows."""
 
-    clean: list[DataFrame]
-    quarantine: list[tuple[DataFrame, list[date]]]
-    counts: dict[date, dict[str, int]]
+    header: tuple[str, ...]
+    raw: dict[date, int]
+    tagged: DataFrame
 
 
-def _flag_source(
+def _tag_source(
     spark: SparkSession,
     lake: Lake,
     dataset: str,
     source: Source,
     days: list[date],
     allowed: dict,
-    persisted: list[DataFrame],
     scratch: str,
-) -> _Flagged:
-    """Read, check and flag one source's files for all days (one parse per header group)."""
+) -> list[_Group]:
+    """Read, check and tag one source's files for all days (one parse per header group).
+
+    Nothing runs here: each group's rows are computed once, by the write that stages them.
+    """
     contract = load_contract(source.name)
-    per_day = {d: {"raw": 0, "dup": 0, "quarantined": 0, "clean": 0} for d in days}
-    out = _Flagged([], [], per_day)
-    groups = _files_by_header(lake, dataset, days, source, contract, scratch)
-    for header, files in groups.items():
-        for day, _, _, rows in files:
-            per_day[day]["raw"] = rows
+    out = []
+    for header, files in _files_by_header(lake, dataset, days, source, contract, scratch).items():
         flagged = _flag_rows(
             _records(spark, lake, header, files), header, contract, source, allowed
         )
-        flagged = flagged.persist(StorageLevel.DISK_ONLY)  # read by 3 jobs, bounded memory
-        persisted.append(flagged)
-        bad = ~F.col("_dup") & (F.col("_rules") != "")
-        good = ~F.col("_dup") & (F.col("_rules") == "")
-        per_day_counts = flagged.groupBy("_day").agg(
-            F.sum(F.col("_dup").cast("long")).alias("dup"),
-            F.sum(bad.cast("long")).alias("quarantined"),
-            F.sum(good.cast("long")).alias("clean"),
-        )
-        for row in per_day_counts.collect():  # one small row per day
-            per_day[row["_day"]].update(
-                dup=row["dup"], quarantined=row["quarantined"], clean=row["clean"]
-            )
-        out.clean.append(_clean(flagged, contract))
-        out.quarantine.append((_quarantine(flagged, header), [f[0] for f in files]))
+        raw = {day: rows for day, _, _, rows in files}
+        out.append(_Group(header, raw, _tagged(flagged, header, contract)))
     return out
 
 
@@ -428,7 +481,7 @@ def _join_tables(
                 *[_col(r).alias(f"_key_{i}") for i, r in enumerate(right_on)],
                 *[_col(c).alias(join.columns.get(c, c)) for c in kept],
             )
-            condition = joined["date"] == right["_kdate"]
+            condition = joined["date"] == right["_kdate"]  # null unless the row is clean
         else:
             right = _dimension(spark, lake, str(dims_dir), join)
             right = right.select(
@@ -455,38 +508,51 @@ def _clean_days_spark(
     dims_dir: str | None,
     scratch: str,
 ) -> tuple[list[PartitionReport], list[DayRejected]]:
-    """Long on purpose: one Spark job, then the per-day accounting and publication."""
+    """Long on purpose: one Spark write per source and header, then the per-day accounting
+    and publication."""
     started = time.perf_counter()
     spec = get_dataset(dataset)
     lake = Lake(lake_root)
     days = [d for d, _ in todo]
     # the allowed sets are dimensions (e.g. 16 carriers), not data rows
     allowed = allowed_sets(lake, spec, dims_dir)
-    persisted: list[DataFrame] = []
-    flagged = {
-        s.name: _flag_source(spark, lake, dataset, s, days, allowed, persisted, scratch)
-        for s in spec.sources
+    groups = {
+        s.name: _tag_source(spark, lake, dataset, s, days, allowed, scratch) for s in spec.sources
     }
-    outputs = {
-        name: _union(f.clean).withColumn("_day", F.col("date")) for name, f in flagged.items()
+    # the fact's join recomputes the side sources' few rows rather than caching them
+    daily = {
+        s.name: _union([_clean_rows(g.tagged, load_contract(s.name)) for g in groups[s.name]])
+        for s in spec.side_sources
     }
-    fact = _union(flagged[spec.fact.name].clean)
-    daily = {s.name: _union(flagged[s.name].clean) for s in spec.side_sources}
-    outputs[spec.fact.name] = _join_tables(spark, lake, spec, fact, daily, dims_dir).withColumn(
-        "_day", F.col("date")
-    )
 
-    staged = []
+    staged: list[_Staged] = []
+    counts: dict[str, dict[date, SourceCounts]] = {}
     for source in spec.sources:
         contract = load_contract(source.name)
-        staged.append(_stage(lake, outputs[source.name], "clean", source.name, days, contract))
-        for frame, group_days in flagged[source.name].quarantine:
-            staged.append(_stage(lake, frame, "quarantine", source.name, group_days, contract))
-    for frame in persisted:
-        frame.unpersist()
-    written: dict[tuple[str, str], dict[date, int]] = {}
-    for output in staged:
-        written.setdefault((output.layer, output.dataset), {}).update(output.rows)
+        for group in groups[source.name]:
+            frame = group.tagged
+            clean = ["date", *[c.name for c in contract.source_columns]]
+            if source.name == spec.fact.name:
+                frame = _join_tables(spark, lake, spec, frame, daily, dims_dir)
+                clean += [c for c in frame.columns if c not in group.tagged.columns]
+            layers = {
+                "clean": {c: c for c in clean},
+                "quarantine": {
+                    f"_q{i}": c for i, c in enumerate(_quarantine_columns(group.header))
+                },
+            }
+            outputs, dups = _stage(lake, frame, source.name, list(group.raw), contract, layers)
+            staged += outputs
+            written = {o.layer: o.rows for o in outputs}
+            # raw lines counted by the driver's read; every other count from the files Spark
+            # wrote: `check_accounting` below holds only if no row was lost or made up
+            for day, raw in group.raw.items():
+                counts.setdefault(source.name, {})[day] = SourceCounts(
+                    raw_rows=raw,
+                    clean_rows=written["clean"][day],
+                    quarantined_rows=written["quarantine"][day],
+                    duplicates_dropped=dups[day],
+                )
 
     seconds = round((time.perf_counter() - started) / len(days), 3)
     reports = {}
@@ -495,24 +561,7 @@ def _clean_days_spark(
             day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name, seconds=seconds
         )
         for source in spec.sources:
-            expected = flagged[source.name].counts[day]
-            counts = SourceCounts(
-                raw_rows=expected["raw"],
-                clean_rows=written[("clean", source.name)].get(day, 0),
-                quarantined_rows=written.get(("quarantine", source.name), {}).get(day, 0),
-                duplicates_dropped=expected["dup"],
-            )
-            # raw lines counted by one scan; rows written counted from the files' footers
-            if (counts.clean_rows, counts.quarantined_rows) != (
-                expected["clean"],
-                expected["quarantined"],
-            ):
-                raise RuntimeError(
-                    f"{landing_file(lake, dataset, day, source.name)}: accounting broken: wrote "
-                    f"{counts.clean_rows} clean + {counts.quarantined_rows} quarantined, counted "
-                    f"{expected['clean']} + {expected['quarantined']}"
-                )
-            report.sources[source.name] = counts
+            report.sources[source.name] = counts[source.name][day]
         check_accounting(report, landing_file(lake, dataset, day, spec.fact.name))
         reports[day] = report
     # every day's accounting holds: only now is each day staged, checked and swapped in
