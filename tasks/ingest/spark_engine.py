@@ -35,6 +35,7 @@ from pyspark.sql import types as T
 
 from data_contracts import Contract, load_contract
 from tasks.core.lake import Lake
+from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
 from tasks.ingest.dialect import LINE_COLUMN, read_delivery, write_normalised
@@ -78,27 +79,28 @@ PANDAS_NA_VALUES = (
 )
 
 
-# C1 only: see `spark_session`
-LOCAL_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
-
-
-def spark_session(master: str, shuffle_partitions: int = 8) -> SparkSession:
+def spark_session(
+    master: str, shuffle_partitions: int = 8, local_java_options: str | None = None
+) -> SparkSession:
     """The process's shared SparkSession (start-up costs seconds: create it once).
 
     ANSI mode stays on (Spark 4's default); the rules use `try_cast`, so a bad value
     becomes a quarantined row, never a failed job.
 
-    A local session's JVM (driver and executors in one, started here) runs the JIT's first
-    tier only (`LOCAL_JAVA_OPTIONS`): an ingest is a few short jobs in a fresh JVM, and
-    HotSpot's optimising compiler spent more CPU compiling them than its faster code saved,
-    about a third of the JVM's CPU at x10 (BENCHMARKS.md, "Spark ingest, second pass").
-    It applies only when this call starts the JVM.
+    A local session's JVM (driver and executors in one, started here) gets
+    `local_java_options` (default: the `spark_local_java_options` setting, HotSpot's first
+    JIT tier only): an ingest is a few short jobs in a fresh JVM, and the optimising
+    compiler spent more CPU compiling them than its faster code saved, about a third of
+    the JVM's CPU at x10 (BENCHMARKS.md §30). It applies only when this call starts the
+    JVM; a cluster's executors keep their own options.
     """
     # local mode talks to itself: stay on loopback instead of the host's first interface
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if local_java_options is None:
+        local_java_options = get_settings().spark_local_java_options
     builder = SparkSession.builder
-    if master.startswith("local"):
-        builder = builder.config("spark.driver.extraJavaOptions", LOCAL_JAVA_OPTIONS)
+    if master.startswith("local") and local_java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", local_java_options)
     with _SESSION_LOCK:
         return (
             builder.master(master)

@@ -292,3 +292,16 @@ def test_spark_cleaned_partitions_are_validated_natively_and_gx_agrees(tmp_lake,
         assert report.gx_results and all(r["success"] for r in report.gx_results)
         again = validate_table(ctx, table, DAYS)
         assert again.success and again.rechecked == []
+
+
+def test_a_local_session_runs_the_jvm_options_of_the_setting(spark):
+    """`NIGHTSHIFT_SPARK_LOCAL_JAVA_OPTIONS` reaches the JVM the session started: the
+    default keeps HotSpot at its first JIT tier (a night's short jobs, BENCHMARKS §30)."""
+    from tasks.core.settings import get_settings
+
+    jvm = spark.sparkContext._jvm
+    arguments = list(
+        jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    )
+    assert get_settings().spark_local_java_options == "-XX:TieredStopAtLevel=1"
+    assert "-XX:TieredStopAtLevel=1" in arguments, arguments
