@@ -30,6 +30,15 @@ class CompressionConfig(BaseModel):
     distill_epochs: int = Field(
         default=4, ge=0, le=50, description="Student training epochs (0 = no distilled variant)."
     )
+    # A fine-tune night's student starts from the champion's (same shape: the teacher is
+    # the champion's network fine-tuned), so it needs far fewer epochs (BENCHMARKS.md).
+    distill_fine_tune_epochs: int = Field(
+        default=1,
+        ge=0,
+        le=50,
+        description="Student epochs on a fine-tune night, from the champion's student "
+        "(0 = train it from scratch for distill_epochs).",
+    )
     distill_hidden: list[int] = Field(
         default=[64, 32], min_length=1, max_length=4, description="Student's hidden widths."
     )
