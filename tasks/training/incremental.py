@@ -216,7 +216,7 @@ def _plan(
     # ... then its files, each checked: any refusal is a full retrain with the reason
     try:
         staged = _stage_champion(ctx, features, version_id, version.run_id, params, tags)
-    except (MlflowException, TamperedArtifactError, OSError) as error:
+    except (MlflowException, TamperedArtifactError, OSError, KeyError) as error:
         staged = f"its files could not be loaded ({type(error).__name__}: {error})"
     if isinstance(staged, str):
         refused = decide_mode(replace(facts, mismatch=staged), ctx.as_of, every_days)
@@ -246,6 +246,19 @@ def _plan(
         init_student=student,
         student_note=note,
     )
+
+
+def _served_artifact(model_dir: str, name: str) -> Path:
+    """A downloaded served model's file by its pyfunc artifact name, as its MLmodel says.
+
+    Each file keeps the name it had when logged: a release that was itself fine-tuned ships
+    the `champion_preprocessor.json` its plan staged, not `preprocessor.json`, so a fixed
+    name would refuse every second fine-tune night in a row.
+    """
+    from mlflow.models import Model
+
+    artifacts = Model.load(model_dir).flavors["python_function"]["artifacts"]
+    return Path(model_dir, artifacts[name]["path"])
 
 
 def _stage_champion_student(ctx: RunContext, run_id: str, tags: dict) -> tuple[str, str] | str:
@@ -309,7 +322,7 @@ def _stage_champion(
         weights, net_config = Path(fp32_dir, "weights.pt"), Path(fp32_dir, "net_config.json")
         if sha256_file(str(weights)) != tags[WEIGHTS_DIGEST_TAG]:
             return f"its fp32 weights differ from the {WEIGHTS_DIGEST_TAG} recorded at release"
-        preprocessor_file = Path(model_dir, "artifacts", "preprocessor.json")
+        preprocessor_file = _served_artifact(model_dir, "preprocessor")
         preprocessor = load_preprocessor(str(preprocessor_file))
         declared = preprocessor_for(ctx.spec)
         if (preprocessor.categorical, preprocessor.numeric) != (
