@@ -293,7 +293,8 @@ def distill_student(
 
     `initial_state` (a fine-tune night: the champion's student, whose teacher was the
     network tonight's teacher was fine-tuned from) replaces the random initialisation, so
-    a few epochs follow the teacher's small move instead of learning it all again.
+    a few epochs can follow the teacher's move instead of learning it all again (when the
+    move is small: on flights it was not, `CompressionConfig.distill_fine_tune_epochs`).
     """
     seed_everything(seed)
     student = TabularNet(student_config(teacher.config, hidden))
