@@ -46,6 +46,7 @@ compress_network_task, gate_challenger_task, promote_challenger_task, register_c
 publish_failure, publish_summary = deferred(
     "tasks.reporting.prefect_tasks", "publish_failure", "publish_summary"
 )
+(warm_up_ranks,) = deferred("tasks.training.ddp", "warm_up_ranks")
 plan_training_task, train_network_task, tune_hyperparameters_task = deferred(
     "tasks.training.prefect_tasks",
     "plan_training_task",
@@ -87,6 +88,8 @@ def nightly_retrain(
         # Ingest: landing → clean/ + quarantine/ on the Dask cluster or on Spark
         ingested = ingest_landed_days(ctx, params.first_day, params.engine)
         ctx = prepared(preparing)
+        # The Dask workers idle until training: they import torch for its ranks meanwhile
+        warm_up_ranks(ctx)
 
         # Validate: every table's data contract, with Great Expectations; a breach stops here
         reports = [validate_contract(ctx, table, ingested) for table in ctx.spec.tables]

@@ -56,9 +56,10 @@ from tasks.release.pyfunc import (
     sha256_file,
     tree_proba,
 )
-from tasks.training.loop import TrainResult, load_network, seed_everything
+from tasks.training.loop import TrainResult, load_network, load_weights, seed_everything
 from tasks.training.model import (
     MemberLinear,
+    NetConfig,
     TabularNet,
     member_loss,
     predict_proba,
@@ -280,6 +281,7 @@ def distill_student(
     seed: int,
     learning_rate: float = 2e-3,
     batch_size: int = 1024,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> TabularNet:
     """A one-member student trained on the teacher's soft labels (its members' mean).
 
@@ -288,9 +290,16 @@ def distill_student(
     match it. Same embeddings layout as the teacher (periodic numerics included, trained
     afresh), so the same preprocessor feeds both.
     No dropout: the targets are already smooth, and the student is small.
+
+    `initial_state` (a fine-tune night: the champion's student, whose teacher was the
+    network tonight's teacher was fine-tuned from) replaces the random initialisation, so
+    a few epochs can follow the teacher's move instead of learning it all again (when the
+    move is small: on flights it was not, `CompressionConfig.distill_fine_tune_epochs`).
     """
     seed_everything(seed)
-    student = TabularNet(replace(teacher.config, hidden=list(hidden), dropout=0.0, members=1))
+    student = TabularNet(student_config(teacher.config, hidden))
+    if initial_state is not None:
+        student.load_state_dict(initial_state)  # strict: a shape mismatch names the tensor
     soft = torch.from_numpy(predict_proba(teacher, codes, numeric).astype(np.float32))
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=1e-4)
     steps_per_epoch = -(-len(soft) // batch_size)
@@ -299,6 +308,29 @@ def distill_student(
     )
     _fit_epochs(student, optimizer, codes, numeric, soft, epochs, seed, batch_size, schedule.step)
     return student
+
+
+def student_config(teacher: NetConfig, hidden: list[int]) -> NetConfig:
+    """The distilled student's shape: the teacher's inputs, `hidden` widths, one member."""
+    return replace(teacher, hidden=list(hidden), dropout=0.0, members=1)
+
+
+def warm_student_state(
+    teacher: NetConfig, hidden: list[int], weights_path: str, config_path: str
+) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The champion's student weights when their shape is tonight's student's, and why not.
+
+    Returns (state, note): state None means the student is trained from scratch, and the
+    note says why (the run's log and the compression result carry it).
+    """
+    champion = NetConfig(**json.loads(Path(config_path).read_text()))
+    wanted = student_config(teacher, hidden)
+    if champion != wanted:
+        return None, (
+            f"the champion's student is {champion.hidden} over {champion.cardinalities} codes, "
+            f"tonight's is {wanted.hidden} over {wanted.cardinalities}: trained from scratch"
+        )
+    return load_weights(weights_path), "warm-started from the champion's student"
 
 
 def low_rank_ranks(net: TabularNet, fraction: float) -> list[int]:
@@ -409,6 +441,13 @@ class Compression:
     tree_size_bytes: int | None = None
     # which variants were tried: all of them, or fp32 + the champion's on a fine-tune night
     search: str = "all variants"
+    # the distilled student's torch weights and shape (None: no student tonight), how it
+    # started ("from scratch", or warm from the champion's student: the note says) and
+    # how many epochs it trained; registered so the next fine-tune night can start there
+    student_weights_path: str | None = None
+    student_net_config_path: str | None = None
+    student_start: str | None = None
+    student_epochs: int | None = None
 
     @property
     def chosen_variant(self) -> Variant:
@@ -498,6 +537,7 @@ def compress_network(
     log: logging.Logger | logging.LoggerAdapter = logger,
     blend: BlendChoice | None = None,
     only: str | None = None,
+    warm_student: tuple[str, str] | None = None,
 ) -> Compression:
     """Build, measure and choose among the variants; write their ONNX files to `out_dir`.
 
@@ -509,7 +549,9 @@ def compress_network(
     `only` (a fine-tune night: the champion's served variant) builds just that variant
     and fp32, the fallback that is always within budget: the architecture is the
     champion's, so the search's answer is known; the budget still decides on tonight's
-    numbers.
+    numbers. `warm_student` (the champion's student: weights and net-config paths) starts
+    the distilled student from its weights for `distill_fine_tune_epochs` when its shape
+    is tonight's student's; the budget judges it like any other variant.
     """
 
     def wanted(name: str) -> bool:
@@ -564,23 +606,45 @@ def compress_network(
         paths["pruned-int8"] = quantize_int8(pruned_fp32, f"{out_dir}/pruned-int8.onnx")
         os.remove(pruned_fp32)
 
+    student_files: dict = {}
     if distill:
         started = time.perf_counter()
+        initial, student_start = None, "from scratch"
+        if warm_student is not None and config.distill_fine_tune_epochs > 0:
+            initial, student_start = warm_student_state(
+                net.config, config.distill_hidden, *warm_student
+            )
+        epochs = config.distill_fine_tune_epochs if initial is not None else config.distill_epochs
         student = distill_student(
             net,
             t_codes,
             t_numeric,
             config.distill_hidden,
-            config.distill_epochs,
+            epochs,
             seed,
             config.distill_learning_rate,
+            initial_state=initial,
         )
         log.info(
-            "compress: distilled a %s student (%d weights; the teacher has %d) in %.1f s",
+            "compress: distilled a %s student (%d weights; the teacher has %d), %d epoch(s) "
+            "%s, in %.1f s",
             "x".join(map(str, config.distill_hidden)),
             sum(p.numel() for p in student.parameters()),
             sum(p.numel() for p in net.parameters()),
+            epochs,
+            student_start,
             time.perf_counter() - started,
+        )
+        # kept (and registered) so the next fine-tune night can start its student here
+        student_files = {
+            "student_weights_path": f"{out_dir}/student_weights.pt",
+            "student_net_config_path": f"{out_dir}/student_net_config.json",
+            "student_start": student_start,
+            "student_epochs": epochs,
+        }
+        torch.save(student.state_dict(), student_files["student_weights_path"])
+        Path(student_files["student_net_config_path"]).write_text(
+            json.dumps(student.config.to_dict())
         )
         student_fp32 = export_onnx(ExportNet(student), one, f"{out_dir}/distilled-fp32.onnx")
         if wanted("distilled-fp32"):
@@ -655,6 +719,7 @@ def compress_network(
         predictions_path=predictions_path,
         table_path=f"{out_dir}/compression.json",
         **served,
+        **student_files,
         search="all variants" if only is None else f"fp32 + {only} (the champion's variant)",
     )
     Path(compression.table_path).write_text(
@@ -682,12 +747,14 @@ def compress(
     log: logging.Logger | logging.LoggerAdapter = logger,
     blend: BlendChoice | None = None,
     only: str | None = None,
+    warm_student: tuple[str, str] | None = None,
 ) -> Compression:
     """The compress stage: build the variants, measure them, keep the smallest within budget.
 
     `blend` is the evaluation's choice (`Evaluation.blend_choice`): when it is the
     candidate, the kept network variant is served blended with the tree. `only` limits
-    the search to fp32 and that variant (a fine-tune night: the champion's).
+    the search to fp32 and that variant (a fine-tune night: the champion's), and
+    `warm_student` starts a distilled student from the champion's (`compress_network`).
     """
     if only:
         log.info("compress: fine-tune night, trying only fp32 and the champion's %s", only)
@@ -701,6 +768,7 @@ def compress(
         log,
         blend,
         only,
+        warm_student,
     )
     chosen = compression.chosen_variant
     log.info(

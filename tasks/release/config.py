@@ -30,6 +30,18 @@ class CompressionConfig(BaseModel):
     distill_epochs: int = Field(
         default=4, ge=0, le=50, description="Student training epochs (0 = no distilled variant)."
     )
+    # A fine-tune night's student may start from the champion's (same shape: the teacher
+    # is the champion's network fine-tuned) and train fewer epochs. Off by default: on the
+    # year's flights a warm student after 2 epochs stayed within the AUC budget but served
+    # 0.7196 against 0.7200-0.7210 from scratch (3 seeds; BENCHMARKS.md, the one-new-day
+    # night, second pass): one fine-tune epoch moves the teacher more than a warm start saves.
+    distill_fine_tune_epochs: int = Field(
+        default=0,
+        ge=0,
+        le=50,
+        description="Student epochs on a fine-tune night, from the champion's student "
+        "(0 = train it from scratch for distill_epochs).",
+    )
     distill_hidden: list[int] = Field(
         default=[64, 32], min_length=1, max_length=4, description="Student's hidden widths."
     )

@@ -40,8 +40,10 @@ def compress_network_task(
     fine-tune night only fp32 and the champion's variant are built (same architecture).
     """
     blend = evaluation.blend_choice if evaluation is not None else None
-    only = plan.compression_variant if plan is not None and plan.fine_tune else None
-    return compress(ctx, features, trained, config, get_run_logger(), blend, only)
+    fine_tune = plan is not None and plan.fine_tune
+    only = plan.compression_variant if fine_tune else None
+    warm_student = plan.init_student if fine_tune else None
+    return compress(ctx, features, trained, config, get_run_logger(), blend, only, warm_student)
 
 
 @task(name="register-challenger", timeout_seconds=task_timeout("register-challenger"))

@@ -65,7 +65,12 @@ from tasks.release.registry import (
     promote_version,
     undo_release_on_failure,
 )
-from tasks.training.incremental import WEIGHTS_DIGEST_TAG, TrainingPlan, full_plan
+from tasks.training.incremental import (
+    STUDENT_DIGEST_TAG,
+    WEIGHTS_DIGEST_TAG,
+    TrainingPlan,
+    full_plan,
+)
 from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult
 
@@ -516,6 +521,11 @@ def register_challenger(
         **drift_tags(drift),
         **training,
         WEIGHTS_DIGEST_TAG: sha256_file(trained.weights_path),
+        **(
+            {STUDENT_DIGEST_TAG: sha256_file(compression.student_weights_path)}
+            if compression.student_weights_path
+            else {}
+        ),
     }
     tags = run_tags(ctx, tags, tuned)
     card = model_card(ctx, tags, features, tuned, evaluation, compression)
@@ -540,6 +550,10 @@ def register_challenger(
         _log_tables(evaluation, compression)
         mlflow.log_artifact(trained.weights_path, artifact_path="fp32")
         mlflow.log_artifact(trained.net_config_path, artifact_path="fp32")
+        if compression.student_weights_path and compression.student_net_config_path:
+            # the next fine-tune night's compression starts its student from these
+            mlflow.log_artifact(compression.student_weights_path, artifact_path="student")
+            mlflow.log_artifact(compression.student_net_config_path, artifact_path="student")
         version, model_id = _log_served_model(ctx, scratch, features, trained, compression, example)
         mark_release(ctx, version, "pending", run_id)
         # the holdout AUCs, linked to the logged model and the holdout: "Datasets used"

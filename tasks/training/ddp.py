@@ -15,6 +15,7 @@ would hold one of the worker slots the ranks need and the job would deadlock.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import socket
@@ -399,6 +400,41 @@ def _surviving_workers(client: distributed.Client, limits: DdpLimits) -> list[st
     if not workers:
         raise RanksLost("ddp: no Dask worker left to train on")
     return workers
+
+
+# What a rank imports the first time it runs in a worker process: this module (torch, the
+# loop, the model) when its task is unpickled, then torch._dynamo, which
+# DistributedDataParallel's constructor reads (BENCHMARKS.md: seconds on a small machine).
+RANK_MODULES = ("tasks.training.ddp", "torch._dynamo")
+
+
+def import_rank_modules() -> None:
+    """Import `RANK_MODULES` in this worker (its own module already is, by unpickling)."""
+    for module in RANK_MODULES:
+        importlib.import_module(module)
+
+
+def warm_up_ranks(ctx: RunContext) -> None:
+    """Start importing what a DDP rank needs in every worker that can hold one, now.
+
+    Between the ingest and the training the Dask workers sit idle (validation, features,
+    drift and the plan run in the flow process), while a fine-tune night has no search to
+    import torch there first: without this the train stage's ranks pay for the imports,
+    one worker after another on a small machine. Fire and forget: nothing waits for it, a
+    rank that starts before its worker finished waits on Python's import lock (never
+    imports twice), and an import error surfaces where it always did, in the rank.
+    """
+    if not ctx.dask_address:  # a stage run alone starts its cluster when it needs one
+        return
+    with stage_client(ctx.dask_address, get_settings()) as client:
+        distributed.fire_and_forget(
+            [
+                client.submit(
+                    import_rank_modules, workers=[worker], allow_other_workers=False, pure=False
+                )
+                for worker in _rank_workers(client)
+            ]
+        )
 
 
 def train(

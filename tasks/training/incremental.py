@@ -42,6 +42,7 @@ MODE_KEY = "training_mode"
 PARENT_KEY = "parent_version"
 LAST_FULL_KEY = "last_full_retrain_as_of"
 WEIGHTS_DIGEST_TAG = "fp32_weights_sha256"
+STUDENT_DIGEST_TAG = "student_weights_sha256"
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,10 @@ class TrainingPlan:
     On a fine-tune night `features` is tonight's split with the champion's fitted
     preprocessor (so the embedding tables keep their shape), `config` the champion's
     hyperparameters, `init_weights_path` its fp32 weights copied into tonight's run
-    folder, and `compression_variant` the variant it was served as.
+    folder, and `compression_variant` the variant it was served as. When that variant is
+    a distilled student, `init_student` holds the champion's student (weights and shape
+    paths, checked against the registry's digest) for compression to start from, and
+    `student_note` says why not when it does not.
     """
 
     mode: str
@@ -115,6 +119,8 @@ class TrainingPlan:
     init_weights_path: str | None = None
     fine_tune_epochs: int = 0
     compression_variant: str | None = None
+    init_student: tuple[str, str] | None = None
+    student_note: str | None = None
 
     @property
     def fine_tune(self) -> bool:
@@ -174,6 +180,8 @@ def plan_training(
     """
     plan = _plan(ctx, features, every_days, fine_tune_epochs)
     log.info("plan: %s (%s)", plan.mode, plan.reason)
+    if plan.student_note:
+        log.info("plan: distilled student: %s", plan.student_note)
     return write_result(ctx, "plan", plan)
 
 
@@ -208,12 +216,23 @@ def _plan(
     # ... then its files, each checked: any refusal is a full retrain with the reason
     try:
         staged = _stage_champion(ctx, features, version_id, version.run_id, params, tags)
-    except (MlflowException, TamperedArtifactError, OSError) as error:
+    except (MlflowException, TamperedArtifactError, OSError, KeyError) as error:
         staged = f"its files could not be loaded ({type(error).__name__}: {error})"
     if isinstance(staged, str):
         refused = decide_mode(replace(facts, mismatch=staged), ctx.as_of, every_days)
         return full_plan(features, refused.reason, ctx.as_of)
     config, preprocessor_path, weights_path = staged
+    variant = tags.get("compression_variant")
+    student, note = None, None
+    if variant and variant.startswith("distilled"):
+        try:
+            student = _stage_champion_student(ctx, version.run_id, tags)
+        except (MlflowException, OSError) as error:
+            student = f"its files could not be loaded ({type(error).__name__}: {error})"
+        if isinstance(student, str):  # a cold student costs seconds, never the fine-tune
+            student, note = None, f"trained from scratch: {student}"
+        else:
+            note = f"starts from champion v{version_id}'s student"
     return TrainingPlan(
         mode=FINE_TUNE,
         reason=decision.reason,
@@ -223,8 +242,49 @@ def _plan(
         config=config,
         init_weights_path=weights_path,
         fine_tune_epochs=fine_tune_epochs,
-        compression_variant=tags.get("compression_variant"),
+        compression_variant=variant,
+        init_student=student,
+        student_note=note,
     )
+
+
+def _served_artifact(model_dir: str, name: str) -> Path:
+    """A downloaded served model's file by its pyfunc artifact name, as its MLmodel says.
+
+    Each file keeps the name it had when logged: a release that was itself fine-tuned ships
+    the `champion_preprocessor.json` its plan staged, not `preprocessor.json`, so a fixed
+    name would refuse every second fine-tune night in a row.
+    """
+    from mlflow.models import Model
+
+    artifacts = Model.load(model_dir).flavors["python_function"]["artifacts"]
+    return Path(model_dir, artifacts[name]["path"])
+
+
+def _stage_champion_student(ctx: RunContext, run_id: str, tags: dict) -> tuple[str, str] | str:
+    """Copy the champion's distilled student (weights, shape) into tonight's run folder.
+
+    Returns (weights path, net-config path), or why not: no student recorded (released
+    before students were kept), or weights that differ from the digest recorded at release.
+    """
+    import mlflow.artifacts
+
+    if STUDENT_DIGEST_TAG not in tags:
+        return f"no {STUDENT_DIGEST_TAG} tag on the version (released before students were kept)"
+    lake, out_dir = ctx.lake, ctx.run_dir("plan")
+    with tempfile.TemporaryDirectory(prefix="nightshift-student-") as scratch:
+        student_dir = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="student", dst_path=scratch, tracking_uri=ctx.tracking_uri
+        )
+        weights = Path(student_dir, "student_weights.pt")
+        net_config = Path(student_dir, "student_net_config.json")
+        if sha256_file(str(weights)) != tags[STUDENT_DIGEST_TAG]:
+            return f"its student weights differ from the {STUDENT_DIGEST_TAG} recorded at release"
+        weights_path = f"{out_dir}/champion_student_weights.pt"
+        config_path = f"{out_dir}/champion_student_net_config.json"
+        lake.write_bytes_atomic(weights_path, weights.read_bytes())
+        lake.write_bytes_atomic(config_path, net_config.read_bytes())
+    return weights_path, config_path
 
 
 def _stage_champion(
@@ -262,7 +322,7 @@ def _stage_champion(
         weights, net_config = Path(fp32_dir, "weights.pt"), Path(fp32_dir, "net_config.json")
         if sha256_file(str(weights)) != tags[WEIGHTS_DIGEST_TAG]:
             return f"its fp32 weights differ from the {WEIGHTS_DIGEST_TAG} recorded at release"
-        preprocessor_file = Path(model_dir, "artifacts", "preprocessor.json")
+        preprocessor_file = _served_artifact(model_dir, "preprocessor")
         preprocessor = load_preprocessor(str(preprocessor_file))
         declared = preprocessor_for(ctx.spec)
         if (preprocessor.categorical, preprocessor.numeric) != (

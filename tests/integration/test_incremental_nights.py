@@ -1,7 +1,8 @@
-"""Integration: two consecutive real nights (Prefect test server, Dask LocalCluster, GX,
+"""Integration: three consecutive real nights (Prefect test server, Dask LocalCluster, GX,
 MLflow SQLite, DDP): the first retrains in full, the second, one new day later, fine-tunes
 the first's network from its weights, skips the search, tries only the champion's
-compression variant, and is still judged by the gate against the champion on its holdout.
+compression variant, and is still judged by the gate against the champion on its holdout;
+the third fine-tunes the second, a fine-tuned champion.
 """
 
 from datetime import date
@@ -22,6 +23,7 @@ def test_a_night_with_one_new_day_fine_tunes_the_champion_and_is_gated(
     from tasks.datasets import get_dataset
     from tasks.landing.simulator import land_days
     from tasks.release.config import ReleaseConfig
+    from tasks.release.registry import promote_version
     from tasks.training.config import TrainConfig, TuneConfig
     from tasks.training.loop import load_weights
 
@@ -88,6 +90,18 @@ def test_a_night_with_one_new_day_fine_tunes_the_champion_and_is_gated(
         tried = [v["name"] for v in lake.read_json(f"{night}/compress/result.json")["variants"]]
         assert sorted(tried) == sorted({"fp32", chosen})
         assert tuned.compression_search.endswith("(the champion's variant)")
+
+        # A third night on a champion that was itself fine-tuned (its served model ships the
+        # preprocessor under the name its plan staged): it is fine-tuned again. Promoted by
+        # hand when the gate kept it, as `nightshift promote` would.
+        if tuned.alias != "champion":
+            promote_version(client, model_name, tuned.version, "test: a fine-tuned champion")
+        land_days(lake, flights, date(2013, 3, 9), date(2013, 3, 9))
+        third = nightly_retrain(as_of=date(2013, 3, 9), params=params, return_state=True)
+        assert third.is_completed(), third.message
+        again = third.result()
+        assert again.training_mode == "fine-tune", again.training_reason
+        assert f"champion v{tuned.version}" in again.training_reason
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

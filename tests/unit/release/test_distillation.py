@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import torch
 
-from tasks.release.compress import ExportNet, distill_student
+from tasks.release.compress import ExportNet, distill_student, warm_student_state
 from tasks.training.model import NetConfig, TabularNet, predict_proba
 
 
@@ -55,3 +58,50 @@ def test_distillation_is_reproducible_and_the_export_graph_matches_it():
     with torch.no_grad():
         exported = ExportNet(first)(torch.from_numpy(codes), torch.from_numpy(numeric)).numpy()
     np.testing.assert_allclose(exported, predict_proba(first, codes, numeric), atol=1e-6)
+
+
+def _nudged(teacher: TabularNet, scale: float = 0.05, seed: int = 3) -> TabularNet:
+    """The teacher after a small move, as a one-epoch fine-tune moves the champion."""
+    generator = torch.Generator().manual_seed(seed)
+    moved = TabularNet(teacher.config)
+    moved.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        for param in moved.parameters():
+            param.add_(scale * param.std() * torch.randn(param.shape, generator=generator))
+    moved.eval()
+    return moved
+
+
+def test_a_warm_student_follows_a_moved_teacher_in_one_epoch_better_than_a_cold_one():
+    teacher, codes, numeric = _teacher(seed=4)
+    champion_student = distill_student(
+        teacher, codes, numeric, hidden=[16], epochs=10, seed=1, batch_size=128
+    )
+    tonight = _nudged(teacher)
+    target = predict_proba(tonight, codes, numeric)
+    warm = distill_student(
+        tonight, codes, numeric, hidden=[16], epochs=1, seed=1, batch_size=128,
+        initial_state=champion_student.state_dict(),
+    )  # fmt: skip
+    cold = distill_student(tonight, codes, numeric, hidden=[16], epochs=1, seed=1, batch_size=128)
+
+    warm_error = np.abs(predict_proba(warm, codes, numeric) - target).mean()
+    cold_error = np.abs(predict_proba(cold, codes, numeric) - target).mean()
+    assert warm_error < 0.7 * cold_error, (warm_error, cold_error)
+
+
+def test_the_champions_student_is_used_only_when_its_shape_is_tonights(tmp_path):
+    teacher, codes, numeric = _teacher(seed=6)
+    student = distill_student(teacher, codes, numeric, hidden=[8], epochs=1, seed=0)
+    weights, config = tmp_path / "student_weights.pt", tmp_path / "student_net_config.json"
+    torch.save(student.state_dict(), weights)
+    config.write_text(json.dumps(student.config.to_dict()))
+
+    state, note = warm_student_state(teacher.config, [8], str(weights), str(config))
+    assert state is not None and "warm-started" in note
+    assert all(torch.equal(state[k], v) for k, v in student.state_dict().items())
+
+    wider = dataclasses.replace(teacher.config, cardinalities=[7, 3])  # a refitted vocabulary
+    for teacher_config, hidden in ((teacher.config, [16]), (wider, [8])):
+        state, note = warm_student_state(teacher_config, hidden, str(weights), str(config))
+        assert state is None and "from scratch" in note, note

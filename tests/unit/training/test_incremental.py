@@ -213,3 +213,46 @@ def test_the_plan_reads_the_champion_from_the_registry(
     assert reason in plan.reason
     assert plan.last_full_retrain_as_of == "2013-12-31"
     assert plan.features.preprocessor_path == "unused"  # tonight's own preprocessing
+
+
+def test_the_champions_student_is_staged_only_with_the_digest_it_was_released_with(tmp_path):
+    """Real MLflow artifacts: the student logged at release is copied into tonight's plan
+    folder when its digest matches the version's tag; a changed file or a release without
+    the tag is refused with the reason (the student then trains from scratch)."""
+    from mlflow.tracking import MlflowClient
+
+    from tasks.core.context import RunContext
+    from tasks.release.pyfunc import sha256_file
+    from tasks.training.incremental import STUDENT_DIGEST_TAG, _stage_champion_student
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("t", artifact_location=(tmp_path / "a").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    files = tmp_path / "student"
+    files.mkdir()
+    (files / "student_weights.pt").write_bytes(b"weights of the champion's student")
+    (files / "student_net_config.json").write_text('{"hidden": [64, 32]}')
+    client.log_artifacts(run_id, str(files), artifact_path="student")
+    digest = sha256_file(str(files / "student_weights.pt"))
+    ctx = RunContext(
+        as_of=AS_OF,
+        dataset="flights",
+        lake_root=str(tmp_path / "lake"),
+        tracking_uri=uri,
+        experiment="t",
+        artifact_root=(tmp_path / "a").as_uri(),
+        model_name="m",
+        seed=42,
+    )
+
+    staged = _stage_champion_student(ctx, run_id, {STUDENT_DIGEST_TAG: digest})
+    assert isinstance(staged, tuple), staged
+    weights, config = staged
+    assert ctx.lake.fs.cat(weights) == b"weights of the champion's student"
+    assert ctx.lake.fs.cat(config) == b'{"hidden": [64, 32]}'
+
+    refused = _stage_champion_student(ctx, run_id, {STUDENT_DIGEST_TAG: "0" * 64})
+    assert isinstance(refused, str) and "differ from the" in refused
+    untagged = _stage_champion_student(ctx, run_id, {})
+    assert isinstance(untagged, str) and STUDENT_DIGEST_TAG in untagged
