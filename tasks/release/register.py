@@ -520,12 +520,7 @@ def register_challenger(
         **_compression_tags(compression),
         **drift_tags(drift),
         **training,
-        WEIGHTS_DIGEST_TAG: sha256_file(trained.weights_path),
-        **(
-            {STUDENT_DIGEST_TAG: sha256_file(compression.student_weights_path)}
-            if compression.student_weights_path
-            else {}
-        ),
+        **_weights_digest_tags(trained, compression),
     }
     tags = run_tags(ctx, tags, tuned)
     card = model_card(ctx, tags, features, tuned, evaluation, compression)
@@ -545,15 +540,7 @@ def register_challenger(
         mlflow.set_tags({**tags, MLFLOW_RUN_NOTE: card.run_markdown()})
         _nest_stage_runs(client, run_id, tuned, drift)
         datasets = _log_run_inputs(ctx, features, holdout)
-        for path in evaluation.plot_paths:
-            mlflow.log_artifact(path, artifact_path="evaluation/plots")
-        _log_tables(evaluation, compression)
-        mlflow.log_artifact(trained.weights_path, artifact_path="fp32")
-        mlflow.log_artifact(trained.net_config_path, artifact_path="fp32")
-        if compression.student_weights_path and compression.student_net_config_path:
-            # the next fine-tune night's compression starts its student from these
-            mlflow.log_artifact(compression.student_weights_path, artifact_path="student")
-            mlflow.log_artifact(compression.student_net_config_path, artifact_path="student")
+        _log_run_artifacts(trained, evaluation, compression)
         version, model_id = _log_served_model(ctx, scratch, features, trained, compression, example)
         mark_release(ctx, version, "pending", run_id)
         # the holdout AUCs, linked to the logged model and the holdout: "Datasets used"
@@ -579,6 +566,30 @@ def register_challenger(
         card=card,
     )
     return write_result(ctx, "register", challenger)
+
+
+def _weights_digest_tags(trained: TrainResult, compression: Compression) -> dict[str, str]:
+    """The sha256 of the fp32 weights and of the student's: a fine-tune night loads either
+    only when its digest matches the one registered here."""
+    tags = {WEIGHTS_DIGEST_TAG: sha256_file(trained.weights_path)}
+    if compression.student_weights_path:
+        tags[STUDENT_DIGEST_TAG] = sha256_file(compression.student_weights_path)
+    return tags
+
+
+def _log_run_artifacts(
+    trained: TrainResult, evaluation: Evaluation, compression: Compression
+) -> None:
+    """The run's plots and tables, the fp32 weights (the next fine-tune night starts from
+    them) and the distilled student's (its compression may start from those)."""
+    for path in evaluation.plot_paths:
+        mlflow.log_artifact(path, artifact_path="evaluation/plots")
+    _log_tables(evaluation, compression)
+    mlflow.log_artifact(trained.weights_path, artifact_path="fp32")
+    mlflow.log_artifact(trained.net_config_path, artifact_path="fp32")
+    if compression.student_weights_path and compression.student_net_config_path:
+        mlflow.log_artifact(compression.student_weights_path, artifact_path="student")
+        mlflow.log_artifact(compression.student_net_config_path, artifact_path="student")
 
 
 def _tag_version(client, name, version, tags, evaluation, compression, run_id) -> None:
