@@ -104,7 +104,7 @@ def nightly_retrain(
         evaluate_champion_task(ctx, ingested)
 
         # Plan: fine-tune the champion (weights, preprocessing, config) or retrain in full
-        plan = plan_training_task(ctx, features)
+        plan = plan_training_task(ctx, features, params.release.compression)
         features = plan.features  # a fine-tune keeps the champion's fitted preprocessing
 
         # Tune: Optuna trials on the Dask workers, each a nested MLflow run (not on fine-tunes)

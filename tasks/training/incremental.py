@@ -170,15 +170,20 @@ def plan_training(
     every_days: int,
     fine_tune_epochs: int,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    warm_student: bool = False,
 ) -> TrainingPlan:
     """The plan stage: look up the champion, decide the mode, stage what a fine-tune needs.
+
+    `warm_student` (compression starts a fine-tune night's student from the champion's,
+    `CompressionConfig.distill_fine_tune_epochs` > 0) also stages the champion's student;
+    otherwise it is not downloaded.
 
     Everything a fine-tune loads is checked first: the served model's files against the
     registry's digests (its preprocessor among them), the fp32 weights against the digest
     the release recorded, and the shapes against tonight's declared features. Any failed
     check is a full retrain with the reason in the log and the summary, never an error.
     """
-    plan = _plan(ctx, features, every_days, fine_tune_epochs)
+    plan = _plan(ctx, features, every_days, fine_tune_epochs, warm_student)
     log.info("plan: %s (%s)", plan.mode, plan.reason)
     if plan.student_note:
         log.info("plan: distilled student: %s", plan.student_note)
@@ -186,7 +191,11 @@ def plan_training(
 
 
 def _plan(
-    ctx: RunContext, features: FeatureSet, every_days: int, fine_tune_epochs: int
+    ctx: RunContext,
+    features: FeatureSet,
+    every_days: int,
+    fine_tune_epochs: int,
+    warm_student: bool = False,
 ) -> TrainingPlan:
     from mlflow.exceptions import MlflowException
 
@@ -224,7 +233,7 @@ def _plan(
     config, preprocessor_path, weights_path = staged
     variant = tags.get("compression_variant")
     student, note = None, None
-    if variant and variant.startswith("distilled"):
+    if warm_student and variant and variant.startswith("distilled"):
         try:
             student = _stage_champion_student(ctx, version.run_id, tags)
         except (MlflowException, OSError) as error:
@@ -261,29 +270,46 @@ def _served_artifact(model_dir: str, name: str) -> Path:
     return Path(model_dir, artifacts[name]["path"])
 
 
+def _checked_weights(
+    ctx: RunContext, run_id: str, artifact_path: str, weights: str, scratch: str, digest: str
+) -> Path | str:
+    """Download a release's `artifact_path` folder into `scratch`; the folder, or why not:
+    its `weights` file differs from the digest the release recorded."""
+    import mlflow.artifacts
+
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=scratch,
+            tracking_uri=ctx.tracking_uri,
+        )
+    )
+    if sha256_file(str(folder / weights)) != digest:
+        return "differ from the digest recorded at release"
+    return folder
+
+
 def _stage_champion_student(ctx: RunContext, run_id: str, tags: dict) -> tuple[str, str] | str:
     """Copy the champion's distilled student (weights, shape) into tonight's run folder.
 
     Returns (weights path, net-config path), or why not: no student recorded (released
     before students were kept), or weights that differ from the digest recorded at release.
     """
-    import mlflow.artifacts
 
     if STUDENT_DIGEST_TAG not in tags:
         return f"no {STUDENT_DIGEST_TAG} tag on the version (released before students were kept)"
     lake, out_dir = ctx.lake, ctx.run_dir("plan")
     with tempfile.TemporaryDirectory(prefix="nightshift-student-") as scratch:
-        student_dir = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="student", dst_path=scratch, tracking_uri=ctx.tracking_uri
+        files = _checked_weights(
+            ctx, run_id, "student", "student_weights.pt", scratch, tags[STUDENT_DIGEST_TAG]
         )
-        weights = Path(student_dir, "student_weights.pt")
-        net_config = Path(student_dir, "student_net_config.json")
-        if sha256_file(str(weights)) != tags[STUDENT_DIGEST_TAG]:
-            return f"its student weights differ from the {STUDENT_DIGEST_TAG} recorded at release"
+        if isinstance(files, str):
+            return f"its student weights {files} ({STUDENT_DIGEST_TAG})"
         weights_path = f"{out_dir}/champion_student_weights.pt"
         config_path = f"{out_dir}/champion_student_net_config.json"
-        lake.write_bytes_atomic(weights_path, weights.read_bytes())
-        lake.write_bytes_atomic(config_path, net_config.read_bytes())
+        lake.write_bytes_atomic(weights_path, (files / "student_weights.pt").read_bytes())
+        lake.write_bytes_atomic(config_path, (files / "student_net_config.json").read_bytes())
     return weights_path, config_path
 
 
@@ -294,7 +320,6 @@ def _stage_champion(
 
     Returns (config, preprocessor path, weights path), or why it cannot be fine-tuned.
     """
-    import mlflow.artifacts
 
     from tasks.release.integrity import download_verified
     from tasks.training.loop import net_config_from_parts
@@ -313,15 +338,12 @@ def _stage_champion(
     lake, out_dir = ctx.lake, ctx.run_dir("plan")
     with tempfile.TemporaryDirectory(prefix="nightshift-champion-") as scratch:
         model_dir = download_verified(ctx.tracking_uri, ctx.model_name, version, f"{scratch}/m")
-        fp32_dir = mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path="fp32",
-            dst_path=f"{scratch}/w",
-            tracking_uri=ctx.tracking_uri,
+        fp32_dir = _checked_weights(
+            ctx, run_id, "fp32", "weights.pt", f"{scratch}/w", tags[WEIGHTS_DIGEST_TAG]
         )
-        weights, net_config = Path(fp32_dir, "weights.pt"), Path(fp32_dir, "net_config.json")
-        if sha256_file(str(weights)) != tags[WEIGHTS_DIGEST_TAG]:
-            return f"its fp32 weights differ from the {WEIGHTS_DIGEST_TAG} recorded at release"
+        if isinstance(fp32_dir, str):
+            return f"its fp32 weights {fp32_dir} ({WEIGHTS_DIGEST_TAG})"
+        weights, net_config = fp32_dir / "weights.pt", fp32_dir / "net_config.json"
         preprocessor_file = _served_artifact(model_dir, "preprocessor")
         preprocessor = load_preprocessor(str(preprocessor_file))
         declared = preprocessor_for(ctx.spec)

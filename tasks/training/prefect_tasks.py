@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from tasks.core.context import RunContext
 from tasks.core.settings import get_settings, task_timeout
 from tasks.features.build import FeatureSet
+from tasks.release.config import CompressionConfig
 from tasks.training.config import TrainConfig, TuneConfig
 from tasks.training.ddp import train
 from tasks.training.incremental import TrainingPlan, plan_training
@@ -20,8 +21,11 @@ from tasks.training.tune import TuneResult, tune
 
 
 @task(name="plan-training", timeout_seconds=task_timeout("plan-training"))
-def plan_training_task(ctx: RunContext, features: FeatureSet) -> TrainingPlan:
-    """Fine-tune the @champion or retrain in full (NIGHTSHIFT_FULL_RETRAIN_EVERY_DAYS)."""
+def plan_training_task(
+    ctx: RunContext, features: FeatureSet, compression: CompressionConfig | None = None
+) -> TrainingPlan:
+    """Fine-tune the @champion or retrain in full (NIGHTSHIFT_FULL_RETRAIN_EVERY_DAYS); the
+    champion's student is staged only when `compression` starts tonight's from it."""
     settings = get_settings()
     return plan_training(
         ctx,
@@ -29,6 +33,7 @@ def plan_training_task(ctx: RunContext, features: FeatureSet) -> TrainingPlan:
         settings.full_retrain_every_days,
         settings.fine_tune_epochs,
         get_run_logger(),
+        warm_student=compression is not None and compression.distill_fine_tune_epochs > 0,
     )
 
 
