@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 
 import distributed
+import numpy as np
 import pandas as pd
 
 from data_contracts import Contract, load_contract
@@ -28,7 +31,7 @@ from tasks.core.lake import Lake, parquet_bytes
 from tasks.core.settings import get_settings
 from tasks.datasets import get_dataset
 from tasks.datasets.spec import DatasetSpec, Join, Source
-from tasks.ingest.dialect import read_delivery_table
+from tasks.ingest.dialect import LINE_COLUMN, read_delivery_table
 from tasks.ingest.generation import LAYERS, DayRejected, publish_day, staged_file, staging
 from tasks.ingest.plan import (
     PartitionReport,
@@ -76,13 +79,18 @@ def _quarantine_frame(raw: pd.DataFrame, mask: pd.Series, reasons: pd.Series, so
     of an empty selection (a few ms per file, BENCHMARKS "Dask ingest's fixed cost").
     """
     if not mask.any():
-        empty = {c: pd.array([], dtype="string") for c in [*raw.columns, "_rules", "_source_file"]}
-        empty["_source_line"] = raw["_source_line"].iloc[:0]
-        return pd.DataFrame(empty)
+        return _empty_quarantine(raw)
     out = raw.loc[mask].copy()
     out["_rules"] = reasons.loc[mask].astype(str)
     out["_source_file"] = source
     return out.astype({c: "string" for c in out.columns if c != "_source_line"})
+
+
+def _empty_quarantine(raw: pd.DataFrame) -> pd.DataFrame:
+    """`_quarantine_frame` of a file with no quarantined row: the columns alone."""
+    empty = {c: pd.array([], dtype="string") for c in [*raw.columns, "_rules", "_source_file"]}
+    empty[LINE_COLUMN] = raw[LINE_COLUMN].iloc[:0]
+    return pd.DataFrame(empty)
 
 
 def _drop_exact_duplicates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -158,8 +166,14 @@ def join_tables(
     spec: DatasetSpec,
     daily: dict[str, pd.DataFrame],
     dimension: dict[str, pd.DataFrame],
+    by: str | None = None,
 ) -> pd.DataFrame:
-    """Left-join the day's side sources and the dimensions into the fact rows, as declared."""
+    """Left-join the day's side sources and the dimensions into the fact rows, as declared.
+
+    With `by` (a column of the fact and of each side source naming the row's day), the
+    frames hold several days and a side source's rows join only the fact rows of their
+    own day, as when each day is joined alone.
+    """
     for join in spec.joins:
         left_on = []
         for fact_column, divisor in ((c, join.floordiv.get(c)) for c in join.on):
@@ -171,9 +185,14 @@ def join_tables(
                 left_on.append(fact_column)
         right_on = list(join.on.values())
         if join.table in daily:
-            right = daily[join.table].drop(columns=["date"])
+            side = daily[join.table]
+            right = side.drop(columns=[c for c in ("date", by) if c in side.columns])
             kept = [c for c in right.columns if c not in right_on]
             right = right[[*right_on, *kept]].rename(columns=join.columns)
+            if by is not None:  # the same day's rows only
+                right[by] = side[by]
+                left_on.append(by)
+                right_on.append(by)
         else:
             right = dimension[join.table]
         # join keys named after the fact's own columns never clash with the fact's names
@@ -242,6 +261,188 @@ def _cleaned_frames(
     return outputs
 
 
+# A row's day within a frame of several days (its index in the frame's days): a key of the
+# per-day rules and joins, never published.
+BATCH_DAY = "_batch_day"
+
+
+@dataclass
+class _Delivered:
+    """One day's delivered files, read and their headers checked, waiting to be cleaned
+    with the other days of its frame."""
+
+    day: date
+    fingerprint: str
+    paths: dict[str, str]
+    raws: dict[str, pd.DataFrame]
+
+    def layout(self) -> list[list[str]]:
+        """Each file's columns: days are cleaned as one frame only when these agree."""
+        return [list(raw.columns) for raw in self.raws.values()]
+
+
+def _read_day(lake: Lake, spec: DatasetSpec, day: date, fingerprint: str) -> _Delivered:
+    """Read a day's files and check their headers, source by source as `_cleaned_frames`
+    does, so a bad file fails its day with the same error."""
+    paths: dict[str, str] = {}
+    raws: dict[str, pd.DataFrame] = {}
+    for source in spec.sources:
+        path = landing_file(lake, spec.name, day, source.name)
+        raw = read_raw_csv(lake, path)
+        require_columns(list(raw.columns), load_contract(source.name), source, path)
+        paths[source.name], raws[source.name] = path, raw
+    return _Delivered(day, fingerprint, paths, raws)
+
+
+def _off_days(raw: pd.DataFrame, source: Source, days: list[date], code: np.ndarray) -> pd.Series:
+    """`off_day` for rows of several days: row i is checked against `days[code[i]]`."""
+    on = np.array(days, dtype=object)[code]
+    if not source.date_parts:
+        return row_dates(raw, source) != pd.Series(on, index=raw.index)
+    year, month, dom = (floats(raw[p]) for p in source.date_parts)
+    numbers = np.array([(d.year, d.month, d.day) for d in days], dtype="float64")[code]
+    same = (year == numbers[:, 0]) & (month == numbers[:, 1]) & (dom == numbers[:, 2])
+    wrong = pd.Series(~same, raw.index)
+    if wrong.any():
+        mask = wrong.to_numpy()
+        rows = raw.loc[mask]
+        wrong[wrong] = (row_dates(rows, source) != pd.Series(on[mask], index=rows.index)).to_numpy()
+    return wrong
+
+
+def _bounds(code: np.ndarray, days: int) -> np.ndarray:
+    """Where each day's rows start and end in rows sorted by day."""
+    return np.searchsorted(code, np.arange(days + 1))
+
+
+def split_days(
+    raws: list[pd.DataFrame],
+    days: list[date],
+    paths: list[str],
+    contract: Contract,
+    source: Source,
+    allowed: dict,
+) -> tuple[pd.DataFrame, list[pd.DataFrame], list[SourceCounts]]:
+    """`_drop_exact_duplicates` and `split_rows` over one source's files of several days
+    (with the same columns) at once.
+
+    Why: a day's cleaning was dozens of pandas operations on a few thousand rows, so their
+    fixed cost was most of it (BENCHMARKS "Dask ingest's fixed cost"); here each runs once
+    for the frame. Every rule is per row or keyed by the row's day (exact duplicates, the
+    key, the row's date), so each day's rows, reasons and order are those of `split_rows`.
+    Returns the clean typed rows of every day in day order with `BATCH_DAY` (no `date`),
+    each day's quarantine frame and its counts.
+    """
+    count = len(days)
+    raw = pd.concat(raws, ignore_index=True)
+    code = np.repeat(np.arange(count), [len(r) for r in raws])
+    data_columns = [c for c in raw.columns if c != LINE_COLUMN]
+    raw[BATCH_DAY] = code
+    duplicated = raw.duplicated(subset=[*data_columns, BATCH_DAY], keep="first").to_numpy()
+    raw = raw.loc[~duplicated].drop(columns=BATCH_DAY)
+    kept_code = code[~duplicated]
+    typed, reasons = typed_frame_and_violations(raw, contract, allowed)
+    wrong_day = _off_days(raw, source, days, kept_code)
+    if wrong_day.any():  # no reason starts with ";" but those joined here to an empty one
+        reasons = reasons.where(~wrong_day, reasons + ";" + DATE_MATCHES_PARTITION)
+        reasons = reasons.str.lstrip(";")
+    typed[BATCH_DAY] = kept_code
+    key = [BATCH_DAY if c == "date" else c for c in contract.key]
+    key += [] if BATCH_DAY in key else [BATCH_DAY]  # a key is unique within its day
+    key_duplicate = typed.duplicated(subset=key, keep="first") & (reasons == "")
+    reasons = reasons.where(~key_duplicate, KEY_UNIQUE)
+    bad = (reasons != "").to_numpy()
+    clean = typed.loc[~bad].copy()
+    for column in contract.source_columns:
+        if column.type == "int" and not column.nullable:  # no nulls left: plain int64
+            clean[column.name] = clean[column.name].astype("int64")
+    raw_rows = np.bincount(code, minlength=count)
+    dropped = np.bincount(code[duplicated], minlength=count)
+    clean_rows = np.bincount(kept_code[~bad], minlength=count)
+    quarantined = np.bincount(kept_code[bad], minlength=count)
+    quarantines = [_empty_quarantine(raw)] * count  # never written to: one frame will do
+    if bad.any():
+        out = raw.loc[bad].copy()
+        out["_rules"] = reasons.loc[bad].astype(str)
+        out["_source_file"] = np.array(paths, dtype=object)[kept_code[bad]]
+        out = out.astype({c: "string" for c in out.columns if c != LINE_COLUMN})
+        bounds = _bounds(kept_code[bad], count)
+        for i in np.flatnonzero(quarantined):
+            quarantines[i] = out.iloc[bounds[i] : bounds[i + 1]]
+    counts = [
+        SourceCounts(int(r), int(c), int(q), int(d))
+        for r, c, q, d in zip(raw_rows, clean_rows, quarantined, dropped, strict=True)
+    ]
+    return clean, quarantines, counts
+
+
+def _per_day(frame: pd.DataFrame, days: list[date], widened: list[str]) -> list[pd.DataFrame]:
+    """A frame of several days' clean rows (in day order, `BATCH_DAY` per row) as each
+    day's frame: `date` first, as `split_rows` makes it. A side source's int columns were
+    joined as nullable ints (`widened`): each day gets the dtype its own join gives them
+    (int64, or float64 when a fact row found no match)."""
+    bounds = _bounds(frame[BATCH_DAY].to_numpy(), len(days))
+    body = frame.drop(columns=BATCH_DAY)
+    parts = []
+    for i, day in enumerate(days):
+        part = body.iloc[bounds[i] : bounds[i + 1]].copy()
+        part.insert(0, "date", day)
+        for column in widened:
+            part[column] = part[column].astype("float64" if part[column].hasnans else "int64")
+        parts.append(part)
+    return parts
+
+
+def _cleaned_days(
+    spec: DatasetSpec, delivered: list[_Delivered], shared: SharedInputs
+) -> list[tuple[PartitionReport, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]]:
+    """`_cleaned_frames` for several days as one frame per source: each day's report and
+    (clean, quarantine) frames, equal to what that day cleaned alone gives."""
+    started = time.perf_counter()
+    days = [d.day for d in delivered]
+    reports = [
+        PartitionReport(day=d.day.isoformat(), fingerprint=d.fingerprint, fact=spec.fact.name)
+        for d in delivered
+    ]
+    clean: dict[str, pd.DataFrame] = {}
+    quarantines: dict[str, list[pd.DataFrame]] = {}
+    for source in spec.sources:
+        raws = [d.raws.pop(source.name) for d in delivered]
+        paths = [d.paths[source.name] for d in delivered]
+        contract = load_contract(source.name)
+        clean[source.name], quarantines[source.name], counts = split_days(
+            raws, days, paths, contract, source, shared.allowed
+        )
+        del raws
+        for report, counted in zip(reports, counts, strict=True):
+            report.sources[source.name] = counted
+    daily: dict[str, pd.DataFrame] = {}
+    widened: list[str] = []
+    for join in spec.joins:  # int columns joined as nullable ints: see `_per_day`
+        side = clean.get(join.table)
+        if side is None or join.table == spec.fact.name:
+            continue
+        keys = {*join.on.values(), BATCH_DAY}
+        ints = [c for c in side.columns if c not in keys and side[c].dtype == np.int64]
+        daily[join.table] = side.astype({c: "Int64" for c in ints})
+        widened += [join.columns.get(c, c) for c in ints]
+    fact = spec.fact.name
+    joined = join_tables(clean.pop(fact), spec, daily, shared.dimensions, by=BATCH_DAY)
+    del daily
+    per_day = {fact: _per_day(joined, days, widened)}
+    del joined
+    for name, frame in clean.items():
+        per_day[name] = _per_day(frame, days, [])
+    seconds = time.perf_counter() - started
+    rows = sum(r.raw_rows for r in reports) or 1
+    results = []
+    for i, report in enumerate(reports):
+        report.seconds = round(seconds * max(report.raw_rows, 1) / rows, 3)
+        outputs = {s.name: (per_day[s.name][i], quarantines[s.name][i]) for s in spec.sources}
+        results.append((report, outputs))
+    return results
+
+
 def _clean_and_publish(
     lake: Lake,
     spec: DatasetSpec,
@@ -249,7 +450,23 @@ def _clean_and_publish(
     fingerprint: str,
     shared: SharedInputs,
 ) -> PartitionReport:
-    """One day's new generation, staged, checked and published (see `clean_day`).
+    """One day's new generation, staged, checked and published (see `clean_day`)."""
+    started = time.perf_counter()
+    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
+    outputs = _cleaned_frames(lake, spec, day, shared, report)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return _publish(lake, spec, day, report, outputs, shared)
+
+
+def _publish(
+    lake: Lake,
+    spec: DatasetSpec,
+    day: date,
+    report: PartitionReport,
+    outputs: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+    shared: SharedInputs,
+) -> PartitionReport:
+    """Stage a day's cleaned frames as a generation, check it and publish it.
 
     Each clean partition is also checked against its table's contract suite, on the bytes
     written (`validation_cache.check_clean_bytes`), and the result left in the validation
@@ -258,11 +475,7 @@ def _clean_and_publish(
     had the rows in memory. They run once the day's frames are written and dropped, so a
     worker holds one decoded partition more, not a second copy of the day.
     """
-    started = time.perf_counter()
     dataset = spec.name
-    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
-    outputs = _cleaned_frames(lake, spec, day, shared, report)
-    report.seconds = round(time.perf_counter() - started, 3)
     written: dict[str, bytes] = {}
     checked: dict[str, PartitionResult] = {}
     with staging(lake, dataset, day) as generation:
@@ -310,39 +523,92 @@ def clean_batch(
     dataset: str,
     todo: list[tuple[date, str]],
     dims_dir: str | None,
+    frame_bytes: int | None = None,
 ) -> list[PartitionReport | DayRejected]:
     """`clean_day` for each (day, fingerprint) of `todo`, in order, with the dimensions read
     once: the published days' reports and the rejected days' `DayRejected`, in order.
+
+    Consecutive days are cleaned as one frame per source (`split_days`), up to
+    `frame_bytes` of input (default: the `ingest_frame_bytes` setting), so the per-day
+    fixed cost of the pandas operations is paid once per frame; each day's outputs are
+    then split off and published as they would be alone.
 
     Each day is its own generation, staged, checked and swapped alone, so a rejected day
     (or a delivery breaking its contract: a `fail`) never keeps the others from being
     published. Any other error (a full disk, a bug) is raised once the batch's other days
     are done; when Dask retries the batch, the days already published with the same
-    fingerprint are taken from their manifests instead of being cleaned again.
+    fingerprint are taken from their manifests instead of being cleaned again. Should a
+    frame of days fail as a whole, its days are cleaned again one by one, so the error
+    is the failing day's alone.
     """
     spec = get_dataset(dataset)
     lake = Lake(lake_root)
     shared = SharedInputs.read(lake, spec, dims_dir)
-    results: list[PartitionReport | DayRejected] = []
-    error: Exception | None = None
-    for day, fingerprint in todo:
+    limit = frame_bytes or get_settings().ingest_frame_bytes
+    results: list[PartitionReport | DayRejected | None] = [None] * len(todo)
+    errors: list[Exception] = []
+
+    def attempt(index: int, day: date, work: Callable[[], object]) -> object | None:
+        try:
+            outcome = work()
+        except DayRejected as rejected:
+            results[index] = rejected
+        except ContractViolation as violation:
+            results[index] = DayRejected(str(violation), day.isoformat())
+        except Exception as failure:  # re-raised below, once the other days are done
+            logger.error("ingest: date=%s failed: %s", day.isoformat(), failure)
+            errors.append(failure)
+        else:
+            return outcome
+        return None
+
+    def publish(index: int, day: date, report: PartitionReport, outputs: dict) -> PartitionReport:
+        check_accounting(report, lake.landing_day(dataset, day))
+        results[index] = _publish(lake, spec, day, report, outputs, shared)
+        return results[index]
+
+    frame: list[tuple[int, _Delivered]] = []
+
+    def clean_frame() -> None:
+        try:
+            cleaned = _cleaned_days(spec, [d for _, d in frame], shared)
+        except Exception as failure:  # each day alone, for the failing day's own error
+            logger.warning("ingest: %d day(s) cleaned one by one: %s", len(frame), failure)
+            for index, d in frame:
+                attempt(
+                    index,
+                    d.day,
+                    partial(_clean_and_publish, lake, spec, d.day, d.fingerprint, shared),
+                )
+        else:
+            for (index, d), (report, outputs) in zip(frame, cleaned, strict=True):
+                attempt(index, d.day, partial(publish, index, d.day, report, outputs))
+        frame.clear()
+
+    frame_size = 0
+    for index, (day, fingerprint) in enumerate(todo):
         published = stored_report(lake, dataset, day, fingerprint)
         if published is not None:  # an earlier attempt of this batch got this far
             published.skipped = False
-            results.append(published)
+            results[index] = published
             continue
-        try:
-            results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
-        except DayRejected as rejected:
-            results.append(rejected)
-        except ContractViolation as violation:
-            results.append(DayRejected(str(violation), day.isoformat()))
-        except Exception as failure:  # re-raised below, once the other days are done
-            logger.error("ingest: date=%s failed: %s", day.isoformat(), failure)
-            error = error or failure
-    if error is not None:
-        raise error
-    return results
+        size = delivered_bytes(lake, spec, day)
+        if frame and frame_size + size > limit:
+            clean_frame()
+            frame_size = 0
+        delivered = attempt(index, day, partial(_read_day, lake, spec, day, fingerprint))
+        if not isinstance(delivered, _Delivered):
+            continue
+        if frame and delivered.layout() != frame[0][1].layout():
+            clean_frame()
+            frame_size = 0
+        frame.append((index, delivered))
+        frame_size += size
+    if frame:
+        clean_frame()
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
 
 
 def clean_days_dask(
