@@ -6,7 +6,8 @@ drops exact duplicates, joins the side sources and dimensions into the fact rows
 dataset spec declares, and writes clean + quarantine partitions and the day's manifest;
 each published clean partition's contract-suite result goes to the validation cache
 (`validation_cache.check_clean_bytes`), so the validate stage need not read it back.
-`clean_batch` does the same for several days with the dimensions read once, and
+`clean_batch` does the same for several days, with the dimensions read once and
+consecutive days typed, checked and joined as one frame per source (`split_days`), and
 `clean_days_dask` fans the changed days out to a Dask cluster in batches sized by their
 input bytes (`plan.plan_batches`). Each day is still its own generation, checked and
 published alone: a day rejected in a batch does not stop the others.
@@ -71,32 +72,14 @@ def read_raw_csv(lake: Lake, path: str) -> pd.DataFrame:
     return frame
 
 
-def _quarantine_frame(raw: pd.DataFrame, mask: pd.Series, reasons: pd.Series, source: str):
-    """The quarantined raw rows as text, with the rules they broke and their file.
-
-    Most days quarantine nothing; their empty frame is built from the column names
-    alone: the same columns, dtypes and Parquet bytes, without the per-column `astype`
-    of an empty selection (a few ms per file, BENCHMARKS "Dask ingest's fixed cost").
-    """
-    if not mask.any():
-        return _empty_quarantine(raw)
-    out = raw.loc[mask].copy()
-    out["_rules"] = reasons.loc[mask].astype(str)
-    out["_source_file"] = source
-    return out.astype({c: "string" for c in out.columns if c != "_source_line"})
-
-
 def _empty_quarantine(raw: pd.DataFrame) -> pd.DataFrame:
-    """`_quarantine_frame` of a file with no quarantined row: the columns alone."""
+    """The quarantine frame of a file with no quarantined row (most days), from the column
+    names alone: the same columns, dtypes and Parquet bytes as an empty selection of the
+    typed quarantine rows, without its per-column `astype` (a few ms per file, BENCHMARKS
+    "Dask ingest's fixed cost")."""
     empty = {c: pd.array([], dtype="string") for c in [*raw.columns, "_rules", "_source_file"]}
     empty[LINE_COLUMN] = raw[LINE_COLUMN].iloc[:0]
     return pd.DataFrame(empty)
-
-
-def _drop_exact_duplicates(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    data_columns = [c for c in raw.columns if c != "_source_line"]
-    duplicated = raw.duplicated(subset=data_columns, keep="first")
-    return raw.loc[~duplicated], int(duplicated.sum())
 
 
 def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
@@ -109,43 +92,6 @@ def row_dates(raw: pd.DataFrame, source: Source) -> pd.Series:
     else:
         return to_date(raw[source.date_column])
     return stamp.dt.date
-
-
-def off_day(raw: pd.DataFrame, source: Source, day: date) -> pd.Series:
-    """`row_dates(raw, source) != day`: the rows dated on another day, or on none.
-
-    Rows whose date parts are exactly the day's numbers are on the day whatever else
-    holds, so only the others (few or none on most days) go through `row_dates`, whose
-    date objects per row were a tenth of a small day's cleaning.
-    """
-    if not source.date_parts:
-        return row_dates(raw, source) != day
-    year, month, dom = (floats(raw[p]) for p in source.date_parts)
-    wrong = pd.Series(~((year == day.year) & (month == day.month) & (dom == day.day)), raw.index)
-    if wrong.any():
-        wrong[wrong] = (row_dates(raw.loc[wrong], source) != day).to_numpy()
-    return wrong
-
-
-def split_rows(
-    raw: pd.DataFrame, contract: Contract, source: Source, day: date, path: str, allowed: dict
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Typed clean rows and quarantined raw rows of one delivered file."""
-    require_columns(list(raw.columns), contract, source, path)
-    typed, reasons = typed_frame_and_violations(raw, contract, allowed)
-    wrong_day = off_day(raw, source, day)
-    if wrong_day.any():  # no reason starts with ";" but those joined here to an empty one
-        reasons = reasons.where(~wrong_day, reasons + ";" + DATE_MATCHES_PARTITION)
-        reasons = reasons.str.lstrip(";")
-    typed.insert(0, "date", day)
-    key_duplicate = typed.duplicated(subset=contract.key, keep="first") & (reasons == "")
-    reasons = reasons.where(~key_duplicate, KEY_UNIQUE)
-    bad = reasons != ""
-    clean = typed.loc[~bad].copy()
-    for column in contract.source_columns:
-        if column.type == "int" and not column.nullable:  # no nulls left: plain int64
-            clean[column.name] = clean[column.name].astype("int64")
-    return clean, _quarantine_frame(raw, bad, reasons, path)
 
 
 def read_dimension(lake: Lake, dims_dir: str, join: Join) -> pd.DataFrame:
@@ -235,32 +181,6 @@ class SharedInputs:
         )
 
 
-def _cleaned_frames(
-    lake: Lake, spec: DatasetSpec, day: date, shared: SharedInputs, report: PartitionReport
-) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Each source's (clean, quarantine) frames of one day, the fact joined; counts into
-    `report`. A function of its own so that its intermediate frames end with it."""
-    dataset = spec.name
-    outputs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-    for source in spec.sources:
-        contract = load_contract(source.name)
-        path = landing_file(lake, dataset, day, source.name)
-        raw = read_raw_csv(lake, path)
-        counts = SourceCounts(raw_rows=len(raw))
-        raw, counts.duplicates_dropped = _drop_exact_duplicates(raw)
-        clean, quarantine = split_rows(raw, contract, source, day, path, shared.allowed)
-        counts.clean_rows, counts.quarantined_rows = len(clean), len(quarantine)
-        report.sources[source.name] = counts
-        outputs[source.name] = (clean, quarantine)
-
-    daily = {s.name: outputs[s.name][0] for s in spec.side_sources}
-    fact_clean, fact_quarantine = outputs[spec.fact.name]
-    joined = join_tables(fact_clean, spec, daily, shared.dimensions)
-    outputs[spec.fact.name] = (joined, fact_quarantine)
-    check_accounting(report, lake.landing_day(dataset, day))
-    return outputs
-
-
 # A row's day within a frame of several days (its index in the frame's days): a key of the
 # per-day rules and joins, never published.
 BATCH_DAY = "_batch_day"
@@ -295,7 +215,13 @@ def _read_day(lake: Lake, spec: DatasetSpec, day: date, fingerprint: str) -> _De
 
 
 def _off_days(raw: pd.DataFrame, source: Source, days: list[date], code: np.ndarray) -> pd.Series:
-    """`off_day` for rows of several days: row i is checked against `days[code[i]]`."""
+    """`row_dates(raw, source) != days[code]`: the rows dated on another day than their
+    file's (row i's file is of `days[code[i]]`), or on none.
+
+    Rows whose date parts are exactly their day's numbers are on it whatever else holds,
+    so only the others (few or none on most days) go through `row_dates`, whose date
+    objects per row were a tenth of a small day's cleaning.
+    """
     on = np.array(days, dtype=object)[code]
     if not source.date_parts:
         return row_dates(raw, source) != pd.Series(on, index=raw.index)
@@ -323,13 +249,16 @@ def split_days(
     source: Source,
     allowed: dict,
 ) -> tuple[pd.DataFrame, list[pd.DataFrame], list[SourceCounts]]:
-    """`_drop_exact_duplicates` and `split_rows` over one source's files of several days
-    (with the same columns) at once.
+    """Typed clean rows and quarantined raw rows of one source's files of several days
+    (with the same columns), cleaned as one frame: exact duplicates dropped (counted),
+    every value typed and checked against the contract's row rules, rows dated on another
+    day and key duplicates quarantined.
 
-    Why: a day's cleaning was dozens of pandas operations on a few thousand rows, so their
-    fixed cost was most of it (BENCHMARKS "Dask ingest's fixed cost"); here each runs once
-    for the frame. Every rule is per row or keyed by the row's day (exact duplicates, the
-    key, the row's date), so each day's rows, reasons and order are those of `split_rows`.
+    Why one frame: a day's cleaning was dozens of pandas operations on a few thousand
+    rows, so their fixed cost was most of it (BENCHMARKS "Dask ingest's fixed cost"); here
+    each runs once for the frame. Every rule is per row or keyed by the row's day (exact duplicates, the
+    key, the row's date), so each day's rows, reasons and order are those of its file
+    cleaned alone (`clean_day` is a frame of one day).
     Returns the clean typed rows of every day in day order with `BATCH_DAY` (no `date`),
     each day's quarantine frame and its counts.
     """
@@ -378,7 +307,7 @@ def split_days(
 
 def _per_day(frame: pd.DataFrame, days: list[date], widened: list[str]) -> list[pd.DataFrame]:
     """A frame of several days' clean rows (in day order, `BATCH_DAY` per row) as each
-    day's frame: `date` first, as `split_rows` makes it. A side source's int columns were
+    day's frame, `date` first. A side source's int columns were
     joined as nullable ints (`widened`): each day gets the dtype its own join gives them
     (int64, or float64 when a fact row found no match)."""
     bounds = _bounds(frame[BATCH_DAY].to_numpy(), len(days))
@@ -396,8 +325,10 @@ def _per_day(frame: pd.DataFrame, days: list[date], widened: list[str]) -> list[
 def _cleaned_days(
     spec: DatasetSpec, delivered: list[_Delivered], shared: SharedInputs
 ) -> list[tuple[PartitionReport, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]]:
-    """`_cleaned_frames` for several days as one frame per source: each day's report and
-    (clean, quarantine) frames, equal to what that day cleaned alone gives."""
+    """Each day's report and (clean, quarantine) frames of every source, the fact joined
+    with the side sources and dimensions; the days are cleaned as one frame per source,
+    and each day's frames are equal to what that day cleaned alone gives.
+    A function of its own so that its intermediate frames end with it."""
     started = time.perf_counter()
     days = [d.day for d in delivered]
     reports = [
@@ -450,11 +381,11 @@ def _clean_and_publish(
     fingerprint: str,
     shared: SharedInputs,
 ) -> PartitionReport:
-    """One day's new generation, staged, checked and published (see `clean_day`)."""
-    started = time.perf_counter()
-    report = PartitionReport(day=day.isoformat(), fingerprint=fingerprint, fact=spec.fact.name)
-    outputs = _cleaned_frames(lake, spec, day, shared, report)
-    report.seconds = round(time.perf_counter() - started, 3)
+    """One day's new generation, staged, checked and published (see `clean_day`): a frame
+    of one day."""
+    delivered = _read_day(lake, spec, day, fingerprint)
+    ((report, outputs),) = _cleaned_days(spec, [delivered], shared)
+    check_accounting(report, lake.landing_day(spec.name, day))
     return _publish(lake, spec, day, report, outputs, shared)
 
 
