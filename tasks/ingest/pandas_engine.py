@@ -5,7 +5,7 @@ the dataset delivers for the day, types and checks each row against the source's
 drops exact duplicates, joins the side sources and dimensions into the fact rows as the
 dataset spec declares, and writes clean + quarantine partitions and the day's manifest;
 each published clean partition's contract-suite result goes to the validation cache
-(`validation_cache.check_clean_bytes`), so the validate stage need not read it back.
+(`validation_cache.check_clean_batch`), so the validate stage need not read it back.
 `clean_batch` does the same for several days, with the dimensions read once and
 consecutive days typed, checked and joined as one frame per source (`split_days`), and
 `clean_days_dask` fans the changed days out to a Dask cluster in batches sized by their
@@ -51,7 +51,7 @@ from tasks.quality.dimensions import allowed_sets
 from tasks.quality.native_checks import suite_fingerprint
 from tasks.quality.pandas_rules import floats, to_date, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
-from tasks.quality.validation_cache import PartitionResult, TableCache, check_clean_bytes
+from tasks.quality.validation_cache import PartitionResult, TableCache, check_clean_batch
 
 logger = logging.getLogger("nightshift.ingest")
 
@@ -374,6 +374,10 @@ def _cleaned_days(
     return results
 
 
+# A day's encoded files, by (layer, table): what its generation will hold, byte for byte.
+Files = dict[tuple[str, str], bytes]
+
+
 def _clean_and_publish(
     lake: Lake,
     spec: DatasetSpec,
@@ -384,46 +388,65 @@ def _clean_and_publish(
     """One day's new generation, staged, checked and published (see `clean_day`): a frame
     of one day."""
     delivered = _read_day(lake, spec, day, fingerprint)
-    ((report, outputs),) = _cleaned_days(spec, [delivered], shared)
-    check_accounting(report, lake.landing_day(spec.name, day))
-    return _publish(lake, spec, day, report, outputs, shared)
+    ((report, files, checked),) = _encoded_and_checked(
+        lake, spec, _cleaned_days(spec, [delivered], shared), shared
+    )
+    return _publish(lake, spec, report, files, checked)
+
+
+def _encoded_and_checked(
+    lake: Lake,
+    spec: DatasetSpec,
+    cleaned: list[tuple[PartitionReport, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]],
+    shared: SharedInputs,
+) -> list[tuple[PartitionReport, Files, dict[str, PartitionResult]]]:
+    """Each cleaned day's files encoded (its accounting checked first) and its clean
+    partitions checked against their tables' contract suites.
+
+    The checks run on the very bytes each day will publish, decoded as a reader decodes
+    them (`validation_cache.check_clean_batch`), with the rules run once for the frame's
+    days; the results go to the validation cache once the day is published (`_publish`),
+    so the validate stage reads a few hundred bytes per partition instead of the
+    partition, and the checks ran in parallel on the workers that had the rows. Each
+    day's frames are dropped once encoded: a worker holds the frame's files, compressed,
+    and its decoded clean partitions, not a second copy of the frame's rows.
+    """
+    encoded: list[tuple[PartitionReport, Files]] = []
+    for report, outputs in cleaned:
+        check_accounting(report, lake.landing_day(spec.name, date.fromisoformat(report.day)))
+        files: Files = {}
+        for source in spec.sources:
+            metadata = contract_metadata(load_contract(source.name))
+            for layer, frame in zip(LAYERS, outputs.pop(source.name), strict=True):
+                files[layer, source.name] = parquet_bytes(frame, metadata)
+            del frame
+        encoded.append((report, files))
+    cleaned.clear()
+    days = [date.fromisoformat(report.day) for report, _ in encoded]
+    checked: list[dict[str, PartitionResult]] = [{} for _ in encoded]
+    for source in spec.sources:  # the contract suite, on what readers will read
+        contract = load_contract(source.name)
+        datas = [files["clean", source.name] for _, files in encoded]
+        results = check_clean_batch(datas, days, contract, shared.allowed, shared.suite(contract))
+        for by_table, result in zip(checked, results, strict=True):
+            by_table[source.name] = result
+    return [(r, f, c) for (r, f), c in zip(encoded, checked, strict=True)]
 
 
 def _publish(
     lake: Lake,
     spec: DatasetSpec,
-    day: date,
     report: PartitionReport,
-    outputs: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
-    shared: SharedInputs,
+    files: Files,
+    checked: dict[str, PartitionResult],
 ) -> PartitionReport:
-    """Stage a day's cleaned frames as a generation, check it and publish it.
-
-    Each clean partition is also checked against its table's contract suite, on the bytes
-    written (`validation_cache.check_clean_bytes`), and the result left in the validation
-    cache once the day is published: the validate stage then reads a few hundred bytes per
-    partition instead of the partition, and the checks ran in parallel on the workers that
-    had the rows in memory. They run once the day's frames are written and dropped, so a
-    worker holds one decoded partition more, not a second copy of the day.
-    """
+    """Stage a day's encoded files as a generation and publish it (`publish_day` checks
+    it first); then leave its clean partitions' contract results in the validation cache."""
     dataset = spec.name
-    written: dict[str, bytes] = {}
-    checked: dict[str, PartitionResult] = {}
+    day = date.fromisoformat(report.day)
     with staging(lake, dataset, day) as generation:
-        for source in spec.sources:
-            metadata = contract_metadata(load_contract(source.name))
-            for layer, frame in zip(LAYERS, outputs.pop(source.name), strict=True):
-                staged = staged_file(lake, dataset, day, generation, layer, source.name)
-                data = parquet_bytes(frame, metadata)
-                lake.write_bytes_atomic(staged, data)
-                if layer == "clean":
-                    written[source.name] = data
-            del frame
-        for table, data in written.items():  # the contract suite, on what readers will read
-            contract = load_contract(table)
-            suite = shared.suite(contract)
-            checked[table] = check_clean_bytes(data, day, contract, shared.allowed, suite)
-        del written
+        for (layer, table), data in files.items():
+            lake.write_bytes_atomic(staged_file(lake, dataset, day, generation, layer, table), data)
         published = publish_day(lake, spec, report, generation, "dask")
     # only a published generation's results: the validate stage finds them by its sha256
     for table, result in checked.items():
@@ -482,6 +505,8 @@ def clean_batch(
     def attempt(index: int, day: date, work: Callable[[], object]) -> object | None:
         try:
             outcome = work()
+            if isinstance(outcome, PartitionReport):
+                results[index] = outcome
         except DayRejected as rejected:
             results[index] = rejected
         except ContractViolation as violation:
@@ -493,16 +518,12 @@ def clean_batch(
             return outcome
         return None
 
-    def publish(index: int, day: date, report: PartitionReport, outputs: dict) -> PartitionReport:
-        check_accounting(report, lake.landing_day(dataset, day))
-        results[index] = _publish(lake, spec, day, report, outputs, shared)
-        return results[index]
-
     frame: list[tuple[int, _Delivered]] = []
 
     def clean_frame() -> None:
         try:
             cleaned = _cleaned_days(spec, [d for _, d in frame], shared)
+            staged = _encoded_and_checked(lake, spec, cleaned, shared)
         except Exception as failure:  # each day alone, for the failing day's own error
             logger.warning("ingest: %d day(s) cleaned one by one: %s", len(frame), failure)
             for index, d in frame:
@@ -512,8 +533,8 @@ def clean_batch(
                     partial(_clean_and_publish, lake, spec, d.day, d.fingerprint, shared),
                 )
         else:
-            for (index, d), (report, outputs) in zip(frame, cleaned, strict=True):
-                attempt(index, d.day, partial(publish, index, d.day, report, outputs))
+            for (index, d), (report, files, checked) in zip(frame, staged, strict=True):
+                attempt(index, d.day, partial(_publish, lake, spec, report, files, checked))
         frame.clear()
 
     frame_size = 0
