@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         "published as its own generation.",
     )
     ingest_frame_bytes: int = Field(
-        default=8 * 2**20,
+        default=4 * 2**20,
         gt=0,
         description="Input bytes a Dask ingest task cleans as one pandas frame: a batch's "
         "consecutive days are typed, checked and joined together up to this size, then split "

@@ -202,8 +202,9 @@ class _Delivered:
 
 
 def _read_day(lake: Lake, spec: DatasetSpec, day: date, fingerprint: str) -> _Delivered:
-    """Read a day's files and check their headers, source by source as `_cleaned_frames`
-    does, so a bad file fails its day with the same error."""
+    """Read a day's files and check their headers, source by source: a file that cannot be
+    read, or lacks a column, fails its day (with the file, line, column and rule) before
+    the day joins a frame."""
     paths: dict[str, str] = {}
     raws: dict[str, pd.DataFrame] = {}
     for source in spec.sources:
@@ -260,15 +261,18 @@ def split_days(
     key, the row's date), so each day's rows, reasons and order are those of its file
     cleaned alone (`clean_day` is a frame of one day).
     Returns the clean typed rows of every day in day order with `BATCH_DAY` (no `date`),
-    each day's quarantine frame and its counts.
+    each day's quarantine frame and its counts. `raws` is emptied: the rows are held once.
     """
     count = len(days)
-    raw = pd.concat(raws, ignore_index=True)
     code = np.repeat(np.arange(count), [len(r) for r in raws])
+    raw = pd.concat(raws, ignore_index=True)
+    raws.clear()  # the days' own frames end here: one copy of the rows at a time
     data_columns = [c for c in raw.columns if c != LINE_COLUMN]
-    raw[BATCH_DAY] = code
-    duplicated = raw.duplicated(subset=[*data_columns, BATCH_DAY], keep="first").to_numpy()
-    raw = raw.loc[~duplicated].drop(columns=BATCH_DAY)
+    keyed = raw.assign(**{BATCH_DAY: code})  # no copy of the rows (copy-on-write)
+    duplicated = keyed.duplicated(subset=[*data_columns, BATCH_DAY], keep="first").to_numpy()
+    del keyed
+    if duplicated.any():
+        raw = raw.loc[~duplicated]
     kept_code = code[~duplicated]
     typed, reasons = typed_frame_and_violations(raw, contract, allowed)
     wrong_day = _off_days(raw, source, days, kept_code)
@@ -281,7 +285,7 @@ def split_days(
     key_duplicate = typed.duplicated(subset=key, keep="first") & (reasons == "")
     reasons = reasons.where(~key_duplicate, KEY_UNIQUE)
     bad = (reasons != "").to_numpy()
-    clean = typed.loc[~bad].copy()
+    clean = typed.loc[~bad] if bad.any() else typed
     for column in contract.source_columns:
         if column.type == "int" and not column.nullable:  # no nulls left: plain int64
             clean[column.name] = clean[column.name].astype("int64")
@@ -314,7 +318,7 @@ def _per_day(frame: pd.DataFrame, days: list[date], widened: list[str]) -> list[
     body = frame.drop(columns=BATCH_DAY)
     parts = []
     for i, day in enumerate(days):
-        part = body.iloc[bounds[i] : bounds[i + 1]].copy()
+        part = body.iloc[bounds[i] : bounds[i + 1]]  # shares the frame's rows until written
         part.insert(0, "date", day)
         for column in widened:
             part[column] = part[column].astype("float64" if part[column].hasnans else "int64")

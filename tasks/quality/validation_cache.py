@@ -8,7 +8,7 @@ and the per-rule results. A lookup under another key is a miss: the partition is
 again and its entry replaced (atomically), so the cache holds one small file per partition
 whatever the history of generations and contracts.
 
-The pandas ingest writes the entry of each clean partition it publishes (`check_clean_bytes`,
+The pandas ingest writes the entry of each clean partition it publishes (`check_clean_batch`,
 on the very bytes it wrote, so nothing is read back), marked `fresh`: the validate stage
 takes it as checked tonight (reported as such, handed to Great Expectations) without
 re-reading the partition, and clears the mark.
