@@ -265,7 +265,8 @@ def split_days(
     """
     count = len(days)
     code = np.repeat(np.arange(count), [len(r) for r in raws])
-    raw = pd.concat(raws, ignore_index=True)
+    # a frame of one day (a large day at x30) is that day's own frame: no copy
+    raw = raws[0] if count == 1 else pd.concat(raws, ignore_index=True)
     raws.clear()  # the days' own frames end here: one copy of the rows at a time
     data_columns = [c for c in raw.columns if c != LINE_COLUMN]
     keyed = raw.assign(**{BATCH_DAY: code})  # no copy of the rows (copy-on-write)

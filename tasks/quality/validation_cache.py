@@ -185,7 +185,11 @@ def check_clean_batch(
     ]
     results: list[PartitionResult | None] = [None] * len(datas)
     if alike:
-        together = pd.concat([frames[i] for i in alike], ignore_index=True)
+        together = (  # one day: its own frame, not a copy
+            frames[alike[0]]
+            if len(alike) == 1
+            else pd.concat([frames[i] for i in alike], ignore_index=True)
+        )
         day_of_row = np.repeat(np.arange(len(alike)), [len(frames[i]) for i in alike])
         checked = check_partitions(together, day_of_row, len(alike), contract, allowed_sets)
         for i, rules in zip(alike, checked, strict=True):
