@@ -112,6 +112,14 @@ class Settings(BaseSettings):
         "are batched up to this size (at least one batch per worker thread), each day still "
         "published as its own generation.",
     )
+    ingest_frame_bytes: int = Field(
+        default=4 * 2**20,
+        gt=0,
+        description="Input bytes a Dask ingest task cleans as one pandas frame: a batch's "
+        "consecutive days are typed, checked and joined together up to this size, then split "
+        "and published day by day. Larger frames pay pandas' per-operation cost less often; "
+        "smaller ones hold fewer rows at once.",
+    )
     validation_gx_max_rows: int = Field(
         default=100_000,
         ge=0,

@@ -8,7 +8,7 @@ and the per-rule results. A lookup under another key is a miss: the partition is
 again and its entry replaced (atomically), so the cache holds one small file per partition
 whatever the history of generations and contracts.
 
-The pandas ingest writes the entry of each clean partition it publishes (`check_clean_bytes`,
+The pandas ingest writes the entry of each clean partition it publishes (`check_clean_batch`,
 on the very bytes it wrote, so nothing is read back), marked `fresh`: the validate stage
 takes it as checked tonight (reported as such, handed to Great Expectations) without
 re-reading the partition, and clears the mark.
@@ -24,11 +24,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 from data_contracts import Contract
 from tasks.core.lake import Lake
-from tasks.quality.native_checks import RuleResult, as_validated, check_partition
+from tasks.quality.native_checks import (
+    RuleResult,
+    as_validated,
+    check_partition,
+    check_partitions,
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,55 @@ def check_clean_bytes(
         day=day.isoformat(),
         rows=len(frame),
         results=check_partition(frame, contract, allowed_sets),
+        key=CacheKey(hashlib.sha256(data).hexdigest(), suite),
+        fresh=True,
+    )
+
+
+def check_clean_batch(
+    datas: list[bytes],
+    days: list[date],
+    contract: Contract,
+    allowed_sets: Mapping[str, Iterable[str]],
+    suite: str,
+) -> list[PartitionResult]:
+    """`check_clean_bytes` of several days' clean partitions of one table, each checked
+    on its own bytes as a reader decodes them, the rules run once over the decoded days
+    together (`native_checks.check_partitions`): each day's result is its own.
+
+    Days whose decoded columns or dtypes differ from the first's (a column all missing on
+    one day reads back as another type) are checked alone, as `check_clean_bytes` does.
+    """
+    frames = [as_validated(pd.read_parquet(io.BytesIO(data))) for data in datas]
+    first = frames[0] if frames else None
+    alike = [
+        i
+        for i, frame in enumerate(frames)
+        if list(frame.columns) == list(first.columns) and frame.dtypes.equals(first.dtypes)
+    ]
+    results: list[PartitionResult | None] = [None] * len(datas)
+    if alike:
+        together = (  # one day: its own frame, not a copy
+            frames[alike[0]]
+            if len(alike) == 1
+            else pd.concat([frames[i] for i in alike], ignore_index=True)
+        )
+        day_of_row = np.repeat(np.arange(len(alike)), [len(frames[i]) for i in alike])
+        checked = check_partitions(together, day_of_row, len(alike), contract, allowed_sets)
+        for i, rules in zip(alike, checked, strict=True):
+            results[i] = _fresh(datas[i], days[i], len(frames[i]), rules, suite)
+    for i, frame in enumerate(frames):
+        if results[i] is None:
+            rules = check_partition(frame, contract, allowed_sets)
+            results[i] = _fresh(datas[i], days[i], len(frame), rules, suite)
+    return [r for r in results if r is not None]
+
+
+def _fresh(data: bytes, day: date, rows: int, results: list[RuleResult], suite: str):
+    return PartitionResult(
+        day=day.isoformat(),
+        rows=rows,
+        results=results,
         key=CacheKey(hashlib.sha256(data).hexdigest(), suite),
         fresh=True,
     )

@@ -12,6 +12,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tasks.core.lake import Lake
@@ -113,6 +114,67 @@ def test_a_batch_publishes_each_day_as_clean_day_would(lake, tmp_path):
                 assert batched.equals(alone.read_partition("flights", layer, table, day))
     generations = {lake.read_manifest("flights", d)["generation"] for d in DAYS}
     assert len(generations) == len(DAYS)  # one generation per day, not per batch
+
+
+def _soil(lake: Lake) -> None:
+    """Faults of every per-row kind on three of the days, so each day's frame of a batch
+    holds rows that the day-keyed rules (duplicates, key, date) must tell apart."""
+    for i, day in enumerate(DAYS[:3]):
+        folder = lake.landing_day("flights", day)
+        flights = pd.read_csv(f"{folder}/flights.csv", dtype=str, keep_default_na=False)
+        twin = flights.iloc[[5 + i]].assign(dep_time="1")  # same key, other values
+        flights.loc[2, "dep_delay"] = "late"  # not a number
+        flights.loc[3, "distance"] = "-5"  # out of range
+        flights.loc[4, ["year", "month", "day"]] = ["2013", "3", str(DAYS[-1].day)]  # wrong day
+        soiled = pd.concat([flights, flights.iloc[[0, 1, 1]], twin], ignore_index=True)
+        if i == 2:  # a delivered column more: a frame of its own
+            soiled["extra"] = "x"
+        soiled.to_csv(f"{folder}/flights.csv", index=False)
+        weather = pd.read_csv(f"{folder}/weather.csv", dtype=str, keep_default_na=False)
+        weather.loc[0, "day"] = "1"  # a reading of another day
+        weather.loc[1, "temp"] = "hot"
+        weather = weather.drop(index=[10, 11])  # hours of no reading: their flights get none
+        weather.to_csv(f"{folder}/weather.csv", index=False)
+
+
+def _sha256(lake: Lake, day: date, file: str) -> str:
+    return lake.read_manifest("flights", day)["files"][file]["sha256"]
+
+
+@pytest.mark.parametrize("frame_bytes", [None, 1])
+def test_days_cleaned_as_one_frame_publish_the_bytes_each_day_gives_alone(
+    lake, tmp_path, frame_bytes
+):
+    """Several days typed, checked and joined as one frame (or one frame per day) publish
+    for each day the very files, counts and quarantine reasons that day gives alone."""
+    _soil(lake)
+    alone = Lake(str(tmp_path / "alone"))
+    lake.fs.cp(lake.path("landing"), alone.path("landing"), recursive=True)
+
+    reports = clean_batch(lake.root, "flights", _todo(lake), _dims(lake), frame_bytes)
+
+    for day, report in zip(DAYS, reports, strict=True):
+        single = clean_day(alone.root, "flights", day, _dims(alone))
+        assert report.sources == single.sources
+        for table in ("flights", "weather"):  # the same bytes (clean files name no path)
+            assert _sha256(lake, day, f"clean/{table}") == _sha256(alone, day, f"clean/{table}")
+            batched = lake.read_partition("flights", "quarantine", table, day)
+            single_day = alone.read_partition("flights", "quarantine", table, day)
+            for frame, root in ((batched, lake.root), (single_day, alone.root)):
+                frame["_source_file"] = frame["_source_file"].str.removeprefix(root)
+            pd.testing.assert_frame_equal(batched, single_day)
+    first = lake.read_partition("flights", "quarantine", "flights", DAYS[0])
+    assert sorted(first["_rules"]) == [
+        "date:matches_partition",
+        "dep_delay:type[float]",
+        "distance:between[1,6000]",
+        "key:unique",
+    ]
+    assert reports[0].duplicates_dropped == 3 and reports[3].quarantined_rows == 0
+    weather = lake.read_partition("flights", "quarantine", "weather", DAYS[1])
+    assert sorted(weather["_rules"]) == ["date:matches_partition", "temp:type[float]"]
+    clean = lake.read_partition("flights", "clean", "flights", DAYS[2])
+    assert clean["humid"].isna().any() and clean["humid"].notna().any()
 
 
 def test_a_rejected_day_in_a_batch_is_returned_and_the_others_are_published(lake):

@@ -5,8 +5,9 @@ Parquet file), then seeded violations of every kind of rule: GX and the native c
 must give every rule the same verdict, and the same unexpected count for the map rules.
 """
 
-from datetime import date
+from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,7 +17,12 @@ from tasks.ingest.pandas_engine import clean_day
 from tasks.landing.simulator import land_days
 from tasks.quality.dimensions import allowed_sets, dimensions_dir
 from tasks.quality.gx_suite import run_suite
-from tasks.quality.native_checks import as_validated, check_partition, suite_fingerprint
+from tasks.quality.native_checks import (
+    as_validated,
+    check_partition,
+    check_partitions,
+    suite_fingerprint,
+)
 
 DAY = date(2013, 7, 1)
 COUNTED = {"not_null", "between", "in_set", "regex", "unique"}  # GX's map expectations
@@ -129,3 +135,29 @@ def test_text_read_without_pandas_metadata_is_judged_alike_and_normalised(clean_
     expected = {f"{c}:type[string]" for c in checked}
     assert {n for n, (ok, _) in verdicts.items() if not ok} == expected
     assert all(ok for ok, _ in _compare(as_validated(as_spark), contract, allowed).values())
+
+
+def test_partitions_checked_together_get_each_partition_s_own_results(clean_flights):
+    """`check_partitions` over several days' rows at once (the ingest checks a frame of
+    days so) gives every day exactly `check_partition`'s result on that day alone: seeded
+    violations on one day, fewer on another, none on an empty one."""
+    frame, allowed = clean_flights
+    contract = load_contract("flights")
+    first = _seeded(frame)
+    second = frame.copy()
+    second["date"] = DAY + timedelta(days=1)
+    second["carrier"] = second["carrier"].astype(object)
+    second["flight"] = second["flight"].astype("float64")  # the dtypes the first day has
+    second.loc[3, "origin"] = "BOS"
+    second = pd.concat([second, second.iloc[[4]]], ignore_index=True)  # one key twice
+    days = [first, second.iloc[:0], second]
+    day_of_row = np.repeat(np.arange(len(days)), [len(d) for d in days])
+
+    together = check_partitions(
+        pd.concat(days, ignore_index=True), day_of_row, len(days), contract, allowed
+    )
+
+    assert together == [check_partition(d, contract, allowed) for d in days]
+    counts = [{r.rule: r.unexpected_count for r in rules if not r.success} for rules in together]
+    assert counts[1] == {"table:row_count": 0} and counts[2]["key:unique"] == 2
+    assert counts[0]["key:unique"] == 4 and counts[2]["origin:in_set"] == 1
