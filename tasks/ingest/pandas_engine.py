@@ -31,6 +31,7 @@ from tasks.datasets.spec import DatasetSpec, Join, Source
 from tasks.ingest.dialect import read_delivery_table
 from tasks.ingest.generation import LAYERS, DayRejected, publish_day, staged_file, staging
 from tasks.ingest.plan import (
+    Engine,
     PartitionReport,
     SourceCounts,
     check_accounting,
@@ -248,6 +249,7 @@ def _clean_and_publish(
     day: date,
     fingerprint: str,
     shared: SharedInputs,
+    engine: Engine = "dask",
 ) -> PartitionReport:
     """One day's new generation, staged, checked and published (see `clean_day`).
 
@@ -280,7 +282,7 @@ def _clean_and_publish(
             suite = shared.suite(contract)
             checked[table] = check_clean_bytes(data, day, contract, shared.allowed, suite)
         del written
-        published = publish_day(lake, spec, report, generation, "dask")
+        published = publish_day(lake, spec, report, generation, engine)
     # only a published generation's results: the validate stage finds them by its sha256
     for table, result in checked.items():
         TableCache(lake, dataset, table).write(result)
@@ -310,9 +312,12 @@ def clean_batch(
     dataset: str,
     todo: list[tuple[date, str]],
     dims_dir: str | None,
+    engine: Engine = "dask",
 ) -> list[PartitionReport | DayRejected]:
     """`clean_day` for each (day, fingerprint) of `todo`, in order, with the dimensions read
     once: the published days' reports and the rejected days' `DayRejected`, in order.
+    `engine` is the scheduler that ran it, recorded in the manifests (the Spark engine
+    runs this same function in its Python workers).
 
     Each day is its own generation, staged, checked and swapped alone, so a rejected day
     (or a delivery breaking its contract: a `fail`) never keeps the others from being
@@ -332,7 +337,7 @@ def clean_batch(
             results.append(published)
             continue
         try:
-            results.append(_clean_and_publish(lake, spec, day, fingerprint, shared))
+            results.append(_clean_and_publish(lake, spec, day, fingerprint, shared, engine))
         except DayRejected as rejected:
             results.append(rejected)
         except ContractViolation as violation:
