@@ -1,19 +1,20 @@
 """The Spark engine: Spark schedules the batches of changed days, each cleaned by `clean_batch`.
 
 The changed days are grouped into batches of consecutive days (`plan.plan_batches`, as on
-Dask, at least one per executor core), and one Spark job runs them: a frame with one row
-per batch, `mapInArrow`, each Python worker cleaning its batch with the pandas engine's
-`clean_batch` (Arrow-parsed deliveries, the shared dialect and rule catalogue, one
-generation per day staged, checked and published alone, the contract checks on the
-written bytes left in the validation cache). Only each batch's reports come back to the
-driver; no data row does.
+Dask, at least one per executor core), and one Spark job runs them, one task per batch:
+each Python worker cleans its batch with the pandas engine's `clean_batch` (Arrow-parsed
+deliveries, the shared dialect and rule catalogue, one generation per day staged, checked
+and published alone, the contract checks run on the written bytes and left in the
+validation cache). Only each batch's reports come back to the driver; no data row does.
 
 Why not Spark SQL: the earlier engine compiled the same rules into column expressions
 and needed ~20 s for 31 days at x10 even in a warm JVM, ~27 s in a fresh one, where
-DuckDB needs 1.3 s; a cold JVM's JIT alone cost more than the whole budget
-(BENCHMARKS.md "Spark ingest, third pass"). Running the one cleaning function both
-engines share also makes the rules, messages, quarantine rows and accounting identical
-by construction, not by a second implementation kept in step.
+DuckDB needs 1.3 s (BENCHMARKS.md "Spark ingest, third pass"). Running the one cleaning
+function both engines share also makes the rules, messages, quarantine rows and
+accounting identical by construction, not by a second implementation kept in step.
+The job is a plain RDD of batches (`parallelize` + `mapPartitions`), not a DataFrame's
+`mapInArrow`: its inputs and outputs are a few reports, not rows, and a fresh JVM's first
+SQL job costs ~2 s more CPU (planner and Arrow classes) than its first RDD job.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import date
 
-import pyarrow as pa
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
@@ -40,7 +40,6 @@ from tasks.ingest.plan import PartitionReport, delivered_bytes, plan_batches
 logger = logging.getLogger("nightshift.ingest_spark")
 
 _SESSION_LOCK = threading.Lock()
-_RESULT = "result"  # the one binary column a batch's task returns: its pickled outcomes
 
 
 def spark_session(
@@ -81,36 +80,29 @@ def spark_session(
         )
 
 
-def _batch_cleaner(
-    lake_root: str,
-    dataset: str,
-    batches: list[list[tuple[date, str]]],
-    dims_dir: str | None,
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The `mapInArrow` function: for each batch index it is given, `clean_batch` on that
-    batch, yielding one row with the pickled outcomes (reports and `DayRejected`s).
+def _clean_batches(
+    lake_root: str, dataset: str, dims_dir: str | None
+) -> Callable[[Iterator[list[tuple[date, str]]]], Iterator[object]]:
+    """The function each Spark task runs on its partition (one batch of days): the batch's
+    outcomes from `clean_batch` (reports and `DayRejected`s), as one list.
 
-    Any other error is returned pickled too, not raised, so that one failing batch does
-    not cancel the others' job (as on Dask, it is raised once every batch is done).
+    Any other error is returned, not raised, so that one failing batch does not cancel the
+    other batches' tasks (as on Dask, the driver raises it once every batch is done).
     """
 
-    def clean(chunks: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def clean(batches: Iterator[list[tuple[date, str]]]) -> Iterator[object]:
         # imported on the worker: the driver needs neither pandas' engine nor its imports
         from tasks.ingest.pandas_engine import clean_batch
 
-        for chunk in chunks:
-            for index in chunk.column("id").to_pylist():
+        for batch in batches:
+            try:
+                yield clean_batch(lake_root, dataset, batch, dims_dir, engine="spark")
+            except Exception as error:  # noqa: BLE001 - re-raised by the driver
                 try:
-                    outcome: object = clean_batch(
-                        lake_root, dataset, batches[index], dims_dir, engine="spark"
-                    )
-                except Exception as error:  # noqa: BLE001 - re-raised by the driver
-                    outcome = error
-                try:
-                    payload = pickle.dumps(outcome)
+                    pickle.dumps(error)
                 except Exception:  # noqa: BLE001 - an error that cannot travel: its text
-                    payload = pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
-                yield pa.RecordBatch.from_pydict({_RESULT: [payload]})
+                    error = RuntimeError(f"{type(error).__name__}: {error}")
+                yield error
 
     return clean
 
@@ -141,11 +133,10 @@ def clean_days_spark(
     log.info(
         "ingest: %d day(s) in %d batch(es) on %d Spark core(s)", len(todo), len(batches), slots
     )
-    frame = spark.range(0, len(batches), 1, numPartitions=len(batches))  # a batch per task
+    # one partition per batch, so one task per batch: Spark spreads them over its cores
+    outcomes = spark.sparkContext.parallelize(batches, len(batches))
     try:
-        rows = frame.mapInArrow(
-            _batch_cleaner(lake_root, dataset, batches, dims_dir), f"{_RESULT} binary"
-        ).collect()
+        results = outcomes.mapPartitions(_clean_batches(lake_root, dataset, dims_dir)).collect()
     except (PySparkException, Py4JJavaError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise RuntimeError(
@@ -156,8 +147,7 @@ def clean_days_spark(
     reports: list[PartitionReport] = []
     rejected: list[DayRejected] = []
     failure: Exception | None = None
-    for row in rows:
-        outcome = pickle.loads(row[_RESULT])  # noqa: S301 - written by this job's own tasks
+    for outcome in results:
         if isinstance(outcome, Exception):
             failure = failure or outcome
             continue
