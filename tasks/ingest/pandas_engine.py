@@ -19,8 +19,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
-import distributed
 import pandas as pd
 
 from data_contracts import Contract, load_contract
@@ -43,12 +43,14 @@ from tasks.ingest.plan import (
     stored_report,
 )
 from tasks.ingest.reader import require_columns
-from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
 from tasks.quality.native_checks import suite_fingerprint
 from tasks.quality.pandas_rules import floats, to_date, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
 from tasks.quality.validation_cache import PartitionResult, TableCache, check_clean_bytes
+
+if TYPE_CHECKING:  # imported by `clean_days_dask`: Spark's Python workers never need it
+    import distributed
 
 logger = logging.getLogger("nightshift.ingest")
 
@@ -368,6 +370,10 @@ def clean_days_dask(
     """
     if not todo:
         return [], []
+    import distributed  # 0.4 s of imports the engine's cleaning functions do not need
+
+    from tasks.ops.cluster import cpu_work_options
+
     settings = get_settings()
     lake = Lake(lake_root)
     spec = get_dataset(dataset)

@@ -91,6 +91,11 @@ def _clean_batches(
     """
 
     def clean(batches: Iterator[list[tuple[date, str]]]) -> Iterator[object]:
+        # the Arrow pool a Dask worker's preload picks (flat peak RSS with the scale,
+        # BENCHMARKS §29), before the engine allocates; set again in a reused worker: a no-op
+        from tasks.ops.worker_preload import use_jemalloc
+
+        use_jemalloc()
         # imported on the worker: the driver needs neither pandas' engine nor its imports
         from tasks.ingest.pandas_engine import clean_batch
 
