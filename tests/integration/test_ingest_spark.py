@@ -1,5 +1,12 @@
 """Engine parity: the Spark engine writes the same clean data, quarantine and accounting as
-the Dask engine (`clean_day`, its per-partition function) for the same landed input."""
+the Dask engine (`clean_day`, its per-partition function) for the same landed input.
+
+Both clean with the same function (Spark schedules `clean_batch` on its Python workers),
+so what these tests guard is the Spark side of it: that the tasks run in workers that can
+import the project, that every day's outcome (report, rejection with its message, error)
+comes back to the driver through Spark, that the manifests name Spark and the watermark
+is shared, and that the validation results the workers leave are the ones GX agrees with.
+"""
 
 from __future__ import annotations
 
