@@ -107,6 +107,19 @@ def worker_dask(lake_root: str, n_days: int) -> dict:
     }
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's descendants alive now (the Spark JVM, its Python
+    workers): less skewed by other load than the wall clock."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def worker_spark(lake_root: str, n_days: int) -> dict:
     from tasks.core.lake import Lake
     from tasks.ingest.spark_engine import spark_session
@@ -117,13 +130,17 @@ def worker_spark(lake_root: str, n_days: int) -> dict:
     started = time.perf_counter()
     spark = spark_session("local[2]", shuffle_partitions=4)
     startup = time.perf_counter() - started
-    started = time.perf_counter()
+    started, driver_cpu, spark_cpu = time.perf_counter(), time.process_time(), _children_cpu()
     reports = ingest_days(lake_root, "flights", days, dims, engine="spark", spark=spark)
     clean = time.perf_counter() - started
+    # the JVM and the Python workers it forked (alive: Spark reuses its workers)
+    spark_cpu, driver_cpu = _children_cpu() - spark_cpu, time.process_time() - driver_cpu
     spark.stop()
     return {
         "startup_s": startup,
         "clean_s": clean,
+        "driver_cpu_s": driver_cpu,
+        "spark_cpu_s": spark_cpu,
         "validate_s": _validate(lake_root, days),
         "rows": sum(r.raw_rows for r in reports),
         "quarantined": sum(r.quarantined_rows for r in reports),

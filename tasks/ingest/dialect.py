@@ -5,10 +5,10 @@ Why a shared pre-read instead of each engine's own CSV options: pandas and Spark
 on real-world files. Spark's line reader splits quoted fields that hold a line break,
 keeps a UTF-8 byte-order mark in the first column name, decompresses by file extension
 only, and reads `"a"b` differently from pandas. Here a delivery is read once, by the
-standard library's CSV reader in strict mode, into records that both engines then type
-and check with the same rule catalogue. The Spark engine reads a normalised copy of
-those records (`write_normalised`) instead of the raw bytes, so the two engines cannot
-split, decode or number a record differently.
+standard library's CSV reader in strict mode (plain files by Arrow, with the same
+result), into records that are then typed and checked with the rule catalogue. Both
+engines clean with the same function (the Spark engine schedules `clean_batch` on its
+Python workers), so they cannot split, decode or number a record differently.
 
 The dialect, whatever the file is called:
 
@@ -300,18 +300,3 @@ def read_delivery_table(lake: Lake, path: str) -> pa.Table:
     arrays = [pa.array(column, type=pa.string()) for column in columns]
     arrays.append(pa.array(delivery.lines, type=pa.int64()))
     return pa.Table.from_arrays(arrays, names=[*delivery.header, LINE_COLUMN])
-
-
-def write_normalised(lake: Lake, delivery: Delivery, target: str) -> None:
-    """Write `delivery` as plain UTF-8 CSV with `\\n` line ends and its physical line number
-    as the first column, for an engine that parses files itself (Spark, `multiLine`).
-
-    Quoting is minimal and RFC 4180 (`""` escapes a quote): a value holding a line break
-    is quoted, which Spark's multi-line CSV reader reads back as one value.
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([LINE_COLUMN, *delivery.header])
-    for line, fields in zip(delivery.lines, delivery.rows, strict=True):
-        writer.writerow([line, *fields])
-    lake.write_bytes_atomic(target, buffer.getvalue().encode("utf-8"))

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
+from typing import TYPE_CHECKING
 
-import distributed
 import numpy as np
 import pandas as pd
 
@@ -35,6 +35,7 @@ from tasks.datasets.spec import DatasetSpec, Join, Source
 from tasks.ingest.dialect import LINE_COLUMN, read_delivery_table
 from tasks.ingest.generation import LAYERS, DayRejected, publish_day, staged_file, staging
 from tasks.ingest.plan import (
+    Engine,
     PartitionReport,
     SourceCounts,
     check_accounting,
@@ -46,12 +47,14 @@ from tasks.ingest.plan import (
     stored_report,
 )
 from tasks.ingest.reader import require_columns
-from tasks.ops.cluster import cpu_work_options
 from tasks.quality.dimensions import allowed_sets
 from tasks.quality.native_checks import suite_fingerprint
 from tasks.quality.pandas_rules import floats, to_date, typed_frame_and_violations
 from tasks.quality.rules import DATE_MATCHES_PARTITION, KEY_UNIQUE, ContractViolation
 from tasks.quality.validation_cache import PartitionResult, TableCache, check_clean_batch
+
+if TYPE_CHECKING:  # imported by `clean_days_dask`: Spark's Python workers never need it
+    import distributed
 
 logger = logging.getLogger("nightshift.ingest")
 
@@ -389,6 +392,7 @@ def _clean_and_publish(
     day: date,
     fingerprint: str,
     shared: SharedInputs,
+    engine: Engine = "dask",
 ) -> PartitionReport:
     """One day's new generation, staged, checked and published (see `clean_day`): a frame
     of one day."""
@@ -396,7 +400,7 @@ def _clean_and_publish(
     ((report, files, checked),) = _encoded_and_checked(
         lake, spec, _cleaned_days(spec, [delivered], shared), shared
     )
-    return _publish(lake, spec, report, files, checked)
+    return _publish(lake, spec, report, files, checked, engine)
 
 
 def _encoded_and_checked(
@@ -444,15 +448,17 @@ def _publish(
     report: PartitionReport,
     files: Files,
     checked: dict[str, PartitionResult],
+    engine: Engine = "dask",
 ) -> PartitionReport:
     """Stage a day's encoded files as a generation and publish it (`publish_day` checks
-    it first); then leave its clean partitions' contract results in the validation cache."""
+    it first, and the manifest names `engine`); then leave its clean partitions' contract
+    results in the validation cache."""
     dataset = spec.name
     day = date.fromisoformat(report.day)
     with staging(lake, dataset, day) as generation:
         for (layer, table), data in files.items():
             lake.write_bytes_atomic(staged_file(lake, dataset, day, generation, layer, table), data)
-        published = publish_day(lake, spec, report, generation, "dask")
+        published = publish_day(lake, spec, report, generation, engine)
     # only a published generation's results: the validate stage finds them by its sha256
     for table, result in checked.items():
         TableCache(lake, dataset, table).write(result)
@@ -483,9 +489,12 @@ def clean_batch(
     todo: list[tuple[date, str]],
     dims_dir: str | None,
     frame_bytes: int | None = None,
+    engine: Engine = "dask",
 ) -> list[PartitionReport | DayRejected]:
     """`clean_day` for each (day, fingerprint) of `todo`, in order, with the dimensions read
     once: the published days' reports and the rejected days' `DayRejected`, in order.
+    `engine` is the scheduler that ran it, recorded in the manifests (the Spark engine
+    runs this same function in its Python workers).
 
     Consecutive days are cleaned as one frame per source (`split_days`), up to
     `frame_bytes` of input (default: the `ingest_frame_bytes` setting), so the per-day
@@ -535,11 +544,11 @@ def clean_batch(
                 attempt(
                     index,
                     d.day,
-                    partial(_clean_and_publish, lake, spec, d.day, d.fingerprint, shared),
+                    partial(_clean_and_publish, lake, spec, d.day, d.fingerprint, shared, engine),
                 )
         else:
             for (index, d), (report, files, checked) in zip(frame, staged, strict=True):
-                attempt(index, d.day, partial(_publish, lake, spec, report, files, checked))
+                attempt(index, d.day, partial(_publish, lake, spec, report, files, checked, engine))
         frame.clear()
 
     frame_size = 0
@@ -586,6 +595,10 @@ def clean_days_dask(
     """
     if not todo:
         return [], []
+    import distributed  # 0.4 s of imports the engine's cleaning functions do not need
+
+    from tasks.ops.cluster import cpu_work_options
+
     settings = get_settings()
     lake = Lake(lake_root)
     spec = get_dataset(dataset)

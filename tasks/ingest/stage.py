@@ -68,7 +68,7 @@ def ingest_days(
 
         if spark is None:
             raise ValueError("engine='spark' needs a SparkSession (spark_engine.spark_session)")
-        done, rejected = clean_days_spark(spark, lake_root, dataset, todo, dims_dir)
+        done, rejected = clean_days_spark(spark, lake_root, dataset, todo, dims_dir, log)
     elif engine == "dask":
         if client is None:
             raise ValueError("engine='dask' needs a distributed.Client")

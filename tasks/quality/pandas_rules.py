@@ -46,7 +46,7 @@ def to_float(value: str) -> float | None:
 
 
 def to_date(text: pd.Series) -> pd.Series:
-    """`YYYY-MM-DD` text as dates (NaT otherwise), like `spark_rules.to_date`."""
+    """`YYYY-MM-DD` text as dates (NaT otherwise); `2016-7-3` is no date (`DATE_PATTERN`)."""
     shaped = text.where(text.str.fullmatch(DATE_PATTERN).fillna(False).astype(bool))
     return pd.to_datetime(shaped, errors="coerce", format="%Y-%m-%d").dt.date
 

@@ -1,10 +1,10 @@
 """The rule catalogue: a data contract turned into named rules, once, for every engine.
 
-A rule's name reads `<column>:<check>` (e.g. `distance:between[1,6000]`). The pandas
-quarantine (`pandas_rules`), the Spark quarantine (`spark_rules`) and the Great
-Expectations suite (`gx_suite`) all compile the same `Rule` objects, so the three can
-never disagree about a rule's name, its order or its bounds; an engineer greps one name
-from the run log to the offending rows and the Data Docs.
+A rule's name reads `<column>:<check>` (e.g. `distance:between[1,6000]`). The
+quarantine (`pandas_rules`, which both ingest engines run) and the Great Expectations
+suite (`gx_suite`) compile the same `Rule` objects, so the two can never disagree about
+a rule's name, its order or its bounds; an engineer greps one name from the run log to
+the offending rows and the Data Docs.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class Checks(Protocol[T]):
 
 
 def compile_rules(rules: Iterable[Rule], checks: Checks[T]) -> list[tuple[Rule, T]]:
-    """Each rule with its engine form (a pandas mask, a Spark column, a GX expectation)."""
+    """Each rule with its engine form (a pandas mask, a GX expectation)."""
     return [(rule, getattr(checks, rule.check)(rule)) for rule in rules]
 
 

@@ -7,8 +7,8 @@ count; `native_checks`), one partition at a time, and its result cached by conte
 last checked is read back, never re-checked, so a night costs what its new data costs and
 memory stays one partition: the native checks are the gate. The pandas ingest checks each
 partition it publishes on the bytes it writes and leaves the result in the cache, so after
-a Dask ingest the native checks re-read nothing (the Spark ingest leaves none: its
-partitions are checked here). Great Expectations re-checks the night's changed partitions
+an ingest (Dask or Spark: both run that function) the native checks re-read nothing.
+Great Expectations re-checks the night's changed partitions
 (the newest, up to `validation_gx_max_rows` rows) and writes the suite results and Data
 Docs people read, by default in a detached process (`validation_gx_background`; its
 import alone costs more than a new day's native checks) whose results, or failure, join

@@ -1,5 +1,12 @@
 """Engine parity: the Spark engine writes the same clean data, quarantine and accounting as
-the Dask engine (`clean_day`, its per-partition function) for the same landed input."""
+the Dask engine (`clean_day`, its per-partition function) for the same landed input.
+
+Both clean with the same function (Spark schedules `clean_batch` on its Python workers),
+so what these tests guard is the Spark side of it: that the tasks run in workers that can
+import the project, that every day's outcome (report, rejection with its message, error)
+comes back to the driver through Spark, that the manifests name Spark and the watermark
+is shared, and that the validation results the workers leave are the ones GX agrees with.
+"""
 
 from __future__ import annotations
 
@@ -117,6 +124,8 @@ def test_spark_and_dask_engines_agree_row_for_row_and_in_types(tmp_lake, spark):
         assert not s.skipped
         assert d.sources == s.sources, d.day  # every source's accounting, field by field
     assert spark_reports[0].duplicates_dropped == 2
+    # the manifests name the engine that ran: Spark's Python workers, not a Dask cluster
+    assert {tmp_lake.read_manifest("flights", d)["engine"] for d in DAYS} == {"spark"}
     assert spark_reports[0].sources["weather"].duplicates_dropped == 1
 
     for key, (dask_table, dask_frame) in dask_out.items():
@@ -253,7 +262,9 @@ def test_engines_agree_on_real_world_csv_dialects_row_for_row(tmp_lake, spark):
 
 def test_engines_fail_an_unreadable_file_with_the_same_message(tmp_path, spark):
     """Every unreadable-file case of the pandas dialect tests, on both engines: the same
-    error, word for word (file, line, column, rule), and nothing written."""
+    error, word for word (file, line, column, rule), and nothing written. Through
+    `ingest_days` the day is rejected with that error (as a Dask run's would be): its
+    message names the day and quotes the error."""
     from tasks.core.lake import Lake
     from tasks.quality.rules import ContractViolation
     from tests.unit.ingest.test_dialect import ERRORS
@@ -267,9 +278,10 @@ def test_engines_fail_an_unreadable_file_with_the_same_message(tmp_path, spark):
         dims = lake.latest_dimension_snapshot("flights", DAYS[0])
         with pytest.raises(ContractViolation, match=pattern) as dask_error:
             clean_day(lake.root, "flights", DAYS[0], dims)
-        with pytest.raises(ContractViolation) as spark_error:
+        with pytest.raises(DaysRejected) as spark_error:
             ingest_days(lake.root, "flights", [DAYS[0]], dims, engine="spark", spark=spark)
-        assert str(spark_error.value) == str(dask_error.value), breach.__name__
+        assert spark_error.value.days == [DAYS[0].isoformat()], breach.__name__
+        assert f"  - {dask_error.value}\n" in str(spark_error.value), breach.__name__
         assert not lake.exists(lake.partition_file("clean", "flights", DAYS[0]))
         assert not [p for p in lake.fs.find(lake.root) if "_staging" in p], breach.__name__
 
