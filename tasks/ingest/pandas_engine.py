@@ -483,6 +483,37 @@ def clean_day(
     return _clean_and_publish(lake, spec, day, fingerprint, shared)
 
 
+@dataclass
+class _Outcomes:
+    """A batch's outcome per day, in order: its report or its `DayRejected`. Any other
+    error (a full disk, a bug) is kept and raised once the batch's other days are done."""
+
+    results: list[PartitionReport | DayRejected | None]
+    errors: list[Exception] = field(default_factory=list)
+
+    def attempt(self, index: int, day: date, work: Callable[[], object]) -> object | None:
+        """Run one day's `work`; its value, or None when the day was rejected or failed."""
+        try:
+            outcome = work()
+            if isinstance(outcome, PartitionReport):
+                self.results[index] = outcome
+        except DayRejected as rejected:
+            self.results[index] = rejected
+        except ContractViolation as violation:
+            self.results[index] = DayRejected(str(violation), day.isoformat())
+        except Exception as failure:  # re-raised by `finished`, once the other days are done
+            logger.error("ingest: date=%s failed: %s", day.isoformat(), failure)
+            self.errors.append(failure)
+        else:
+            return outcome
+        return None
+
+    def finished(self) -> list[PartitionReport | DayRejected]:
+        if self.errors:
+            raise self.errors[0]
+        return [r for r in self.results if r is not None]
+
+
 def clean_batch(
     lake_root: str,
     dataset: str,
@@ -513,25 +544,8 @@ def clean_batch(
     lake = Lake(lake_root)
     shared = SharedInputs.read(lake, spec, dims_dir)
     limit = frame_bytes or get_settings().ingest_frame_bytes
-    results: list[PartitionReport | DayRejected | None] = [None] * len(todo)
-    errors: list[Exception] = []
-
-    def attempt(index: int, day: date, work: Callable[[], object]) -> object | None:
-        try:
-            outcome = work()
-            if isinstance(outcome, PartitionReport):
-                results[index] = outcome
-        except DayRejected as rejected:
-            results[index] = rejected
-        except ContractViolation as violation:
-            results[index] = DayRejected(str(violation), day.isoformat())
-        except Exception as failure:  # re-raised below, once the other days are done
-            logger.error("ingest: date=%s failed: %s", day.isoformat(), failure)
-            errors.append(failure)
-        else:
-            return outcome
-        return None
-
+    outcomes = _Outcomes([None] * len(todo))
+    results, attempt = outcomes.results, outcomes.attempt
     frame: list[tuple[int, _Delivered]] = []
 
     def clean_frame() -> None:
@@ -572,9 +586,7 @@ def clean_batch(
         frame_size += size
     if frame:
         clean_frame()
-    if errors:
-        raise errors[0]
-    return [r for r in results if r is not None]
+    return outcomes.finished()
 
 
 def clean_days_dask(
