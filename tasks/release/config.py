@@ -51,6 +51,18 @@ class CompressionConfig(BaseModel):
     latency_threads: int = Field(
         default=1, ge=1, le=64, description="onnxruntime intra-op threads when timing."
     )
+    # The variants that train (pruning's fine-tune, the student) and the teacher's soft
+    # labels run in the flow process with this many torch threads. One by default: these
+    # networks are small (a batch is a few tiny matmuls), so a second intra-op thread
+    # waits more than it works, and beside a busy neighbour it made a student epoch
+    # 7-15x slower on a 2-core box; the result is the same network either way (tested).
+    train_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="torch threads of compression's training and soft labels "
+        "(0 = torch's default: every core).",
+    )
     latency_repeats: int = Field(default=200, ge=5, le=10000, description="Batch-1 repeats.")
 
 
