@@ -133,9 +133,10 @@ def evaluate_models(
 
     net = load_network(trained.weights_path, trained.net_config_path)
     codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and trees
-    # the network scores beside the trees' fits: as many torch threads as one fit has
+    model_proba = predict_proba(net, codes, numeric)
+    # the network scores the validation days beside the baseline's fit: as many torch
+    # threads as one fit has, not every core on top of the fits' own
     with torch_threads(tree_threads()):
-        model_proba = predict_proba(net, codes, numeric)
         baseline, choice = fit_trees(spec, train, preprocessor, net, trained, out_dir, seed)
     base_proba = tree_proba(baseline, codes, numeric)
     # The contract's key identifies each holdout row in the predictions file.

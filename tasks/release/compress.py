@@ -565,7 +565,7 @@ def compress_network(
     batch = (codes[rows_1024], numeric[rows_1024])
 
     net = load_network(trained.weights_path, trained.net_config_path)
-    # torch's work here in `config.train_threads` threads (the config field says why)
+    # torch's work here in `config.train_threads` threads (0: every core; the field says why)
     busy = config.train_threads
     with torch_threads(busy):
         reference_auc = float(roc_auc_score(y_true, predict_proba(net, codes, numeric)))

@@ -52,12 +52,13 @@ class CompressionConfig(BaseModel):
         default=1, ge=1, le=64, description="onnxruntime intra-op threads when timing."
     )
     # The variants that train (pruning's fine-tune, the student) and the teacher's soft
-    # labels run in the flow process with this many torch threads. One by default: these
-    # networks are small (a batch is a few tiny matmuls), so a second intra-op thread
-    # waits more than it works, and beside a busy neighbour it made a student epoch
-    # 7-15x slower on a 2-core box; the result is the same network either way (tested).
+    # labels run in the flow process with this many torch threads; the network is the same
+    # whatever the count (tested). Every core by default: on the 2-core box a student took
+    # 9.7-9.9 s there against 12.4 s on one thread beside one busy neighbour, while beside
+    # several (load 4+) one thread was 2-7x faster than two (BENCHMARKS.md, the one-new-day
+    # night, third pass): set 1 on a machine shared with other heavy jobs.
     train_threads: int = Field(
-        default=1,
+        default=0,
         ge=0,
         le=256,
         description="torch threads of compression's training and soft labels "
