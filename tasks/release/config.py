@@ -53,12 +53,14 @@ class CompressionConfig(BaseModel):
     )
     # The variants that train (pruning's fine-tune, the student) and the teacher's soft
     # labels run in the flow process with this many torch threads; the network is the same
-    # whatever the count (tested). Every core by default: on the 2-core box a student took
-    # 9.7-9.9 s there against 12.4 s on one thread beside one busy neighbour, while beside
-    # several (load 4+) one thread was 2-7x faster than two (BENCHMARKS.md, the one-new-day
-    # night, third pass): set 1 on a machine shared with other heavy jobs.
+    # whatever the count (tested). One by default, for the reason of NIGHTSHIFT_TREE_THREADS:
+    # torch's intra-op threads wait for each other at every op, so beside busy neighbours
+    # two threads collapse. On the 2-core box the full night's student took 116 s on two
+    # threads at load 6-9 and 13.9 s on one at load 4-6; beside one busy neighbour (load
+    # ~2) one thread cost the new day's compress stage 12.4 s against 9.7-9.9 s on two
+    # (BENCHMARKS.md, the one-new-day night, third pass). 0 = every core.
     train_threads: int = Field(
-        default=0,
+        default=1,
         ge=0,
         le=256,
         description="torch threads of compression's training and soft labels "
