@@ -120,10 +120,10 @@ def lowest_priority(pid: int) -> None:
     """Give a background GX process the CPU only when the night leaves it idle.
 
     Nothing waits for the Data Docs, while the stages after validation do wait for a core:
-    on a 2-core box the GX processes (one per table; importing GX alone is seconds of CPU)
-    ran beside the features stage and the ranks' warm-up and tripled the features stage
-    (BENCHMARKS.md, the one-new-day night, third pass). Set from here, right after the
-    start, so it holds before GX's imports and for every thread the process starts.
+    on a 2-core box the GX processes (one per table; importing GX, which imports pyspark,
+    is seconds of CPU) ran beside the features stage and the ranks' warm-up: 1.4 s of the
+    stage's own work took 9-21 s in the flow (BENCHMARKS.md §33). Set from here, right
+    after the start, so it holds before GX's imports and for every thread it starts.
     """
     with contextlib.suppress(ProcessLookupError):  # it already ended: nothing to slow down
         os.setpriority(os.PRIO_PROCESS, pid, 19)
