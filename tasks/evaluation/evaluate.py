@@ -37,6 +37,7 @@ from tasks.evaluation.blend import (
     concurrent_tree_fits,
     fit_tree,
     serve_window_tree,
+    tree_threads,
 )
 from tasks.evaluation.champion import champion_scorer
 from tasks.evaluation.diagnostics import (
@@ -49,7 +50,7 @@ from tasks.features.build import FeatureSet, load_preprocessor
 from tasks.features.preprocessor import TabularPreprocessor
 from tasks.release.pyfunc import blend_proba, load_tree, tree_proba
 from tasks.training.loop import TrainResult, load_network, validation_mask
-from tasks.training.model import TabularNet, predict_proba
+from tasks.training.model import TabularNet, predict_proba, torch_threads
 
 if TYPE_CHECKING:
     import lightgbm
@@ -133,7 +134,10 @@ def evaluate_models(
     net = load_network(trained.weights_path, trained.net_config_path)
     codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and trees
     model_proba = predict_proba(net, codes, numeric)
-    baseline, choice = fit_trees(spec, train, preprocessor, net, trained, out_dir, seed)
+    # the network scores the validation days beside the baseline's fit: as many torch
+    # threads as one fit has, not every core on top of the fits' own
+    with torch_threads(tree_threads()):
+        baseline, choice = fit_trees(spec, train, preprocessor, net, trained, out_dir, seed)
     base_proba = tree_proba(baseline, codes, numeric)
     # The contract's key identifies each holdout row in the predictions file.
     predictions = holdout[[*load_contract(spec.fact.name).key, "label"]].copy()

@@ -16,6 +16,7 @@ on, so it is written into the report (`gx_disagrees`) and logged as an error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -103,7 +104,7 @@ def start_background(
     command += ["--dataset", dataset, "--as-of", as_of.isoformat(), "--table", table]
     command += ["--run-id", run_id, "--days", *days]
     with open(f"{out_dir}/docs/gx/{table}.log", "ab") as log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -111,6 +112,21 @@ def start_background(
             start_new_session=True,  # outlives the stage; a signal to the flow spares it
             env={**os.environ, "GX_ANALYTICS_ENABLED": "false"},
         )
+    lowest_priority(process.pid)
+    return process
+
+
+def lowest_priority(pid: int) -> None:
+    """Give a background GX process the CPU only when the night leaves it idle.
+
+    Nothing waits for the Data Docs, while the stages after validation do wait for a core:
+    on a 2-core box the GX processes (one per table; importing GX, which imports pyspark,
+    is seconds of CPU) ran beside the features stage and the ranks' warm-up: 1.4 s of the
+    stage's own work took 9-21 s in the flow (BENCHMARKS.md §35). Set from here, right
+    after the start, so it holds before GX's imports and for every thread it starts.
+    """
+    with contextlib.suppress(ProcessLookupError):  # it already ended: nothing to slow down
+        os.setpriority(os.PRIO_PROCESS, pid, 19)
 
 
 def _record(lake: Lake, dataset: str, as_of: date, table: str, run_id: str, **fields) -> bool:

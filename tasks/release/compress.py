@@ -63,6 +63,7 @@ from tasks.training.model import (
     TabularNet,
     member_loss,
     predict_proba,
+    torch_threads,
 )
 
 logger = logging.getLogger("nightshift.compress")
@@ -352,9 +353,7 @@ def torch_latency_ms(
     net: TabularNet, codes: np.ndarray, numeric: np.ndarray, repeats: int, threads: int
 ) -> float:
     """Median wall time of one fp32 torch forward pass (eval, no grad) on these rows."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         c, x = torch.from_numpy(codes), torch.from_numpy(numeric)
         net.eval()
         times = []
@@ -366,8 +365,6 @@ def torch_latency_ms(
                 torch.sigmoid(net(c, x)).mean(dim=1)
                 times.append(time.perf_counter() - start)
         return statistics.median(times) * 1000
-    finally:
-        torch.set_num_threads(previous)
 
 
 def blend_latency_ms(
@@ -568,7 +565,10 @@ def compress_network(
     batch = (codes[rows_1024], numeric[rows_1024])
 
     net = load_network(trained.weights_path, trained.net_config_path)
-    reference_auc = float(roc_auc_score(y_true, predict_proba(net, codes, numeric)))
+    # torch's work here in `config.train_threads` threads (0: every core; the field says why)
+    busy = config.train_threads
+    with torch_threads(busy):
+        reference_auc = float(roc_auc_score(y_true, predict_proba(net, codes, numeric)))
     threads, repeats = config.latency_threads, config.latency_repeats
     reference = {
         "size": len(Lake.of(trained.weights_path).fs.cat(trained.weights_path)),
@@ -593,15 +593,16 @@ def compress_network(
         t_codes, t_numeric = preprocessor.transform(spec.feature_frame(train))
         t_codes = t_codes.astype(np.int64)
     if prune:
-        pruned = prune_and_finetune(
-            net,
-            t_codes,
-            t_numeric,
-            train["label"].to_numpy(),
-            config.prune_sparsity,
-            config.prune_finetune_epochs,
-            seed,
-        )
+        with torch_threads(busy):
+            pruned = prune_and_finetune(
+                net,
+                t_codes,
+                t_numeric,
+                train["label"].to_numpy(),
+                config.prune_sparsity,
+                config.prune_finetune_epochs,
+                seed,
+            )
         pruned_fp32 = export_onnx(ExportNet(pruned), one, f"{out_dir}/pruned-fp32.onnx")
         paths["pruned-int8"] = quantize_int8(pruned_fp32, f"{out_dir}/pruned-int8.onnx")
         os.remove(pruned_fp32)
@@ -615,16 +616,17 @@ def compress_network(
                 net.config, config.distill_hidden, *warm_student
             )
         epochs = config.distill_fine_tune_epochs if initial is not None else config.distill_epochs
-        student = distill_student(
-            net,
-            t_codes,
-            t_numeric,
-            config.distill_hidden,
-            epochs,
-            seed,
-            config.distill_learning_rate,
-            initial_state=initial,
-        )
+        with torch_threads(busy):
+            student = distill_student(
+                net,
+                t_codes,
+                t_numeric,
+                config.distill_hidden,
+                epochs,
+                seed,
+                config.distill_learning_rate,
+                initial_state=initial,
+            )
         log.info(
             "compress: distilled a %s student (%d weights; the teacher has %d), %d epoch(s) "
             "%s, in %.1f s",

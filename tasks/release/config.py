@@ -51,6 +51,21 @@ class CompressionConfig(BaseModel):
     latency_threads: int = Field(
         default=1, ge=1, le=64, description="onnxruntime intra-op threads when timing."
     )
+    # The variants that train (pruning's fine-tune, the student) and the teacher's soft
+    # labels run in the flow process with this many torch threads; the network is the same
+    # whatever the count (tested). One by default, for the reason of NIGHTSHIFT_TREE_THREADS:
+    # torch's intra-op threads wait for each other at every op, so beside busy neighbours
+    # two threads collapse. On the 2-core box the full night's student took 116 s on two
+    # threads at load 6-9 and 13.9 s on one at load 4-6; beside one busy neighbour (load
+    # ~2) one thread cost the new day's compress stage 12.4 s against 9.7-9.9 s on two
+    # (BENCHMARKS.md, the one-new-day night, third pass). 0 = every core.
+    train_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="torch threads of compression's training and soft labels "
+        "(0 = torch's default: every core).",
+    )
     latency_repeats: int = Field(default=200, ge=5, le=10000, description="Batch-1 repeats.")
 
 

@@ -22,6 +22,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import distributed
 import torch
@@ -45,7 +46,9 @@ from tasks.training.loop import (
     load_weights,
     write_trained_network,
 )
-from tasks.training.tune import TuneResult
+
+if TYPE_CHECKING:  # tune loads Optuna and MLflow, which a rank never needs (its warm-up)
+    from tasks.training.tune import TuneResult
 
 logger = logging.getLogger("nightshift.ddp")
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from tasks.core.context import RunContext
 from tasks.core.results import write_result
 from tasks.features.build import FeatureSet, load_preprocessor, preprocessor_for
-from tasks.release.pyfunc import sha256_file
 from tasks.training.config import TrainConfig
 from tasks.training.model import NetConfig
 
@@ -276,6 +275,10 @@ def _checked_weights(
     """Download a release's `artifact_path` folder into `scratch`; the folder, or why not:
     its `weights` file differs from the digest the release recorded."""
     import mlflow.artifacts
+
+    # here, not at the top: the DDP ranks import this module (for `TrainingPlan`), and
+    # `tasks.release.pyfunc` loads MLflow, ~1.3 s of each rank's warm-up for nothing
+    from tasks.release.pyfunc import sha256_file
 
     folder = Path(
         mlflow.artifacts.download_artifacts(

@@ -13,7 +13,10 @@ functions; the embedding lets it fit the sharp, periodic shapes of hours and wea
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -135,6 +138,18 @@ def member_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(
         logits, labels.unsqueeze(1).expand_as(logits)
     )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` (0: torch's default, every core) inside the
+    block, restored after it (the setting is the process's, not the thread's)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ sets), and a changed partition with a violation fails naming its partition.
 """
 
 import hashlib
+import os
 import time
 from datetime import date, timedelta
 
@@ -19,7 +20,7 @@ from tasks.ingest.generation import DayRejected
 from tasks.ingest.pandas_engine import clean_day
 from tasks.landing.simulator import land_days
 from tasks.quality import validate as validate_module
-from tasks.quality.gx_docs import run_background
+from tasks.quality.gx_docs import run_background, start_background
 from tasks.quality.validate import ContractBroken, validate, validate_table
 from tasks.quality.validation_cache import entry_path
 from tests.conftest import context_for
@@ -193,6 +194,16 @@ def test_background_gx_adds_its_results_to_the_report_and_page(clean_lake, monke
     assert clean_lake.exists(stored["gx_docs"])
     page = clean_lake.fs.cat_file(report.docs_index).decode()
     assert "running in the background" not in page and "Great Expectations" in page
+
+
+def test_a_background_gx_process_runs_at_the_lowest_cpu_priority(tmp_lake):
+    # nothing waits for the Data Docs, while the night's next stages wait for a core
+    process = start_background(tmp_lake, "flights", DAYS[-1], "flights", "no-run", [ISO[-1]])
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == 19
+    finally:
+        # an empty lake: no such partition, the process fails (and says so in its log)
+        assert process.wait(timeout=120) != 0
 
 
 def test_a_header_only_day_the_contract_accepts_does_not_fail_the_row_count(tmp_lake):

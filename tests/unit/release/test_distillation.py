@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import torch
 
-from tasks.release.compress import ExportNet, distill_student, warm_student_state
-from tasks.training.model import NetConfig, TabularNet, predict_proba
+from tasks.release.compress import (
+    ExportNet,
+    distill_student,
+    prune_and_finetune,
+    warm_student_state,
+)
+from tasks.training.model import NetConfig, TabularNet, predict_proba, torch_threads
 
 
 def _teacher(seed: int = 0) -> tuple[TabularNet, np.ndarray, np.ndarray]:
@@ -105,3 +111,50 @@ def test_the_champions_student_is_used_only_when_its_shape_is_tonights(tmp_path)
     for teacher_config, hidden in ((teacher.config, [16]), (wider, [8])):
         state, note = warm_student_state(teacher_config, hidden, str(weights), str(config))
         assert state is None and "from scratch" in note, note
+
+
+def _wide_teacher() -> tuple[TabularNet, np.ndarray, np.ndarray]:
+    """A teacher and rows big enough for torch to split a batch's ops across threads."""
+    torch.manual_seed(7)
+    teacher = TabularNet(
+        NetConfig(cardinalities=[40, 8], n_numeric=12, hidden=[128, 64], members=4)
+    )
+    with torch.no_grad():  # spread the probabilities over (0, 1), away from 0.5
+        for layer in teacher.mlp:
+            if hasattr(layer, "weight"):
+                layer.weight.mul_(3.0)
+    teacher.eval()
+    rng = np.random.default_rng(7)
+    codes = np.stack([rng.integers(0, 40, 6000), rng.integers(0, 8, 6000)], axis=1)
+    return teacher, codes.astype(np.int64), rng.normal(size=(6000, 12)).astype(np.float32)
+
+
+def test_compressions_training_is_the_same_network_on_one_torch_thread_or_two():
+    # CompressionConfig.train_threads (1) may only change the speed: the student, pruning's
+    # fine-tune and the teacher's soft labels come out identical to two threads'
+    teacher, codes, numeric = _wide_teacher()
+    labels = (predict_proba(teacher, codes, numeric) > 0.5).astype(np.float32)
+    built = {}
+    for threads in (1, 2):
+        with torch_threads(threads):
+            assert torch.get_num_threads() == threads
+            built[threads] = (
+                predict_proba(teacher, codes, numeric),
+                distill_student(teacher, codes, numeric, hidden=[64, 32], epochs=1, seed=3),
+                prune_and_finetune(teacher, codes, numeric, labels, 0.5, epochs=1, seed=3),
+            )
+    np.testing.assert_array_equal(built[1][0], built[2][0])
+    for one, two in zip(built[1][1:], built[2][1:], strict=True):
+        for name, value in one.state_dict().items():
+            assert torch.equal(value, two.state_dict()[name]), name
+    assert built[1][0].std() > 0.05  # soft labels that say something
+
+
+def test_torch_threads_restores_the_process_setting():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # 0: every core
+        assert torch.get_num_threads() == (os.cpu_count() or 1)
+    assert torch.get_num_threads() == before
