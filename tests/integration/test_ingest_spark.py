@@ -286,6 +286,32 @@ def test_engines_fail_an_unreadable_file_with_the_same_message(tmp_path, spark):
         assert not [p for p in lake.fs.find(lake.root) if "_staging" in p], breach.__name__
 
 
+def test_a_faulty_task_is_raised_after_the_other_tasks_days_are_published(tmp_lake, spark):
+    """A real fault that is no contract breach, in one Spark task (a file where a day's
+    clean partition folder must go: the publish cannot write there): the other task's day
+    is published, then the driver raises that day's own error, saying the previous
+    generation is intact; once the fault is gone, the next run cleans that day alone."""
+    from tasks.ingest.generation import StagingFailed
+
+    land_days(tmp_lake, get_dataset("flights"), DAYS[0], DAYS[-1])
+    dims = tmp_lake.latest_dimension_snapshot("flights", DAYS[-1])
+    blocker = tmp_lake.partition("clean", "flights", DAYS[1])
+    tmp_lake.write_bytes_atomic(blocker, b"not a folder")
+
+    with pytest.raises(StagingFailed) as raised:  # the worker's own exception, not Spark's
+        ingest_days(tmp_lake.root, "flights", DAYS, dims, engine="spark", spark=spark)
+    message = str(raised.value)
+    assert f"date={DAYS[1].isoformat()}" in message and "previous generation is intact" in message
+    assert tmp_lake.read_manifest("flights", DAYS[0])["engine"] == "spark"  # published
+    assert not tmp_lake.read_manifest("flights", DAYS[1])
+    assert not [p for p in tmp_lake.fs.find(tmp_lake.root) if "_staging" in p]
+
+    tmp_lake.fs.rm(blocker)
+    again = ingest_days(tmp_lake.root, "flights", DAYS, dims, engine="spark", spark=spark)
+    assert [r.skipped for r in again] == [True, False]
+    assert tmp_lake.exists(tmp_lake.partition_file("clean", "flights", DAYS[1]))
+
+
 def test_spark_cleaned_partitions_are_validated_natively_and_gx_agrees(tmp_lake, spark):
     """Spark-cleaned partitions go through the same native checks (on the written Parquet,
     the same schema as Dask's) and the same GX suite, and the two agree."""
