@@ -39,5 +39,7 @@ class NightlyParams(BaseModel):
         default=ReleaseConfig(), description="Compression, promotion margins and budgets."
     )
     engine: Literal["dask", "spark"] = Field(
-        default="dask", description="Ingestion engine: Dask (per day) or Spark (one job)."
+        default="dask",
+        description="Ingestion engine: who schedules the batches of changed days: Dask (a task "
+        "per batch) or Spark (one job, a task per batch); both clean with the same code.",
     )
