@@ -222,15 +222,6 @@ def _verdict(
     return RuleResult(rule.name, EXPECTATIONS[rule.kind], rule.column, ok, count, observed)
 
 
-def check_rule(frame: pd.DataFrame, rule: SuiteRule, contract: Contract) -> RuleResult:
-    """One suite rule on one partition, vectorised."""
-    if rule.kind == "row_count":
-        rows = len(frame)
-        return _verdict(rule, 0, str(rows), rows >= contract.thresholds.min_rows_per_partition)
-    unexpected, observed, success = _unexpected(frame, rule, contract)
-    return _verdict(rule, 0 if unexpected is None else unexpected.sum(), observed, success)
-
-
 def as_validated(frame: pd.DataFrame) -> pd.DataFrame:
     """A clean partition as both checkers see it: text columns in pandas' nullable string
     dtype whoever wrote the file.
@@ -251,7 +242,8 @@ def check_partition(
     frame: pd.DataFrame, contract: Contract, allowed_sets: Mapping[str, Iterable[str]]
 ) -> list[RuleResult]:
     """Every rule of the suite on one partition's clean rows, in the suite's order."""
-    return [check_rule(frame, rule, contract) for rule in suite_rules(contract, allowed_sets)]
+    one_day = np.zeros(len(frame), dtype=np.intp)
+    return check_partitions(frame, one_day, 1, contract, allowed_sets)[0]
 
 
 def check_partitions(

@@ -9,7 +9,7 @@ again and its entry replaced (atomically), so the cache holds one small file per
 whatever the history of generations and contracts.
 
 The pandas ingest writes the entry of each clean partition it publishes (`check_clean_batch`,
-on the very bytes it wrote, so nothing is read back), marked `fresh`: the validate stage
+on the very bytes it writes, so nothing is read back), marked `fresh`: the validate stage
 takes it as checked tonight (reported as such, handed to Great Expectations) without
 re-reading the partition, and clears the mark.
 """
@@ -136,32 +136,6 @@ def content_key(
     return CacheKey(entry["sha256"], suite)
 
 
-def check_clean_bytes(
-    data: bytes,
-    day: date,
-    contract: Contract,
-    allowed_sets: Mapping[str, Iterable[str]],
-    suite: str,
-) -> PartitionResult:
-    """The native result of a clean partition from the Parquet bytes its writer is about to
-    publish, keyed as the validate stage will look it up (the bytes' sha256 is the one the
-    manifest will hold) and marked `fresh`.
-
-    Why the bytes and not the writer's frame: the checks must see what a reader of the file
-    sees (dtypes included, as `Lake.read_partition` decodes them), so the verdict is the one
-    the validate stage would reach by reading the partition back. `suite` is
-    `native_checks.suite_fingerprint(contract, allowed_sets)`, computed once per batch.
-    """
-    frame = as_validated(pd.read_parquet(io.BytesIO(data)))
-    return PartitionResult(
-        day=day.isoformat(),
-        rows=len(frame),
-        results=check_partition(frame, contract, allowed_sets),
-        key=CacheKey(hashlib.sha256(data).hexdigest(), suite),
-        fresh=True,
-    )
-
-
 def check_clean_batch(
     datas: list[bytes],
     days: list[date],
@@ -169,12 +143,17 @@ def check_clean_batch(
     allowed_sets: Mapping[str, Iterable[str]],
     suite: str,
 ) -> list[PartitionResult]:
-    """`check_clean_bytes` of several days' clean partitions of one table, each checked
-    on its own bytes as a reader decodes them, the rules run once over the decoded days
-    together (`native_checks.check_partitions`): each day's result is its own.
+    """The native results of several days' clean partitions of one table, from the Parquet
+    bytes their writer is about to publish, keyed as the validate stage will look them up
+    (each bytes' sha256 is the one the manifest will hold) and marked `fresh`.
 
-    Days whose decoded columns or dtypes differ from the first's (a column all missing on
-    one day reads back as another type) are checked alone, as `check_clean_bytes` does.
+    Why the bytes and not the writer's frame: the checks must see what a reader of the file
+    sees (dtypes included, as `Lake.read_partition` decodes them), so each verdict is the
+    one the validate stage would reach by reading the partition back. `suite` is
+    `native_checks.suite_fingerprint(contract, allowed_sets)`, computed once per batch.
+    The rules run once over the decoded days together (`native_checks.check_partitions`):
+    each day's result is its own. Days whose decoded columns or dtypes differ from the
+    first's (a column all missing on one day reads back as another type) are checked alone.
     """
     frames = [as_validated(pd.read_parquet(io.BytesIO(data))) for data in datas]
     first = frames[0] if frames else None
