@@ -150,15 +150,60 @@ def _member_linear(weight: torch.Tensor, bias: torch.Tensor, rank: int) -> nn.Mo
 
 
 def export_onnx(module: ExportNet, example: tuple[np.ndarray, np.ndarray], path: str) -> str:
-    """Write the export graph as ONNX with a dynamic batch dimension."""
+    """Write the export graph as ONNX with a dynamic batch dimension.
+
+    The TorchScript exporter first, torch.export's (`dynamo=True`) where it is gone or
+    fails. Measured on the same network, one thread (BENCHMARKS.md §37): TorchScript
+    0.05-0.07 s per export, torch.export 4.8 s for a process's first and 1.7 s for each
+    later one (tracing, decompositions and the op registry rebuilt per call); a night
+    exports two to five networks, and on a fine-tune night that was the compress stage's
+    largest cost. Both give the same nodes for the export graph (MatMul and Add: it holds
+    no `nn.Linear`, so no `Gemm`, which the quantizer would skip) and the same outputs;
+    a graph with a `Gemm` is refused and exported again the other way.
+    """
     module.eval()
     # trace with two rows: torch.export specialises a dimension of size 1 wherever it meets
     # a broadcast, and the periodic embeddings' arithmetic would fix the batch at 1
     codes, numeric = (torch.from_numpy(np.concatenate([a, a])) for a in example)
+    try:
+        _export_torchscript(module, (codes, numeric), path)
+    except Exception as error:  # noqa: BLE001 - any failure has the other exporter to try
+        logger.info("compress: TorchScript export failed (%s); exporting with torch.export", error)
+        _export_dynamo(module, (codes, numeric), path)
+    strip_debug_info(path)
+    return path
+
+
+def _export_torchscript(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str) -> None:
+    """PyTorch's TorchScript-based exporter (deprecated since 2.9, still in 2.13)."""
+    import warnings
+
+    batch = {0: "batch"}
+    with warnings.catch_warnings():
+        # its deprecation notice, once per export: the fallback is in place for its removal
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        torch.onnx.export(
+            module,
+            inputs,
+            path,
+            input_names=INPUT_NAMES,
+            output_names=[OUTPUT_NAME],
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            dynamic_axes={name: batch for name in (*INPUT_NAMES, OUTPUT_NAME)},
+        )
+    gemms = [node.name for node in onnx.load(path).graph.node if node.op_type == "Gemm"]
+    if gemms:
+        raise ValueError(f"the graph holds Gemm nodes {gemms}, which int8 quantisation skips")
+
+
+def _export_dynamo(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str) -> None:
+    """PyTorch's torch.export-based exporter (the default since 2.9)."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     torch.onnx.export(
         module,
-        (codes, numeric),
+        inputs,
         path,
         input_names=INPUT_NAMES,
         output_names=[OUTPUT_NAME],
@@ -168,8 +213,6 @@ def export_onnx(module: ExportNet, example: tuple[np.ndarray, np.ndarray], path:
         external_data=False,
         verbose=False,
     )
-    strip_debug_info(path)
-    return path
 
 
 def strip_debug_info(path: str) -> str:

@@ -9,6 +9,7 @@ import hashlib
 import os
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -201,6 +202,12 @@ def test_a_background_gx_process_runs_at_the_lowest_cpu_priority(tmp_lake):
     process = start_background(tmp_lake, "flights", DAYS[-1], "flights", "no-run", [ISO[-1]])
     try:
         assert os.getpriority(os.PRIO_PROCESS, process.pid) == 19
+        # its own session is its own scheduling group under autogroup scheduling: the
+        # group's weight must drop too, or the process competes with the flow as an equal
+        autogroup = Path(f"/proc/{process.pid}/autogroup")
+        if autogroup.exists():
+            assert autogroup.read_text().split()[-1] == "19", autogroup.read_text()
+            assert Path("/proc/self/autogroup").read_text().split()[-1] != "19"
     finally:
         # an empty lake: no such partition, the process fails (and says so in its log)
         assert process.wait(timeout=120) != 0
