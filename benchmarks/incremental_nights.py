@@ -36,8 +36,10 @@ STAGES = {
     "plan-training": "plan (mode decision, champion staged)",
     "tune-hyperparameters": "tune",
     "train-network-ddp": "train",
-    "evaluate-on-holdout": "evaluate",
-    "compress-network": "compress",
+    # the compression variants are built beside the evaluation (flows/nightly.py): one row
+    "evaluate-on-holdout": "evaluate, the compression variants built beside it",
+    "build-compression-variants": "evaluate, the compression variants built beside it",
+    "compress-network": "compress (the variants timed, one kept)",
     "register-challenger": "register + gate + promote + summary",
     "gate-challenger": "register + gate + promote + summary",
     "promote-challenger": "register + gate + promote + summary",

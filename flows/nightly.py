@@ -2,7 +2,8 @@
 
 ingest → validate → features → drift → evaluate-champion (continuous evaluation) →
 plan (fine-tune the champion or retrain in full) → tune (Dask workers) → train (DDP on Dask
-workers) → evaluate → compress → register → gate → promote → summary
+workers) → evaluate, with the compression variants built beside it → compress (timed, kept)
+→ register → gate → promote → summary
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 
 from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.params import NightlyParams
@@ -22,7 +24,7 @@ from flows.runtime import (
     prepared,
 )
 from tasks.core.runlock import run_lock
-from tasks.core.settings import get_settings
+from tasks.core.settings import get_settings, task_timeout
 from tasks.ingest.prefect_tasks import ingest_landed_days
 
 # The later stages, imported when first called (their modules load torch, MLflow, ONNX and
@@ -33,14 +35,19 @@ from tasks.ingest.prefect_tasks import ingest_landed_days
 (check_drift_task,) = deferred("tasks.monitoring.prefect_tasks", "check_drift_task")
 (evaluate_champion_task,) = deferred("tasks.monitoring.prefect_tasks_ce", "evaluate_champion_task")
 (validate_contract,) = deferred("tasks.quality.prefect_tasks", "validate_contract")
-compress_network_task, gate_challenger_task, promote_challenger_task, register_challenger_task = (
-    deferred(
-        "tasks.release.prefect_tasks",
-        "compress_network_task",
-        "gate_challenger_task",
-        "promote_challenger_task",
-        "register_challenger_task",
-    )
+(
+    build_compression_task,
+    compress_network_task,
+    gate_challenger_task,
+    promote_challenger_task,
+    register_challenger_task,
+) = deferred(
+    "tasks.release.prefect_tasks",
+    "build_compression_task",
+    "compress_network_task",
+    "gate_challenger_task",
+    "promote_challenger_task",
+    "register_challenger_task",
 )
 (undo_release_on_failure,) = deferred("tasks.release.registry", "undo_release_on_failure")
 publish_failure, publish_summary = deferred(
@@ -114,13 +121,30 @@ def nightly_retrain(
         trained = train_network_task(ctx, features, tuned, params.world_size, plan)
 
         # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
-        evaluation = evaluate_on_holdout(ctx, features, trained, params.release.slice_min_rows)
+        # Beside it, in a thread of this process: Compress's int8 / pruned / low-rank /
+        # distilled ONNX variants, built and scored (they need only the network; a
+        # fine-tune builds fp32 and the champion's variant only: the same architecture)
+        with ThreadPoolTaskRunner(max_workers=1) as beside:
+            # bounded by the wait below: Prefect cannot time a task out in a worker thread
+            building = beside.submit(
+                build_compression_task.with_options(timeout_seconds=None),
+                {
+                    "ctx": ctx,
+                    "features": features,
+                    "trained": trained,
+                    "config": params.release.compression,
+                    "plan": plan,
+                },
+            )
+            evaluation = evaluate_on_holdout(
+                ctx, features, trained, params.release.slice_min_rows, plan
+            )
+            built = building.result(timeout=task_timeout("compress-network"))
 
-        # Compress: int8 / pruned / low-rank / distilled ONNX variants; keep the smallest
-        # within budget (served blended with the tree when the blend won; a fine-tune tries
-        # fp32 and the champion's variant only: the same architecture)
+        # Compress: the variants timed with the cores to themselves; keep the smallest
+        # within budget (served blended with the tree when the blend won)
         compression = compress_network_task(
-            ctx, features, trained, params.release.compression, evaluation, plan
+            ctx, features, trained, params.release.compression, evaluation, plan, built
         )
 
         # Release: register @challenger → gate → promote @champion; undone if a step fails

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,10 +62,36 @@ class BlendChoice:
     validation_rows: int
     tree_rounds: int = TREE_ROUNDS
     validation_tree_path: str | None = None  # the tree fitted without the validation days
+    # the last day that tree was fitted on, and where it came from: fitted tonight on the
+    # fitting days, or the champion's, kept from its last full retrain (`ReusedTree`)
+    validation_tree_fit_until: str | None = None
+    validation_tree_source: str = "fitted tonight on the fitting days"
 
     @property
     def is_blend(self) -> bool:
         return self.candidate == "blend"
+
+    @property
+    def weighing_tree_path(self) -> str:
+        """The tree that weighed the blend on the validation days (never saw them)."""
+        return self.validation_tree_path or self.tree_path
+
+
+@dataclass(frozen=True)
+class ReusedTree:
+    """The champion's weighing tree, staged by a fine-tune night's plan.
+
+    The weight is re-chosen every night, with tonight's network, on tonight's validation
+    days; what a fine-tune night reuses is the tree that scores those days, fitted at the
+    champion's last full retrain on days before them (`fit_until`), with the same
+    preprocessing (a fine-tune keeps the champion's). It never saw tonight's validation or
+    holdout rows, as tonight's own would not have: one 400-round fit fewer per night
+    (BENCHMARKS.md §37). The served tree is still tonight's, fitted on the whole window.
+    """
+
+    path: str
+    fit_until: str  # ISO date: its last fitting day
+    source: str  # e.g. "champion v3's, fitted on days to 2013-12-16"
 
 
 def tree_threads() -> int:
@@ -119,12 +146,17 @@ def choose_blend(
     network_val_proba: np.ndarray,
     tree_path: str,
     seed: int,
+    fit_until: str | None = None,
+    reuse: ReusedTree | None = None,
 ) -> BlendChoice:
-    """Fit the tree on the fitting days, weigh it against the network on the validation days.
+    """Fit the tree on the fitting days (or take `reuse`'s), weigh it against the network
+    on the validation days.
 
     Only training-window rows come in: the holdout cannot influence the weight, the
     candidate or the threshold. The tree is saved to `tree_path` (LightGBM's text format).
     """
+    import lightgbm
+
     from tasks.training.loop import best_f1_threshold  # torch is loaded by the caller anyway
 
     if len(np.unique(val_labels)) < 2:
@@ -132,8 +164,12 @@ def choose_blend(
             f"blend: the {len(val_labels)} validation rows hold one class only; "
             "a weight cannot be chosen (widen validation_days)"
         )
-    booster = fit_tree(fit_codes, fit_numeric, fit_labels, seed)
-    booster.save_model(tree_path)
+    if reuse is None:
+        booster = fit_tree(fit_codes, fit_numeric, fit_labels, seed)
+        booster.save_model(tree_path)
+    else:
+        shutil.copyfile(reuse.path, tree_path)
+        booster = lightgbm.Booster(model_file=tree_path)
     from tasks.release.pyfunc import tree_proba
 
     tree_val = tree_proba(booster, val_codes, val_numeric)
@@ -151,12 +187,15 @@ def choose_blend(
         threshold=best_f1_threshold(val_labels.astype(int), served_val),
         tree_path=tree_path,
         validation_rows=int(len(val_labels)),
+        validation_tree_fit_until=reuse.fit_until if reuse else fit_until,
+        validation_tree_source=reuse.source if reuse else BlendChoice.validation_tree_source,
     )
     logger.info(
-        "blend: validation AUC network %.4f, tree %.4f, blend %.4f at network weight %.2f; "
-        "candidate: %s",
+        "blend: validation AUC network %.4f, tree %.4f (%s), blend %.4f at network weight "
+        "%.2f; candidate: %s",
         network_auc,
         aucs[0.0],
+        choice.validation_tree_source,
         blend_auc,
         weight,
         candidate,

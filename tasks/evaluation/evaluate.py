@@ -8,6 +8,7 @@ import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from tasks.datasets.spec import DatasetSpec
 from tasks.evaluation.baseline import BASELINE_NAME
 from tasks.evaluation.blend import (
     BlendChoice,
+    ReusedTree,
     choose_blend,
     concurrent_tree_fits,
     fit_tree,
@@ -119,11 +121,13 @@ def evaluate_models(
     seed: int,
     score_champion=None,
     slice_min_rows: int = 300,
+    reuse: ReusedTree | None = None,
 ) -> Evaluation:
     """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion.
 
     All three are also measured per slice (the dataset's slices; those with at least
-    `slice_min_rows` rows) and plotted into `out_dir/plots`.
+    `slice_min_rows` rows) and plotted into `out_dir/plots`. `reuse`: the champion's
+    weighing tree on a fine-tune night (`blend.ReusedTree`).
     """
     lake = Lake.of(out_dir)
     preprocessor = load_preprocessor(features.preprocessor_path)
@@ -137,7 +141,7 @@ def evaluate_models(
     # the network scores the validation days beside the baseline's fit: as many torch
     # threads as one fit has, not every core on top of the fits' own
     with torch_threads(tree_threads()):
-        baseline, choice = fit_trees(spec, train, preprocessor, net, trained, out_dir, seed)
+        baseline, choice = fit_trees(spec, train, preprocessor, net, trained, out_dir, seed, reuse)
     base_proba = tree_proba(baseline, codes, numeric)
     # The contract's key identifies each holdout row in the predictions file.
     predictions = holdout[[*load_contract(spec.fact.name).key, "label"]].copy()
@@ -193,6 +197,7 @@ def fit_trees(
     trained: TrainResult,
     out_dir: str,
     seed: int,
+    reuse: ReusedTree | None = None,
 ) -> tuple[lightgbm.Booster, BlendChoice | None]:
     """The night's two LightGBM fits, side by side when the cores allow: the baseline (the
     whole training window) and the blend's tree on the fitting days; the blend then serves
@@ -200,7 +205,8 @@ def fit_trees(
     the same model). Returns the baseline's booster and the blend choice.
 
     Two one-thread fits at once use both cores of a 2-core box without OpenMP's spinning
-    threads, which degrade badly beside a busy neighbour (`blend.tree_threads`).
+    threads, which degrade badly beside a busy neighbour (`blend.tree_threads`). With
+    `reuse` (a fine-tune night) the blend is weighed with the champion's tree: one fit.
     """
     codes, numeric = preprocessor.transform(spec.feature_frame(train))  # once: both fits
     labels = train["label"].to_numpy().astype(int)
@@ -210,12 +216,14 @@ def fit_trees(
     if concurrent_tree_fits() > 1:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-tree") as pool:
             window = pool.submit(fit_tree, *fit)
-            choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
+            choice = blend_on_validation(
+                train, codes, numeric, net, trained, local_dir, seed, reuse
+            )
             # bounded like every wait: by the stage's own timeout
             baseline = window.result(timeout=task_timeout("evaluate-on-holdout"))
     else:
         baseline = fit_tree(*fit)
-        choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed)
+        choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed, reuse)
     baseline.save_model(f"{local_dir}/baseline_tree.txt")
     logger.info("evaluate: %s baseline, %d rounds", BASELINE_NAME, baseline.num_trees())
     if choice is not None and choice.is_blend:
@@ -232,8 +240,10 @@ def blend_on_validation(
     trained: TrainResult,
     local_dir: str,
     seed: int,
+    reuse: ReusedTree | None = None,
 ) -> BlendChoice | None:
-    """Fit the blend's tree on the fitting days and choose network vs blend on the
+    """Fit the blend's tree on the fitting days (or take `reuse`, the champion's, when it
+    was fitted before tonight's validation days) and choose network vs blend on the
     validation days only (`codes`, `numeric`: the window's encoded rows).
 
     None when the window is too small to hold out validation days of both classes (tiny
@@ -245,6 +255,18 @@ def blend_on_validation(
         logger.warning("evaluate: no usable validation days for a blend; serving the network")
         return None
     fit, val = ~is_validation, is_validation
+    dates = pd.to_datetime(train["date"])
+    first_validation_day = dates[val].min().date()
+    if reuse is not None and date.fromisoformat(reuse.fit_until) >= first_validation_day:
+        # tonight's validation days moved back (a longer `validation_days`): it saw them
+        logger.warning(
+            "evaluate: the %s tree was fitted on days to %s, not before tonight's validation "
+            "days (from %s): fitting tonight's",
+            reuse.source,
+            reuse.fit_until,
+            first_validation_day,
+        )
+        reuse = None
     return choose_blend(
         codes[fit],
         numeric[fit],
@@ -255,6 +277,8 @@ def blend_on_validation(
         predict_proba(net, codes[val], numeric[val]),
         f"{local_dir}/blend_tree.txt",
         seed,
+        fit_until=dates[fit].max().date().isoformat(),
+        reuse=reuse,
     )
 
 
@@ -264,8 +288,11 @@ def evaluate(
     trained: TrainResult,
     slice_min_rows: int = 300,
     log: logging.Logger | logging.LoggerAdapter = logger,
+    reuse: ReusedTree | None = None,
 ) -> Evaluation:
-    """The evaluate stage: model vs baseline vs current champion on the same holdout rows."""
+    """The evaluate stage: model vs baseline vs current champion on the same holdout rows.
+
+    `reuse`: on a fine-tune night, the champion's weighing tree (the plan stages it)."""
     evaluation = evaluate_models(
         ctx.spec,
         features,
@@ -274,12 +301,18 @@ def evaluate(
         ctx.seed,
         champion_scorer(ctx.tracking_uri, ctx.model_name),
         slice_min_rows=slice_min_rows,
+        reuse=reuse,
     )
     champion = (
         f"champion v{evaluation.champion_version} AUC {evaluation.champion['roc_auc']:.4f}"
         if evaluation.champion
         else "no champion yet"
     )
+    if evaluation.blend_choice is not None:
+        log.info(
+            "evaluate: the blend was weighed with the tree %s",
+            evaluation.blend_choice.validation_tree_source,
+        )
     log.info(
         "evaluate: %d holdout rows; model AUC %.4f, baseline AUC %.4f, %s",
         evaluation.holdout_rows,

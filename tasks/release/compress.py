@@ -566,8 +566,28 @@ def choose_variant(variants: list[Variant], budget: float) -> Variant:
     return min(eligible, key=lambda v: (v.size_bytes, v.auc_drop))
 
 
+@dataclass
+class BuiltVariants:
+    """The variants as built and scored on the holdout, not yet timed (`build_variants`).
+
+    Why two steps: building them (the student's epochs, pruning's fine-tune, the exports)
+    needs only the trained network, so the flow runs it beside the evaluate stage, on the
+    core the evaluation leaves idle; timing them needs the cores to itself (a latency taken
+    beside two tree fits would measure the fits), and the served form needs the
+    evaluation's blend, so both come after (`finish_compression`).
+    """
+
+    out_dir: str  # where the ONNX files are (a local folder: onnxruntime reads files)
+    paths: dict[str, str]
+    probas: dict[str, np.ndarray]
+    reference_auc: float
+    reference_size: int
+    student_files: dict = field(default_factory=dict)
+    only: str | None = None
+
+
 @steady_heap()  # pruning's fine-tune and distillation are training loops (allocator.py)
-def compress_network(
+def build_variants(
     spec: DatasetSpec,
     features: FeatureSet,
     trained: TrainResult,
@@ -575,16 +595,13 @@ def compress_network(
     config: CompressionConfig,
     seed: int,
     log: logging.Logger | logging.LoggerAdapter = logger,
-    blend: BlendChoice | None = None,
     only: str | None = None,
     warm_student: tuple[str, str] | None = None,
-) -> Compression:
-    """Build, measure and choose among the variants; write their ONNX files to `out_dir`.
+) -> BuiltVariants:
+    """Build the variants and score them on the holdout; write their ONNX files to `out_dir`.
 
-    Long on purpose: it reads as the list of variants it builds and the one table that
-    measures them all the same way. Compression applies to the network; when `blend` is
-    the candidate, the chosen variant is then blended with the tree and measured again
-    as served (holdout AUC, batch-1 latency).
+    Long on purpose: it reads as the list of variants it builds. Compression applies to
+    the network; `finish_compression` times them, keeps one and adds the blend.
 
     `only` (a fine-tune night: the champion's served variant) builds just that variant
     and fp32, the fallback that is always within budget: the architecture is the
@@ -604,20 +621,13 @@ def compress_network(
     codes, numeric = preprocessor.transform(spec.feature_frame(holdout))
     codes = codes.astype(np.int64)
     one = (codes[:1], numeric[:1])
-    rows_1024 = np.arange(1024) % len(codes)
-    batch = (codes[rows_1024], numeric[rows_1024])
 
     net = load_network(trained.weights_path, trained.net_config_path)
     # torch's work here in `config.train_threads` threads (0: every core; the field says why)
     busy = config.train_threads
     with torch_threads(busy):
         reference_auc = float(roc_auc_score(y_true, predict_proba(net, codes, numeric)))
-    threads, repeats = config.latency_threads, config.latency_repeats
-    reference = {
-        "size": len(Lake.of(trained.weights_path).fs.cat(trained.weights_path)),
-        "ms1": torch_latency_ms(net, *one, repeats, threads),
-        "ms1024": torch_latency_ms(net, *batch, max(5, repeats // 10), threads),
-    }
+    threads = config.latency_threads
 
     if not Lake.of(out_dir).is_local:
         # onnxruntime and the quantizer read and write local files; the variants live on
@@ -705,12 +715,56 @@ def compress_network(
         if wanted("lowrank-int8"):
             paths["lowrank-int8"] = quantize_int8(low_rank, f"{out_dir}/lowrank-int8.onnx")
 
-    variants, probas = [], {}
-    for name, path in paths.items():
+    probas = {
+        name: onnx_proba(session(path, threads), codes, numeric) for name, path in paths.items()
+    }
+    return BuiltVariants(
+        out_dir=out_dir,
+        paths=paths,
+        probas=probas,
+        reference_auc=reference_auc,
+        reference_size=len(Lake.of(trained.weights_path).fs.cat(trained.weights_path)),
+        student_files=student_files,
+        only=only,
+    )
+
+
+def finish_compression(
+    spec: DatasetSpec,
+    features: FeatureSet,
+    trained: TrainResult,
+    built: BuiltVariants,
+    config: CompressionConfig,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+    blend: BlendChoice | None = None,
+) -> Compression:
+    """Time the built variants and the fp32 torch reference the same way, keep the smallest
+    within the AUC budget and, when `blend` is the candidate, measure it blended with the
+    tree as served (holdout AUC, batch-1 latency). Writes the table next to the variants.
+
+    Long on purpose: the one table that measures every variant the same way.
+    """
+    lake = Lake.of(features.holdout_path)
+    preprocessor = load_preprocessor(features.preprocessor_path)
+    holdout = lake.read_parquet(features.holdout_path)
+    y_true = holdout["label"].to_numpy().astype(int)
+    codes, numeric = preprocessor.transform(spec.feature_frame(holdout))
+    codes = codes.astype(np.int64)
+    one = (codes[:1], numeric[:1])
+    rows_1024 = np.arange(1024) % len(codes)
+    batch = (codes[rows_1024], numeric[rows_1024])
+    net = load_network(trained.weights_path, trained.net_config_path)
+    threads, repeats = config.latency_threads, config.latency_repeats
+    reference = {
+        "ms1": torch_latency_ms(net, *one, repeats, threads),
+        "ms1024": torch_latency_ms(net, *batch, max(5, repeats // 10), threads),
+    }
+    reference_auc, probas = built.reference_auc, built.probas
+
+    variants = []
+    for name, path in built.paths.items():
         sess = session(path, threads)
-        proba = onnx_proba(sess, codes, numeric)
-        probas[name] = proba
-        auc = float(roc_auc_score(y_true, proba))
+        auc = float(roc_auc_score(y_true, probas[name]))
         variants.append(
             Variant(
                 name=name,
@@ -749,23 +803,25 @@ def compress_network(
             served["served_roc_auc"],
             served["served_latency_ms_batch1"],
         )
-    predictions_path = f"{out_dir}/served_predictions.npy"
+    predictions_path = f"{built.out_dir}/served_predictions.npy"
     np.save(predictions_path, served_proba)
     compression = Compression(
         variants=variants,
         chosen=chosen.name,
         chosen_onnx_path=chosen.onnx_path,
         chosen_sha256=sha256_file(chosen.onnx_path),
-        reference_size_bytes=reference["size"],
+        reference_size_bytes=built.reference_size,
         reference_latency_ms_batch1=reference["ms1"],
         reference_latency_ms_batch1024=reference["ms1024"],
         reference_auc=reference_auc,
         auc_drop_budget=config.auc_drop_budget,
         predictions_path=predictions_path,
-        table_path=f"{out_dir}/compression.json",
+        table_path=f"{built.out_dir}/compression.json",
         **served,
-        **student_files,
-        search="all variants" if only is None else f"fp32 + {only} (the champion's variant)",
+        **built.student_files,
+        search="all variants"
+        if built.only is None
+        else f"fp32 + {built.only} (the champion's variant)",
     )
     Path(compression.table_path).write_text(
         json.dumps({"chosen": chosen.name, "rows": compression.rows()}, indent=2)
@@ -773,6 +829,24 @@ def compress_network(
     for row in compression.rows():
         log.info("compress: %s", row)
     return compression
+
+
+def compress_network(
+    spec: DatasetSpec,
+    features: FeatureSet,
+    trained: TrainResult,
+    out_dir: str,
+    config: CompressionConfig,
+    seed: int,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+    blend: BlendChoice | None = None,
+    only: str | None = None,
+    warm_student: tuple[str, str] | None = None,
+) -> Compression:
+    """Build, measure and choose among the variants in one go (`build_variants`, then
+    `finish_compression`); the ONNX files go to `out_dir`."""
+    built = build_variants(spec, features, trained, out_dir, config, seed, log, only, warm_student)
+    return finish_compression(spec, features, trained, built, config, log, blend)
 
 
 def _stored_size(path: str) -> int:
@@ -784,6 +858,34 @@ def to_dict(compression: Compression) -> dict:
     return asdict(compression)
 
 
+def build_compression(
+    ctx: RunContext,
+    features: FeatureSet,
+    trained: TrainResult,
+    config: CompressionConfig,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+    only: str | None = None,
+    warm_student: tuple[str, str] | None = None,
+) -> BuiltVariants:
+    """The compress stage's first step, which needs no evaluation: the variants built and
+    scored (`build_variants`). `only` limits the search to fp32 and that variant (a
+    fine-tune night: the champion's), and `warm_student` starts a distilled student from
+    the champion's."""
+    if only:
+        log.info("compress: fine-tune night, trying only fp32 and the champion's %s", only)
+    return build_variants(
+        ctx.spec,
+        features,
+        trained,
+        ctx.run_dir("compression"),
+        config,
+        ctx.seed,
+        log,
+        only,
+        warm_student,
+    )
+
+
 def compress(
     ctx: RunContext,
     features: FeatureSet,
@@ -793,28 +895,18 @@ def compress(
     blend: BlendChoice | None = None,
     only: str | None = None,
     warm_student: tuple[str, str] | None = None,
+    built: BuiltVariants | None = None,
 ) -> Compression:
-    """The compress stage: build the variants, measure them, keep the smallest within budget.
+    """The compress stage: time the variants, keep the smallest within budget.
 
-    `blend` is the evaluation's choice (`Evaluation.blend_choice`): when it is the
-    candidate, the kept network variant is served blended with the tree. `only` limits
-    the search to fp32 and that variant (a fine-tune night: the champion's), and
-    `warm_student` starts a distilled student from the champion's (`compress_network`).
+    `built` is `build_compression`'s answer (the flow builds the variants beside the
+    evaluate stage); without it they are built here first, with `only` and
+    `warm_student`. `blend` is the evaluation's choice (`Evaluation.blend_choice`): when
+    it is the candidate, the kept network variant is served blended with the tree.
     """
-    if only:
-        log.info("compress: fine-tune night, trying only fp32 and the champion's %s", only)
-    compression = compress_network(
-        ctx.spec,
-        features,
-        trained,
-        ctx.run_dir("compression"),
-        config,
-        ctx.seed,
-        log,
-        blend,
-        only,
-        warm_student,
-    )
+    if built is None:
+        built = build_compression(ctx, features, trained, config, log, only, warm_student)
+    compression = finish_compression(ctx.spec, features, trained, built, config, log, blend)
     chosen = compression.chosen_variant
     log.info(
         "compress: kept %s: %d bytes (%.1fx smaller), %.3f ms at batch 1 (%.1fx faster), "

@@ -10,7 +10,7 @@ from tasks.evaluation.evaluate import Evaluation
 from tasks.features.build import FeatureSet
 from tasks.ingest.plan import IngestSummary
 from tasks.monitoring.drift import DriftReport
-from tasks.release.compress import Compression, compress
+from tasks.release.compress import BuiltVariants, Compression, build_compression, compress
 from tasks.release.config import CompressionConfig, ReleaseConfig
 from tasks.release.register import (
     Challenger,
@@ -25,6 +25,26 @@ from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult
 
 
+@task(
+    name="build-compression-variants",
+    timeout_seconds=task_timeout("compress-network"),
+)
+def build_compression_task(
+    ctx: RunContext,
+    features: FeatureSet,
+    trained: TrainResult,
+    config: CompressionConfig,
+    plan: TrainingPlan | None = None,
+) -> BuiltVariants:
+    """The ONNX variants built and scored on the holdout, not yet timed: it needs only the
+    trained network, so the flow runs it beside the evaluate stage. On a fine-tune night
+    only fp32 and the champion's variant are built (same architecture)."""
+    fine_tune = plan is not None and plan.fine_tune
+    only = plan.compression_variant if fine_tune else None
+    warm_student = plan.init_student if fine_tune else None
+    return build_compression(ctx, features, trained, config, get_run_logger(), only, warm_student)
+
+
 @task(name="compress-network", timeout_seconds=task_timeout("compress-network"))
 def compress_network_task(
     ctx: RunContext,
@@ -33,17 +53,21 @@ def compress_network_task(
     config: CompressionConfig,
     evaluation: Evaluation | None = None,
     plan: TrainingPlan | None = None,
+    built: BuiltVariants | None = None,
 ) -> Compression:
-    """ONNX variants (fp32, int8, pruned, low-rank, distilled); keep the smallest within the AUC budget.
+    """ONNX variants (fp32, int8, pruned, low-rank, distilled) timed; keep the smallest within
+    the AUC budget.
 
-    With the evaluation's blend as the candidate, the kept variant is served blended. On a
+    `built`: the variants `build_compression_task` made (else they are built here). With
+    the evaluation's blend as the candidate, the kept variant is served blended. On a
     fine-tune night only fp32 and the champion's variant are built (same architecture).
     """
     blend = evaluation.blend_choice if evaluation is not None else None
     fine_tune = plan is not None and plan.fine_tune
     only = plan.compression_variant if fine_tune else None
     warm_student = plan.init_student if fine_tune else None
-    return compress(ctx, features, trained, config, get_run_logger(), blend, only, warm_student)
+    log = get_run_logger()
+    return compress(ctx, features, trained, config, log, blend, only, warm_student, built)
 
 
 @task(name="register-challenger", timeout_seconds=task_timeout("register-challenger"))

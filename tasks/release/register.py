@@ -67,6 +67,9 @@ from tasks.release.registry import (
 )
 from tasks.training.incremental import (
     STUDENT_DIGEST_TAG,
+    WEIGHING_TREE_DIGEST_TAG,
+    WEIGHING_TREE_FILE,
+    WEIGHING_TREE_FIT_UNTIL_TAG,
     WEIGHTS_DIGEST_TAG,
     TrainingPlan,
     full_plan,
@@ -520,7 +523,7 @@ def register_challenger(
         **_compression_tags(compression),
         **drift_tags(drift),
         **training,
-        **_weights_digest_tags(trained, compression),
+        **_weights_digest_tags(trained, compression, evaluation),
     }
     tags = run_tags(ctx, tags, tuned)
     card = model_card(ctx, tags, features, tuned, evaluation, compression)
@@ -568,12 +571,19 @@ def register_challenger(
     return write_result(ctx, "register", challenger)
 
 
-def _weights_digest_tags(trained: TrainResult, compression: Compression) -> dict[str, str]:
-    """The sha256 of the fp32 weights and of the student's: a fine-tune night loads either
-    only when its digest matches the one registered here."""
+def _weights_digest_tags(
+    trained: TrainResult, compression: Compression, evaluation: Evaluation
+) -> dict[str, str]:
+    """The sha256 of the fp32 weights, of the student's and of the blend's weighing tree
+    (with its last fitting day): a fine-tune night loads each only when its digest matches
+    the one registered here."""
     tags = {WEIGHTS_DIGEST_TAG: sha256_file(trained.weights_path)}
     if compression.student_weights_path:
         tags[STUDENT_DIGEST_TAG] = sha256_file(compression.student_weights_path)
+    choice = evaluation.blend_choice
+    if choice is not None and choice.validation_tree_fit_until:
+        tags[WEIGHING_TREE_DIGEST_TAG] = sha256_file(choice.weighing_tree_path)
+        tags[WEIGHING_TREE_FIT_UNTIL_TAG] = choice.validation_tree_fit_until
     return tags
 
 
@@ -581,7 +591,8 @@ def _log_run_artifacts(
     trained: TrainResult, evaluation: Evaluation, compression: Compression
 ) -> None:
     """The run's plots and tables, the fp32 weights (the next fine-tune night starts from
-    them) and the distilled student's (its compression may start from those)."""
+    them), the distilled student's (its compression may start from those) and the blend's
+    weighing tree (its evaluation may weigh with it)."""
     for path in evaluation.plot_paths:
         mlflow.log_artifact(path, artifact_path="evaluation/plots")
     _log_tables(evaluation, compression)
@@ -590,6 +601,12 @@ def _log_run_artifacts(
     if compression.student_weights_path and compression.student_net_config_path:
         mlflow.log_artifact(compression.student_weights_path, artifact_path="student")
         mlflow.log_artifact(compression.student_net_config_path, artifact_path="student")
+    choice = evaluation.blend_choice
+    if choice is not None and choice.validation_tree_fit_until:
+        with tempfile.TemporaryDirectory(prefix="nightshift-tree-") as scratch:
+            named = Path(scratch, WEIGHING_TREE_FILE)  # one name, whichever file it was
+            shutil.copyfile(choice.weighing_tree_path, named)
+            mlflow.log_artifact(str(named), artifact_path="blend")
 
 
 def _tag_version(client, name, version, tags, evaluation, compression, run_id) -> None:

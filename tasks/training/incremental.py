@@ -42,6 +42,11 @@ PARENT_KEY = "parent_version"
 LAST_FULL_KEY = "last_full_retrain_as_of"
 WEIGHTS_DIGEST_TAG = "fp32_weights_sha256"
 STUDENT_DIGEST_TAG = "student_weights_sha256"
+# the blend's weighing tree (fitted without the validation days): a fine-tune night reuses
+# the champion's (tasks/evaluation/blend.py::ReusedTree), logged as blend/<file>
+WEIGHING_TREE_DIGEST_TAG = "weighing_tree_sha256"
+WEIGHING_TREE_FIT_UNTIL_TAG = "weighing_tree_fit_until"
+WEIGHING_TREE_FILE = "blend_tree.txt"
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,10 @@ class TrainingPlan:
     folder, and `compression_variant` the variant it was served as. When that variant is
     a distilled student, `init_student` holds the champion's student (weights and shape
     paths, checked against the registry's digest) for compression to start from, and
-    `student_note` says why not when it does not.
+    `student_note` says why not when it does not. `init_weighing_tree` is the champion's
+    blend weighing tree (path, last fitting day, where from), checked likewise, which the
+    evaluation weighs tonight's blend with instead of fitting its own
+    (`tasks.evaluation.blend.ReusedTree`); `weighing_tree_note` says which, or why not.
     """
 
     mode: str
@@ -120,6 +128,8 @@ class TrainingPlan:
     compression_variant: str | None = None
     init_student: tuple[str, str] | None = None
     student_note: str | None = None
+    init_weighing_tree: tuple[str, str, str] | None = None
+    weighing_tree_note: str | None = None
 
     @property
     def fine_tune(self) -> bool:
@@ -186,6 +196,8 @@ def plan_training(
     log.info("plan: %s (%s)", plan.mode, plan.reason)
     if plan.student_note:
         log.info("plan: distilled student: %s", plan.student_note)
+    if plan.weighing_tree_note:
+        log.info("plan: the blend's weighing tree: %s", plan.weighing_tree_note)
     return write_result(ctx, "plan", plan)
 
 
@@ -241,6 +253,11 @@ def _plan(
             student, note = None, f"trained from scratch: {student}"
         else:
             note = f"starts from champion v{version_id}'s student"
+    try:
+        tree = _stage_champion_tree(ctx, version_id, version.run_id, tags)
+    except (MlflowException, OSError) as error:
+        tree = f"its files could not be loaded ({type(error).__name__}: {error})"
+    tree_note = f"fitted tonight: {tree}" if isinstance(tree, str) else tree[2]
     return TrainingPlan(
         mode=FINE_TUNE,
         reason=decision.reason,
@@ -253,6 +270,8 @@ def _plan(
         compression_variant=variant,
         init_student=student,
         student_note=note,
+        init_weighing_tree=None if isinstance(tree, str) else tree,
+        weighing_tree_note=tree_note,
     )
 
 
@@ -314,6 +333,31 @@ def _stage_champion_student(ctx: RunContext, run_id: str, tags: dict) -> tuple[s
         lake.write_bytes_atomic(weights_path, (files / "student_weights.pt").read_bytes())
         lake.write_bytes_atomic(config_path, (files / "student_net_config.json").read_bytes())
     return weights_path, config_path
+
+
+def _stage_champion_tree(
+    ctx: RunContext, version: str, run_id: str, tags: dict
+) -> tuple[str, str, str] | str:
+    """Copy the champion's blend weighing tree into tonight's run folder, checked.
+
+    Returns (path, its last fitting day, where it is from), or why not: no tree recorded
+    (a network-only release, or released before trees were kept), or a file that differs
+    from the digest recorded at release. Evaluate still checks that its fitting days end
+    before tonight's validation days.
+    """
+    if WEIGHING_TREE_DIGEST_TAG not in tags or WEIGHING_TREE_FIT_UNTIL_TAG not in tags:
+        return f"no {WEIGHING_TREE_DIGEST_TAG} tag on the version (no blend was weighed)"
+    out_dir = ctx.run_dir("plan")
+    with tempfile.TemporaryDirectory(prefix="nightshift-tree-") as scratch:
+        files = _checked_weights(
+            ctx, run_id, "blend", WEIGHING_TREE_FILE, scratch, tags[WEIGHING_TREE_DIGEST_TAG]
+        )
+        if isinstance(files, str):
+            return f"its weighing tree {files} ({WEIGHING_TREE_DIGEST_TAG})"
+        path = f"{out_dir}/champion_{WEIGHING_TREE_FILE}"
+        ctx.lake.write_bytes_atomic(path, (files / WEIGHING_TREE_FILE).read_bytes())
+    fit_until = tags[WEIGHING_TREE_FIT_UNTIL_TAG]
+    return path, fit_until, f"champion v{version}'s, fitted on days to {fit_until}"
 
 
 def _stage_champion(

@@ -90,6 +90,17 @@ def test_a_night_with_one_new_day_fine_tunes_the_champion_and_is_gated(
         tried = [v["name"] for v in lake.read_json(f"{night}/compress/result.json")["variants"]]
         assert sorted(tried) == sorted({"fp32", chosen})
         assert tuned.compression_search.endswith("(the champion's variant)")
+        # the blend was weighed with the champion's tree (staged, checked), not a new fit;
+        # it was fitted before tonight's validation day, and the release passes it on
+        first_tags = client.get_model_version(model_name, full.version).tags
+        assert lake.fs.cat(f"{night}/plan/champion_blend_tree.txt") == lake.fs.cat(
+            f"{before}/evaluation/blend_tree.txt"
+        )
+        choice = lake.read_json(f"{night}/evaluate/result.json")["blend_choice"]
+        assert choice["validation_tree_source"].startswith(f"champion v{full.version}'s")
+        assert choice["validation_tree_fit_until"] == first_tags["weighing_tree_fit_until"]
+        assert first_tags["weighing_tree_fit_until"] < "2013-03-06"  # tonight's validation day
+        assert version.tags["weighing_tree_sha256"] == first_tags["weighing_tree_sha256"]
 
         # A third night on a champion that was itself fine-tuned (its served model ships the
         # preprocessor under the name its plan staged): it is fine-tuned again. Promoted by
@@ -102,6 +113,10 @@ def test_a_night_with_one_new_day_fine_tunes_the_champion_and_is_gated(
         again = third.result()
         assert again.training_mode == "fine-tune", again.training_reason
         assert f"champion v{tuned.version}" in again.training_reason
+        third_night = lake.run_dir("flights", date(2013, 3, 9))
+        third_choice = lake.read_json(f"{third_night}/evaluate/result.json")["blend_choice"]
+        assert third_choice["validation_tree_source"].startswith(f"champion v{tuned.version}'s")
+        assert third_choice["validation_tree_fit_until"] == first_tags["weighing_tree_fit_until"]
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

@@ -1,10 +1,15 @@
 """The blend's arithmetic and its choice on validation rows (synthetic data, real LightGBM)."""
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
-from tasks.evaluation.blend import WEIGHT_GRID, choose_blend, choose_weight
+from tasks.evaluation.blend import WEIGHT_GRID, ReusedTree, choose_blend, choose_weight
+from tasks.evaluation.evaluate import blend_on_validation
 from tasks.release.pyfunc import blend_proba, load_tree, tree_proba
 
 
@@ -102,3 +107,72 @@ def test_a_validation_window_of_one_class_is_refused_by_name(tmp_path):
             str(tmp_path / "t.txt"),
             seed=0,
         )
+
+
+def test_a_reused_tree_weighs_the_blend_as_the_same_tree_fitted_tonight_would(tmp_path):
+    """A fine-tune night weighs with the champion's tree: no fit, and, for the same tree,
+    the same weight, threshold and AUCs as fitting it again; the choice says where from."""
+    codes, numeric, labels = _arrays(6_000, 5)
+    fit, val = slice(0, 4_000), slice(4_000, None)
+    network_val = 1 / (1 + np.exp(-(0.9 * numeric[val, 0] - 0.1)))
+    args = (codes[fit], numeric[fit], labels[fit], codes[val], numeric[val], labels[val])
+    fitted = choose_blend(
+        *args, network_val, str(tmp_path / "fitted.txt"), seed=0, fit_until="2013-03-04"
+    )
+    assert fitted.validation_tree_source == "fitted tonight on the fitting days"
+    assert fitted.validation_tree_fit_until == "2013-03-04"
+
+    champions = ReusedTree(fitted.tree_path, "2013-03-04", "champion v1's, fitted on days to …")
+    # the fitting rows are not looked at: a reused tree is not fitted again
+    empty = (codes[:0], numeric[:0], labels[:0])
+    reused = choose_blend(
+        *empty, *args[3:], network_val, str(tmp_path / "reused.txt"), seed=0, reuse=champions
+    )
+    assert (reused.weight, reused.threshold, reused.blend_validation_auc) == (
+        fitted.weight,
+        fitted.threshold,
+        fitted.blend_validation_auc,
+    )
+    assert reused.validation_tree_source == champions.source
+    assert reused.validation_tree_fit_until == "2013-03-04"
+    # tonight's copy, so the release logs (and the next night stages) the same bytes
+    assert (tmp_path / "reused.txt").read_bytes() == (tmp_path / "fitted.txt").read_bytes()
+
+
+def _window(days: int, rows_per_day: int, seed: int) -> pd.DataFrame:
+    codes, numeric, labels = _arrays(days * rows_per_day, seed)
+    dates = pd.date_range("2013-03-01", periods=days).repeat(rows_per_day)
+    return pd.DataFrame({"date": dates.date.astype(str), "label": labels}), codes, numeric
+
+
+class _Net(torch.nn.Module):
+    """Stands in for the trained network: `predict_proba` needs only its forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, codes: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        return (0.9 * numeric[:, :1] * self.weight).expand(-1, 2)
+
+
+def test_a_champions_tree_fitted_on_tonights_validation_days_is_not_reused(tmp_path, caplog):
+    window, codes, numeric = _window(10, 300, 6)
+    trained = SimpleNamespace(validation_days=3)  # validation: 03-08 .. 03-10
+    fitted = blend_on_validation(window, codes, numeric, _Net(), trained, str(tmp_path), 0)
+    assert fitted.validation_tree_fit_until == "2013-03-07"
+
+    champions = tmp_path / "champion_tree.txt"
+    champions.write_bytes((tmp_path / "blend_tree.txt").read_bytes())
+    before = ReusedTree(str(champions), "2013-03-07", "champion v1's")
+    reused = blend_on_validation(window, codes, numeric, _Net(), trained, str(tmp_path), 0, before)
+    assert reused.validation_tree_source == "champion v1's"
+
+    # a tree that saw the first validation day would flatter itself: fitted afresh
+    seen = ReusedTree(str(champions), "2013-03-08", "champion v2's")
+    with caplog.at_level("WARNING", logger="nightshift.evaluate"):
+        refused = blend_on_validation(
+            window, codes, numeric, _Net(), trained, str(tmp_path), 0, seen
+        )
+    assert refused.validation_tree_source == "fitted tonight on the fitting days"
+    assert "not before tonight's validation days (from 2013-03-08)" in caplog.text
