@@ -126,8 +126,9 @@ def nightly_retrain(
         # fine-tune builds fp32 and the champion's variant only: the same architecture)
         with ThreadPoolTaskRunner(max_workers=1) as beside:
             # bounded by the wait below: Prefect cannot time a task out in a worker thread
+            # (and warns each run when one has a timeout: 0 is none)
             building = beside.submit(
-                build_compression_task.with_options(timeout_seconds=None),
+                build_compression_task.with_options(timeout_seconds=0),
                 {
                     "ctx": ctx,
                     "features": features,

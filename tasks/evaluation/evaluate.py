@@ -138,10 +138,9 @@ def evaluate_models(
     net = load_network(trained.weights_path, trained.net_config_path)
     codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and trees
     model_proba = predict_proba(net, codes, numeric)
-    # the network scores the validation days beside the baseline's fit: as many torch
-    # threads as one fit has, not every core on top of the fits' own
-    with torch_threads(tree_threads()):
-        baseline, choice = fit_trees(spec, train, preprocessor, net, trained, out_dir, seed, reuse)
+    baseline, choice, scored = _trees_and_champion(
+        spec, train, holdout, preprocessor, net, trained, out_dir, seed, score_champion, reuse
+    )
     base_proba = tree_proba(baseline, codes, numeric)
     # The contract's key identifies each holdout row in the predictions file.
     predictions = holdout[[*load_contract(spec.fact.name).key, "label"]].copy()
@@ -155,12 +154,10 @@ def evaluate_models(
         predictions["blend"] = blend_proba(model_proba, tree_holdout, choice.weight)
 
     champion_metrics, champion_version = None, None
-    if score_champion is not None:
-        scored = score_champion(holdout[list(spec.input_columns)])
-        if scored is not None:
-            champion_version, champion_proba = scored
-            predictions["champion"] = champion_proba
-            champion_metrics = classification_metrics(y_true, champion_proba, trained.threshold)
+    if scored is not None:
+        champion_version, champion_proba = scored
+        predictions["champion"] = champion_proba
+        champion_metrics = classification_metrics(y_true, champion_proba, trained.threshold)
 
     predictions_path = f"{out_dir}/predictions.parquet"
     lake.write_parquet_atomic(predictions_path, predictions)
@@ -187,6 +184,38 @@ def evaluate_models(
         else None,
         blend_choice=choice,
     )
+
+
+def _trees_and_champion(
+    spec: DatasetSpec,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    preprocessor: TabularPreprocessor,
+    net: TabularNet,
+    trained: TrainResult,
+    out_dir: str,
+    seed: int,
+    score_champion,
+    reuse: ReusedTree | None,
+) -> tuple[lightgbm.Booster, BlendChoice | None, tuple[str, np.ndarray] | None]:
+    """The trees' fits (`fit_trees`) and the champion's holdout scores, side by side: on a
+    fine-tune night (one fit) the core the blend's fit would take is otherwise idle."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="champion") as pool:
+        scoring = (
+            pool.submit(score_champion, holdout[list(spec.input_columns)])
+            if score_champion is not None
+            else None
+        )
+        # the network scores the validation days beside the baseline's fit: as many torch
+        # threads as one fit has, not every core on top of the fits' own
+        with torch_threads(tree_threads()):
+            baseline, choice = fit_trees(
+                spec, train, preprocessor, net, trained, out_dir, seed, reuse
+            )
+        # bounded like every wait: by the stage's own timeout
+        timeout = task_timeout("evaluate-on-holdout")
+        scored = scoring.result(timeout=timeout) if scoring is not None else None
+    return baseline, choice, scored
 
 
 def fit_trees(
