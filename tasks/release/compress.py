@@ -566,6 +566,18 @@ def choose_variant(variants: list[Variant], budget: float) -> Variant:
     return min(eligible, key=lambda v: (v.size_bytes, v.auc_drop))
 
 
+def holdout_rows(
+    spec: DatasetSpec, features: FeatureSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The holdout's labels and encoded inputs (int64 codes, numerics), as the variants
+    are scored and timed on them."""
+    holdout = Lake.of(features.holdout_path).read_parquet(features.holdout_path)
+    codes, numeric = load_preprocessor(features.preprocessor_path).transform(
+        spec.feature_frame(holdout)
+    )
+    return holdout["label"].to_numpy().astype(int), codes.astype(np.int64), numeric
+
+
 @dataclass
 class BuiltVariants:
     """The variants as built and scored on the holdout, not yet timed (`build_variants`).
@@ -616,10 +628,7 @@ def build_variants(
 
     lake = Lake.of(features.holdout_path)
     preprocessor = load_preprocessor(features.preprocessor_path)
-    holdout = lake.read_parquet(features.holdout_path)
-    y_true = holdout["label"].to_numpy().astype(int)
-    codes, numeric = preprocessor.transform(spec.feature_frame(holdout))
-    codes = codes.astype(np.int64)
+    y_true, codes, numeric = holdout_rows(spec, features)
     one = (codes[:1], numeric[:1])
 
     net = load_network(trained.weights_path, trained.net_config_path)
@@ -744,12 +753,7 @@ def finish_compression(
 
     Long on purpose: the one table that measures every variant the same way.
     """
-    lake = Lake.of(features.holdout_path)
-    preprocessor = load_preprocessor(features.preprocessor_path)
-    holdout = lake.read_parquet(features.holdout_path)
-    y_true = holdout["label"].to_numpy().astype(int)
-    codes, numeric = preprocessor.transform(spec.feature_frame(holdout))
-    codes = codes.astype(np.int64)
+    y_true, codes, numeric = holdout_rows(spec, features)
     one = (codes[:1], numeric[:1])
     rows_1024 = np.arange(1024) % len(codes)
     batch = (codes[rows_1024], numeric[rows_1024])

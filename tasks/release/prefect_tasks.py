@@ -25,6 +25,14 @@ from tasks.training.loop import TrainResult
 from tasks.training.tune import TuneResult
 
 
+def _fine_tune_inputs(plan: TrainingPlan | None) -> tuple[str | None, tuple[str, str] | None]:
+    """On a fine-tune night: the champion's variant (the only one built beside fp32) and
+    its student (where compression may start one); (None, None) otherwise."""
+    if plan is None or not plan.fine_tune:
+        return None, None
+    return plan.compression_variant, plan.init_student
+
+
 @task(
     name="build-compression-variants",
     timeout_seconds=task_timeout("compress-network"),
@@ -39,9 +47,7 @@ def build_compression_task(
     """The ONNX variants built and scored on the holdout, not yet timed: it needs only the
     trained network, so the flow runs it beside the evaluate stage. On a fine-tune night
     only fp32 and the champion's variant are built (same architecture)."""
-    fine_tune = plan is not None and plan.fine_tune
-    only = plan.compression_variant if fine_tune else None
-    warm_student = plan.init_student if fine_tune else None
+    only, warm_student = _fine_tune_inputs(plan)
     return build_compression(ctx, features, trained, config, get_run_logger(), only, warm_student)
 
 
@@ -63,9 +69,7 @@ def compress_network_task(
     fine-tune night only fp32 and the champion's variant are built (same architecture).
     """
     blend = evaluation.blend_choice if evaluation is not None else None
-    fine_tune = plan is not None and plan.fine_tune
-    only = plan.compression_variant if fine_tune else None
-    warm_student = plan.init_student if fine_tune else None
+    only, warm_student = _fine_tune_inputs(plan)
     log = get_run_logger()
     return compress(ctx, features, trained, config, log, blend, only, warm_student, built)
 
