@@ -22,6 +22,7 @@ from flows.runtime import (
     open_run,
     prepare_in_background,
     prepared,
+    submit_beside,
 )
 from tasks.core.runlock import run_lock
 from tasks.core.settings import get_settings, task_timeout
@@ -125,17 +126,14 @@ def nightly_retrain(
         # distilled ONNX variants, built and scored (they need only the network; a
         # fine-tune builds fp32 and the champion's variant only: the same architecture)
         with ThreadPoolTaskRunner(max_workers=1) as beside:
-            # bounded by the wait below: Prefect cannot time a task out in a worker thread
-            # (and warns each run when one has a timeout: 0 is none)
-            building = beside.submit(
-                build_compression_task.with_options(timeout_seconds=0),
-                {
-                    "ctx": ctx,
-                    "features": features,
-                    "trained": trained,
-                    "config": params.release.compression,
-                    "plan": plan,
-                },
+            building = submit_beside(
+                beside,
+                build_compression_task,
+                ctx=ctx,
+                features=features,
+                trained=trained,
+                config=params.release.compression,
+                plan=plan,
             )
             evaluation = evaluate_on_holdout(
                 ctx, features, trained, params.release.slice_min_rows, plan

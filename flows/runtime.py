@@ -19,8 +19,11 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
+from typing import Any
 
 from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.server import open_prefect_api
@@ -84,6 +87,16 @@ class Deferred:
 def deferred(module: str, *names: str) -> tuple[Deferred, ...]:
     """`from module import names`, deferred: one `Deferred` per name."""
     return tuple(Deferred(module, name) for name in names)
+
+
+def submit_beside(runner: ThreadPoolTaskRunner, task: Deferred, **parameters: Any) -> PrefectFuture:
+    """Start a stage's Prefect task in a thread of the flow process, beside the flow's own
+    next stage (the caller waits on the future, bounded by the stage's timeout).
+
+    Without its Prefect timeout: Prefect cannot time a task out in a worker thread, and
+    warns on every run when one has a timeout (0 reads as none).
+    """
+    return runner.submit(task.with_options(timeout_seconds=0), parameters)
 
 
 def prepare_in_background(ctx: RunContext) -> Future[RunContext]:

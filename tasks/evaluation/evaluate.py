@@ -51,6 +51,7 @@ from tasks.evaluation.diagnostics import (
 from tasks.features.build import FeatureSet, load_preprocessor
 from tasks.features.preprocessor import TabularPreprocessor
 from tasks.release.pyfunc import blend_proba, load_tree, tree_proba
+from tasks.training.incremental import WEIGHING_TREE_FILE
 from tasks.training.loop import TrainResult, load_network, validation_mask
 from tasks.training.model import TabularNet, predict_proba, torch_threads
 
@@ -304,7 +305,7 @@ def blend_on_validation(
         numeric[val],
         labels[val],
         predict_proba(net, codes[val], numeric[val]),
-        f"{local_dir}/blend_tree.txt",
+        f"{local_dir}/{WEIGHING_TREE_FILE}",  # the name the release logs it under
         seed,
         fit_until=dates[fit].max().date().isoformat(),
         reuse=reuse,

@@ -28,6 +28,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -176,8 +177,6 @@ def export_onnx(module: ExportNet, example: tuple[np.ndarray, np.ndarray], path:
 
 def _export_torchscript(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str) -> None:
     """PyTorch's TorchScript-based exporter (deprecated since 2.9, still in 2.13)."""
-    import warnings
-
     batch = {0: "batch"}
     with warnings.catch_warnings():
         # its deprecation notice, once per export: the fallback is in place for its removal
@@ -590,6 +589,7 @@ class BuiltVariants:
     """
 
     out_dir: str  # where the ONNX files are (a local folder: onnxruntime reads files)
+    holdout: tuple[np.ndarray, np.ndarray, np.ndarray]  # `holdout_rows`: read and encoded once
     paths: dict[str, str]
     probas: dict[str, np.ndarray]
     reference_auc: float
@@ -729,6 +729,7 @@ def build_variants(
     }
     return BuiltVariants(
         out_dir=out_dir,
+        holdout=(y_true, codes, numeric),
         paths=paths,
         probas=probas,
         reference_auc=reference_auc,
@@ -739,8 +740,6 @@ def build_variants(
 
 
 def finish_compression(
-    spec: DatasetSpec,
-    features: FeatureSet,
     trained: TrainResult,
     built: BuiltVariants,
     config: CompressionConfig,
@@ -753,7 +752,7 @@ def finish_compression(
 
     Long on purpose: the one table that measures every variant the same way.
     """
-    y_true, codes, numeric = holdout_rows(spec, features)
+    y_true, codes, numeric = built.holdout
     one = (codes[:1], numeric[:1])
     rows_1024 = np.arange(1024) % len(codes)
     batch = (codes[rows_1024], numeric[rows_1024])
@@ -850,7 +849,7 @@ def compress_network(
     """Build, measure and choose among the variants in one go (`build_variants`, then
     `finish_compression`); the ONNX files go to `out_dir`."""
     built = build_variants(spec, features, trained, out_dir, config, seed, log, only, warm_student)
-    return finish_compression(spec, features, trained, built, config, log, blend)
+    return finish_compression(trained, built, config, log, blend)
 
 
 def _stored_size(path: str) -> int:
@@ -910,7 +909,7 @@ def compress(
     """
     if built is None:
         built = build_compression(ctx, features, trained, config, log, only, warm_student)
-    compression = finish_compression(ctx.spec, features, trained, built, config, log, blend)
+    compression = finish_compression(trained, built, config, log, blend)
     chosen = compression.chosen_variant
     log.info(
         "compress: kept %s: %d bytes (%.1fx smaller), %.3f ms at batch 1 (%.1fx faster), "

@@ -44,6 +44,7 @@ from mlflow.utils.mlflow_tags import (
 from data_contracts import load_contract
 from tasks.core.context import RunContext
 from tasks.core.results import write_result
+from tasks.evaluation.blend import BlendChoice
 from tasks.evaluation.champion import CHALLENGER, CHAMPION
 from tasks.evaluation.diagnostics import slice_metrics
 from tasks.evaluation.evaluate import Evaluation
@@ -68,7 +69,6 @@ from tasks.release.registry import (
 from tasks.training.incremental import (
     STUDENT_DIGEST_TAG,
     WEIGHING_TREE_DIGEST_TAG,
-    WEIGHING_TREE_FILE,
     WEIGHING_TREE_FIT_UNTIL_TAG,
     WEIGHTS_DIGEST_TAG,
     TrainingPlan,
@@ -580,11 +580,17 @@ def _weights_digest_tags(
     tags = {WEIGHTS_DIGEST_TAG: sha256_file(trained.weights_path)}
     if compression.student_weights_path:
         tags[STUDENT_DIGEST_TAG] = sha256_file(compression.student_weights_path)
-    choice = evaluation.blend_choice
-    if choice is not None and choice.validation_tree_fit_until:
+    choice = _weighed(evaluation)
+    if choice is not None:
         tags[WEIGHING_TREE_DIGEST_TAG] = sha256_file(choice.weighing_tree_path)
         tags[WEIGHING_TREE_FIT_UNTIL_TAG] = choice.validation_tree_fit_until
     return tags
+
+
+def _weighed(evaluation: Evaluation) -> BlendChoice | None:
+    """The blend choice whose weighing tree the release keeps (None: no blend was weighed)."""
+    choice = evaluation.blend_choice
+    return choice if choice is not None and choice.validation_tree_fit_until else None
 
 
 def _log_run_artifacts(
@@ -601,12 +607,9 @@ def _log_run_artifacts(
     if compression.student_weights_path and compression.student_net_config_path:
         mlflow.log_artifact(compression.student_weights_path, artifact_path="student")
         mlflow.log_artifact(compression.student_net_config_path, artifact_path="student")
-    choice = evaluation.blend_choice
-    if choice is not None and choice.validation_tree_fit_until:
-        with tempfile.TemporaryDirectory(prefix="nightshift-tree-") as scratch:
-            named = Path(scratch, WEIGHING_TREE_FILE)  # one name, whichever file it was
-            shutil.copyfile(choice.weighing_tree_path, named)
-            mlflow.log_artifact(str(named), artifact_path="blend")
+    choice = _weighed(evaluation)
+    if choice is not None:  # evaluate names it WEIGHING_TREE_FILE, as the plan expects
+        mlflow.log_artifact(choice.weighing_tree_path, artifact_path="blend")
 
 
 def _tag_version(client, name, version, tags, evaluation, compression, run_id) -> None:
