@@ -207,7 +207,10 @@ def test_a_background_gx_process_runs_at_the_lowest_cpu_priority(tmp_lake):
         autogroup = Path(f"/proc/{process.pid}/autogroup")
         if autogroup.exists():
             assert autogroup.read_text().split()[-1] == "19", autogroup.read_text()
-            assert Path("/proc/self/autogroup").read_text().split()[-1] != "19"
+            # the flow keeps its own weight; a process in the root group (a session begun
+            # by PID 1, as under CI runners) reads an empty file: nice 0, not an autogroup
+            own = Path("/proc/self/autogroup").read_text().split()
+            assert not own or own[-1] != "19", own
     finally:
         # an empty lake: no such partition, the process fails (and says so in its log)
         assert process.wait(timeout=120) != 0
