@@ -31,7 +31,9 @@ from tasks.ingest.prefect_tasks import ingest_landed_days
 # The later stages, imported when first called (their modules load torch, MLflow, ONNX and
 # Great Expectations: seconds the first task need not wait for), in the background while
 # the ingest runs; `deferred` is `from module import names`, lazily.
-(evaluate_on_holdout,) = deferred("tasks.evaluation.prefect_tasks", "evaluate_on_holdout")
+evaluate_on_holdout, fit_trees_task = deferred(
+    "tasks.evaluation.prefect_tasks", "evaluate_on_holdout", "fit_trees_task"
+)
 (build_features_task,) = deferred("tasks.features.prefect_tasks", "build_features_task")
 (check_drift_task,) = deferred("tasks.monitoring.prefect_tasks", "check_drift_task")
 (evaluate_champion_task,) = deferred("tasks.monitoring.prefect_tasks_ce", "evaluate_champion_task")
@@ -115,30 +117,45 @@ def nightly_retrain(
         plan = plan_training_task(ctx, features, params.release.compression)
         features = plan.features  # a fine-tune keeps the champion's fitted preprocessing
 
-        # Tune: Optuna trials on the Dask workers, each a nested MLflow run (not on fine-tunes)
-        tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune, plan)
-
-        # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
-        trained = train_network_task(ctx, features, tuned, params.world_size, plan)
-
-        # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
-        # Beside it, in a thread of this process: Compress's int8 / pruned / low-rank /
-        # distilled ONNX variants, built and scored (they need only the network; a
-        # fine-tune builds fp32 and the champion's variant only: the same architecture)
-        with ThreadPoolTaskRunner(max_workers=1) as beside:
-            building = submit_beside(
-                beside,
-                build_compression_task,
+        # Meanwhile, in a thread of this process at the lowest CPU priority: Evaluate's
+        # LightGBM baseline and weighing tree (they need only the window), fitted in the
+        # cycles the tuning and the training leave idle
+        with ThreadPoolTaskRunner(max_workers=1) as trees_beside:
+            fitting = submit_beside(
+                trees_beside,
+                fit_trees_task,
                 ctx=ctx,
                 features=features,
-                trained=trained,
-                config=params.release.compression,
+                validation_days=(plan.config if plan.fine_tune else params.train).validation_days,
                 plan=plan,
             )
-            evaluation = evaluate_on_holdout(
-                ctx, features, trained, params.release.slice_min_rows, plan
-            )
-            built = building.result(timeout=task_timeout("compress-network"))
+
+            # Tune: Optuna trials on the Dask workers, each a nested MLflow run (not on
+            # fine-tunes)
+            tuned = tune_hyperparameters_task(ctx, features, params.train, params.tune, plan)
+
+            # Train: torch DDP, one rank per Dask worker, dispatched from the flow process
+            trained = train_network_task(ctx, features, tuned, params.world_size, plan)
+
+            # Evaluate: new model vs baseline vs champion, same holdout; network or blend?
+            # Beside it, in a thread of this process: Compress's int8 / pruned / low-rank /
+            # distilled ONNX variants, built and scored (they need only the network; a
+            # fine-tune builds fp32 and the champion's variant only: the same architecture)
+            with ThreadPoolTaskRunner(max_workers=1) as beside:
+                building = submit_beside(
+                    beside,
+                    build_compression_task,
+                    ctx=ctx,
+                    features=features,
+                    trained=trained,
+                    config=params.release.compression,
+                    plan=plan,
+                )
+                trees = fitting.result(timeout=task_timeout("fit-trees"))
+                evaluation = evaluate_on_holdout(
+                    ctx, features, trained, params.release.slice_min_rows, plan, trees
+                )
+                built = building.result(timeout=task_timeout("compress-network"))
 
         # Compress: the variants timed with the cores to themselves; keep the smallest
         # within budget (served blended with the tree when the blend won)

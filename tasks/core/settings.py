@@ -265,6 +265,7 @@ TASK_TIMEOUTS_S: dict[str, float] = {
     "train-network-ddp": 5 * 3600,
     "evaluate-champion": 3600,
     "evaluate-on-holdout": 3600,
+    "fit-trees": 3600,
     "compress-network": 3600,
     "register-challenger": 1800,
     "gate-challenger": 1800,

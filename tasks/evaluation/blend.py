@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -168,7 +169,8 @@ def choose_blend(
         booster = fit_tree(fit_codes, fit_numeric, fit_labels, seed)
         booster.save_model(tree_path)
     else:
-        shutil.copyfile(reuse.path, tree_path)
+        if Path(reuse.path).resolve() != Path(tree_path).resolve():  # not fitted here tonight
+            shutil.copyfile(reuse.path, tree_path)
         booster = lightgbm.Booster(model_file=tree_path)
     from tasks.release.pyfunc import tree_proba
 

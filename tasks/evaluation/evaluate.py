@@ -8,7 +8,6 @@ import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,11 +47,17 @@ from tasks.evaluation.diagnostics import (
     save_plots,
     slice_metrics,
 )
+from tasks.evaluation.trees import (
+    BASELINE_TREE_FILE,
+    TreeFits,
+    accepted_reuse,
+    usable_validation,
+)
 from tasks.features.build import FeatureSet, load_preprocessor
 from tasks.features.preprocessor import TabularPreprocessor
 from tasks.release.pyfunc import blend_proba, load_tree, tree_proba
 from tasks.training.incremental import WEIGHING_TREE_FILE
-from tasks.training.loop import TrainResult, load_network, validation_mask
+from tasks.training.loop import TrainResult, load_network
 from tasks.training.model import TabularNet, predict_proba, torch_threads
 
 if TYPE_CHECKING:
@@ -123,12 +128,14 @@ def evaluate_models(
     score_champion=None,
     slice_min_rows: int = 300,
     reuse: ReusedTree | None = None,
+    prefit: TreeFits | None = None,
 ) -> Evaluation:
     """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion.
 
     All three are also measured per slice (the dataset's slices; those with at least
     `slice_min_rows` rows) and plotted into `out_dir/plots`. `reuse`: the champion's
-    weighing tree on a fine-tune night (`blend.ReusedTree`).
+    weighing tree on a fine-tune night (`blend.ReusedTree`); `prefit`: the trees, fitted
+    while the network trained (`trees.fit_night_trees`; fitted here when None).
     """
     lake = Lake.of(out_dir)
     preprocessor = load_preprocessor(features.preprocessor_path)
@@ -140,7 +147,16 @@ def evaluate_models(
     codes, numeric = preprocessor.transform(spec.feature_frame(holdout))  # once: net and trees
     model_proba = predict_proba(net, codes, numeric)
     baseline, choice, scored = _trees_and_champion(
-        spec, train, holdout, preprocessor, net, trained, out_dir, seed, score_champion, reuse
+        spec,
+        train,
+        holdout,
+        preprocessor,
+        net,
+        trained,
+        out_dir,
+        seed,
+        score_champion,
+        (reuse, prefit),
     )
     base_proba = tree_proba(baseline, codes, numeric)
     # The contract's key identifies each holdout row in the predictions file.
@@ -197,7 +213,7 @@ def _trees_and_champion(
     out_dir: str,
     seed: int,
     score_champion,
-    reuse: ReusedTree | None,
+    trees: tuple[ReusedTree | None, TreeFits | None],
 ) -> tuple[lightgbm.Booster, BlendChoice | None, tuple[str, np.ndarray] | None]:
     """The trees' fits (`fit_trees`) and the champion's holdout scores, side by side: on a
     fine-tune night (one fit) the core the blend's fit would take is otherwise idle."""
@@ -211,7 +227,7 @@ def _trees_and_champion(
         # threads as one fit has, not every core on top of the fits' own
         with torch_threads(tree_threads()):
             baseline, choice = fit_trees(
-                spec, train, preprocessor, net, trained, out_dir, seed, reuse
+                spec, train, preprocessor, net, trained, out_dir, seed, *trees
             )
         # bounded like every wait: by the stage's own timeout
         timeout = task_timeout("evaluate-on-holdout")
@@ -228,6 +244,7 @@ def fit_trees(
     out_dir: str,
     seed: int,
     reuse: ReusedTree | None = None,
+    prefit: TreeFits | None = None,
 ) -> tuple[lightgbm.Booster, BlendChoice | None]:
     """The night's two LightGBM fits, side by side when the cores allow: the baseline (the
     whole training window) and the blend's tree on the fitting days; the blend then serves
@@ -237,13 +254,28 @@ def fit_trees(
     Two one-thread fits at once use both cores of a 2-core box without OpenMP's spinning
     threads, which degrade badly beside a busy neighbour (`blend.tree_threads`). With
     `reuse` (a fine-tune night) the blend is weighed with the champion's tree: one fit.
+    With `prefit` (the night's flow fits them while the network trains) none is fitted
+    here, unless training split off other validation days than they were fitted for.
     """
     codes, numeric = preprocessor.transform(spec.feature_frame(train))  # once: both fits
     labels = train["label"].to_numpy().astype(int)
     local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
     Path(local_dir).mkdir(parents=True, exist_ok=True)
     fit = (codes, numeric, labels, seed)
-    if concurrent_tree_fits() > 1:
+    if prefit is not None and prefit.validation_days != trained.validation_days:
+        logger.warning(
+            "evaluate: the trees were fitted for %d validation days, training used %d: "
+            "fitting them again",
+            prefit.validation_days,
+            trained.validation_days,
+        )
+        prefit = None
+    if prefit is not None:
+        baseline = load_tree(prefit.baseline_path)
+        choice = blend_on_validation(
+            train, codes, numeric, net, trained, local_dir, seed, prefit.weighing
+        )
+    elif concurrent_tree_fits() > 1:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-tree") as pool:
             window = pool.submit(fit_tree, *fit)
             choice = blend_on_validation(
@@ -254,7 +286,8 @@ def fit_trees(
     else:
         baseline = fit_tree(*fit)
         choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed, reuse)
-    baseline.save_model(f"{local_dir}/baseline_tree.txt")
+    if prefit is None:
+        baseline.save_model(f"{local_dir}/{BASELINE_TREE_FILE}")
     logger.info("evaluate: %s baseline, %d rounds", BASELINE_NAME, baseline.num_trees())
     if choice is not None and choice.is_blend:
         logger.info("evaluate: the blend won on validation; it serves the window's tree")
@@ -279,24 +312,15 @@ def blend_on_validation(
     None when the window is too small to hold out validation days of both classes (tiny
     test windows): the network is then the candidate, as before blends existed.
     """
-    is_validation = validation_mask(train, trained.validation_days)
-    labels = train["label"].to_numpy().astype(int)
-    if is_validation.all() or len(np.unique(labels[is_validation])) < 2:
+    is_validation = usable_validation(train, trained.validation_days)
+    if is_validation is None:
         logger.warning("evaluate: no usable validation days for a blend; serving the network")
         return None
+    labels = train["label"].to_numpy().astype(int)
     fit, val = ~is_validation, is_validation
     dates = pd.to_datetime(train["date"])
-    first_validation_day = dates[val].min().date()
-    if reuse is not None and date.fromisoformat(reuse.fit_until) >= first_validation_day:
-        # tonight's validation days moved back (a longer `validation_days`): it saw them
-        logger.warning(
-            "evaluate: the %s tree was fitted on days to %s, not before tonight's validation "
-            "days (from %s): fitting tonight's",
-            reuse.source,
-            reuse.fit_until,
-            first_validation_day,
-        )
-        reuse = None
+    # tonight's validation days may have moved back (a longer `validation_days`)
+    reuse = accepted_reuse(train, is_validation, reuse)
     return choose_blend(
         codes[fit],
         numeric[fit],
@@ -319,10 +343,12 @@ def evaluate(
     slice_min_rows: int = 300,
     log: logging.Logger | logging.LoggerAdapter = logger,
     reuse: ReusedTree | None = None,
+    prefit: TreeFits | None = None,
 ) -> Evaluation:
     """The evaluate stage: model vs baseline vs current champion on the same holdout rows.
 
-    `reuse`: on a fine-tune night, the champion's weighing tree (the plan stages it)."""
+    `reuse`: on a fine-tune night, the champion's weighing tree (the plan stages it);
+    `prefit`: the trees the night fitted while the network trained."""
     evaluation = evaluate_models(
         ctx.spec,
         features,
@@ -332,6 +358,7 @@ def evaluate(
         champion_scorer(ctx.tracking_uri, ctx.model_name),
         slice_min_rows=slice_min_rows,
         reuse=reuse,
+        prefit=prefit,
     )
     champion = (
         f"champion v{evaluation.champion_version} AUC {evaluation.champion['roc_auc']:.4f}"

@@ -1,4 +1,4 @@
-"""The evaluate stage as a Prefect task (the only module of this package importing Prefect)."""
+"""The evaluate stage as Prefect tasks (the only module of this package importing Prefect)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,37 @@ from tasks.core.context import RunContext
 from tasks.core.settings import task_timeout
 from tasks.evaluation.blend import ReusedTree
 from tasks.evaluation.evaluate import Evaluation, evaluate
+from tasks.evaluation.trees import TreeFits, fit_night_trees
 from tasks.features.build import FeatureSet
 from tasks.training.incremental import TrainingPlan
 from tasks.training.loop import TrainResult
+
+
+def _champion_tree(plan: TrainingPlan | None) -> ReusedTree | None:
+    """On a fine-tune night, the champion's weighing tree the plan staged (checked)."""
+    staged = plan.init_weighing_tree if plan is not None and plan.fine_tune else None
+    return ReusedTree(*staged) if staged else None
+
+
+@task(name="fit-trees", timeout_seconds=task_timeout("fit-trees"))
+def fit_trees_task(
+    ctx: RunContext, features: FeatureSet, validation_days: int, plan: TrainingPlan | None
+) -> TreeFits:
+    """The baseline and the blend's weighing tree, fitted while the network trains (in a
+    thread of the flow at the lowest CPU priority: `tasks.evaluation.trees`)."""
+    fits = fit_night_trees(
+        ctx.spec,
+        features,
+        validation_days,
+        ctx.run_dir("evaluation"),
+        ctx.seed,
+        _champion_tree(plan),
+    )
+    get_run_logger().info(
+        "fit-trees: baseline and weighing tree ready (%s)",
+        fits.weighing.source if fits.weighing else "no usable validation days",
+    )
+    return fits
 
 
 @task(name="evaluate-on-holdout", timeout_seconds=task_timeout("evaluate-on-holdout"))
@@ -20,11 +48,13 @@ def evaluate_on_holdout(
     trained: TrainResult,
     slice_min_rows: int = 300,
     plan: TrainingPlan | None = None,
+    trees: TreeFits | None = None,
 ) -> Evaluation:
     """Model vs gradient-boosting baseline vs current champion, same holdout rows.
 
-    On a fine-tune night the blend is weighed with the champion's tree (the plan staged
-    it, checked): one tree fit, the baseline's, instead of two."""
-    staged = plan.init_weighing_tree if plan is not None and plan.fine_tune else None
-    reuse = ReusedTree(*staged) if staged else None
-    return evaluate(ctx, features, trained, slice_min_rows, get_run_logger(), reuse)
+    `trees`: the night's trees, fitted while the network trained (none fitted here). Without
+    them, on a fine-tune night the blend is weighed with the champion's tree (the plan
+    staged it, checked): one tree fit, the baseline's, instead of two."""
+    return evaluate(
+        ctx, features, trained, slice_min_rows, get_run_logger(), _champion_tree(plan), trees
+    )

@@ -5,6 +5,8 @@ the baseline's own tree."""
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+import tasks.evaluation.trees as trees_module
 from tasks.core.lake import Lake
 from tasks.datasets import get_dataset
 from tasks.evaluation.baseline import fit_baseline
 from tasks.evaluation.blend import concurrent_tree_fits
 from tasks.evaluation.evaluate import fit_trees
+from tasks.evaluation.trees import BASELINE_TREE_FILE, fit_night_trees
 from tasks.features.build import preprocessor_for, read_clean
 from tasks.release.pyfunc import load_tree, tree_proba
 from tasks.training.model import NetConfig, TabularNet
@@ -84,3 +88,63 @@ def test_the_blend_serves_the_baseline_tree_fitted_beside_its_own(window, monkey
     assert choice_one.blend_validation_auc == choice_two.blend_validation_auc
     fitted = [load_tree(str(out / "blend_tree.txt")) for out in (out_one, out_two)]
     assert fitted[0].dump_model()["tree_info"] == fitted[1].dump_model()["tree_info"]
+
+
+def test_trees_fitted_before_the_network_are_the_ones_evaluate_would_fit(window, tmp_path):
+    """The night fits its trees while the network trains (`fit_night_trees`, in a thread
+    at the lowest priority); evaluate then fits none and decides exactly as when it fits
+    them itself."""
+    spec, train, holdout, pre = window
+    torch.manual_seed(0)
+    net = TabularNet(NetConfig(pre.cardinalities, pre.n_numeric, hidden=[8], members=1))
+    trained = SimpleNamespace(validation_days=1)
+    features = SimpleNamespace(
+        train_path=str(tmp_path / "train.parquet"),
+        preprocessor_path=str(tmp_path / "preprocessor.json"),
+    )
+    train.to_parquet(features.train_path)
+    Path(features.preprocessor_path).write_text(pre.to_json())
+
+    priorities = []
+
+    def fit_in_a_thread_of_its_own(out_dir: str):
+        real_fit = trees_module.fit_tree
+
+        def observed(*fit):  # the thread each fit runs in, and its nice value
+            priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return real_fit(*fit)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trees_module, "fit_tree", observed)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                return pool.submit(fit_night_trees, spec, features, 1, out_dir, 3).result(
+                    timeout=300
+                )
+
+    own_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    prefit = fit_in_a_thread_of_its_own(str(tmp_path / "early"))
+    assert priorities == [19, 19]  # both fits: the weighing tree and the baseline
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own_nice
+    assert prefit.weighing is not None and prefit.weighing.fit_until < str(train["date"].max())
+
+    early = fit_trees(spec, train, pre, net, trained, str(tmp_path / "early"), 3, prefit=prefit)
+    inline = fit_trees(spec, train, pre, net, trained, str(tmp_path / "inline"), 3)
+    (base_early, choice_early), (base_inline, choice_inline) = early, inline
+    assert base_early.dump_model()["tree_info"] == base_inline.dump_model()["tree_info"]
+    assert choice_early.weight == choice_inline.weight
+    assert choice_early.blend_validation_auc == choice_inline.blend_validation_auc
+    assert choice_early.validation_tree_source == choice_inline.validation_tree_source
+    assert choice_early.validation_tree_fit_until == choice_inline.validation_tree_fit_until
+    for choice in (choice_early, choice_inline):
+        served = Path(choice.tree_path)  # the window's tree: the baseline's
+        assert served.read_bytes() == (served.parent / BASELINE_TREE_FILE).read_bytes()
+    assert Path(choice_early.validation_tree_path).read_bytes() == (
+        Path(choice_inline.validation_tree_path).read_bytes()
+    )
+
+    # trained on other validation days than the trees were fitted for: evaluate refits
+    other = SimpleNamespace(validation_days=2)
+    _, refit = fit_trees(spec, train, pre, net, other, str(tmp_path / "early"), 3, prefit=prefit)
+    _, fresh = fit_trees(spec, train, pre, net, other, str(tmp_path / "fresh"), 3)
+    assert refit.validation_tree_fit_until == fresh.validation_tree_fit_until
+    assert refit.validation_tree_fit_until < choice_inline.validation_tree_fit_until
