@@ -27,6 +27,11 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 # Prefect task names (without the run suffix) -> the table's rows
+EVALUATE_ROW = "evaluate (the trees' rest), the compression variants built beside it"
+# tasks that run beside the flow's stages, not between them: their end is no row's end (the
+# trees are fitted from the plan on, beside tune and train; what is left of the fit when
+# training ends is in the evaluate row)
+BESIDE = {"fit-trees"}
 STAGES = {
     "ingest-landed-days": "ingest",
     "validate-contract": "validate",
@@ -37,8 +42,8 @@ STAGES = {
     "tune-hyperparameters": "tune",
     "train-network-ddp": "train",
     # the compression variants are built beside the evaluation (flows/nightly.py): one row
-    "evaluate-on-holdout": "evaluate, the compression variants built beside it",
-    "build-compression-variants": "evaluate, the compression variants built beside it",
+    "evaluate-on-holdout": EVALUATE_ROW,
+    "build-compression-variants": EVALUATE_ROW,
     "compress-network": "compress (the variants timed, one kept)",
     "register-challenger": "register + gate + promote + summary",
     "gate-challenger": "register + gate + promote + summary",
@@ -70,6 +75,8 @@ def stage_seconds(log: str) -> tuple[dict[str, float], float]:
     previous = _clock(start.group(1))
     seconds: dict[str, float] = {}
     for stamp, task in TASK_DONE.findall(log):
+        if task in BESIDE:
+            continue
         now = _clock(stamp)
         row = "validate" if task.startswith("validate-") else STAGES.get(task, task)
         seconds[row] = seconds.get(row, 0.0) + (now - previous).total_seconds() % 86400

@@ -34,6 +34,7 @@ from tasks.ingest.prefect_tasks import ingest_landed_days
 evaluate_on_holdout, fit_trees_task = deferred(
     "tasks.evaluation.prefect_tasks", "evaluate_on_holdout", "fit_trees_task"
 )
+(PendingTrees,) = deferred("tasks.evaluation.trees", "PendingTrees")
 (build_features_task,) = deferred("tasks.features.prefect_tasks", "build_features_task")
 (check_drift_task,) = deferred("tasks.monitoring.prefect_tasks", "check_drift_task")
 (evaluate_champion_task,) = deferred("tasks.monitoring.prefect_tasks_ce", "evaluate_champion_task")
@@ -151,7 +152,9 @@ def nightly_retrain(
                     config=params.release.compression,
                     plan=plan,
                 )
-                trees = fitting.result(timeout=task_timeout("fit-trees"))
+                # the trees are waited for inside, once the network and the champion
+                # are scored: the rest of the fit shares the cores with that work
+                trees = PendingTrees(fitting)
                 evaluation = evaluate_on_holdout(
                     ctx, features, trained, params.release.slice_min_rows, plan, trees
                 )

@@ -49,6 +49,7 @@ from tasks.evaluation.diagnostics import (
 )
 from tasks.evaluation.trees import (
     BASELINE_TREE_FILE,
+    PendingTrees,
     TreeFits,
     accepted_reuse,
     usable_validation,
@@ -128,14 +129,12 @@ def evaluate_models(
     score_champion=None,
     slice_min_rows: int = 300,
     reuse: ReusedTree | None = None,
-    prefit: TreeFits | None = None,
+    prefit: TreeFits | PendingTrees | None = None,
 ) -> Evaluation:
     """Score model, baseline and (via `score_champion(rows) -> (version, proba)`) champion.
 
-    All three are also measured per slice (the dataset's slices; those with at least
-    `slice_min_rows` rows) and plotted into `out_dir/plots`. `reuse`: the champion's
-    weighing tree on a fine-tune night (`blend.ReusedTree`); `prefit`: the trees, fitted
-    while the network trained (`trees.fit_night_trees`; fitted here when None).
+    All three are also measured per slice (those of `slice_min_rows` rows or more) and
+    plotted into `out_dir/plots`. `reuse`, `prefit`: see `fit_trees`.
     """
     lake = Lake.of(out_dir)
     preprocessor = load_preprocessor(features.preprocessor_path)
@@ -213,7 +212,7 @@ def _trees_and_champion(
     out_dir: str,
     seed: int,
     score_champion,
-    trees: tuple[ReusedTree | None, TreeFits | None],
+    trees: tuple[ReusedTree | None, TreeFits | PendingTrees | None],
 ) -> tuple[lightgbm.Booster, BlendChoice | None, tuple[str, np.ndarray] | None]:
     """The trees' fits (`fit_trees`) and the champion's holdout scores, side by side: on a
     fine-tune night (one fit) the core the blend's fit would take is otherwise idle."""
@@ -244,7 +243,7 @@ def fit_trees(
     out_dir: str,
     seed: int,
     reuse: ReusedTree | None = None,
-    prefit: TreeFits | None = None,
+    prefit: TreeFits | PendingTrees | None = None,
 ) -> tuple[lightgbm.Booster, BlendChoice | None]:
     """The night's two LightGBM fits, side by side when the cores allow: the baseline (the
     whole training window) and the blend's tree on the fitting days; the blend then serves
@@ -255,9 +254,12 @@ def fit_trees(
     threads, which degrade badly beside a busy neighbour (`blend.tree_threads`). With
     `reuse` (a fine-tune night) the blend is weighed with the champion's tree: one fit.
     With `prefit` (the night's flow fits them while the network trains) none is fitted
-    here, unless training split off other validation days than they were fitted for.
+    here, unless training split off other validation days than they were fitted for; a
+    `PendingTrees` is waited for here, after the work that does not need the trees.
     """
     codes, numeric = preprocessor.transform(spec.feature_frame(train))  # once: both fits
+    if isinstance(prefit, PendingTrees):
+        prefit = prefit.result(timeout=task_timeout("fit-trees"))
     labels = train["label"].to_numpy().astype(int)
     local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
     Path(local_dir).mkdir(parents=True, exist_ok=True)
@@ -343,7 +345,7 @@ def evaluate(
     slice_min_rows: int = 300,
     log: logging.Logger | logging.LoggerAdapter = logger,
     reuse: ReusedTree | None = None,
-    prefit: TreeFits | None = None,
+    prefit: TreeFits | PendingTrees | None = None,
 ) -> Evaluation:
     """The evaluate stage: model vs baseline vs current champion on the same holdout rows.
 

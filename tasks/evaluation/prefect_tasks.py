@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.core.context import RunContext
 from tasks.core.settings import task_timeout
 from tasks.evaluation.blend import ReusedTree
 from tasks.evaluation.evaluate import Evaluation, evaluate
-from tasks.evaluation.trees import TreeFits, fit_night_trees
+from tasks.evaluation.trees import PendingTrees, TreeFits, fit_night_trees
 from tasks.features.build import FeatureSet
 from tasks.training.incremental import TrainingPlan
 from tasks.training.loop import TrainResult
@@ -41,18 +42,24 @@ def fit_trees_task(
     return fits
 
 
-@task(name="evaluate-on-holdout", timeout_seconds=task_timeout("evaluate-on-holdout"))
+# no cache key: nothing caches an evaluation, and `trees` may hold a future (unhashable)
+@task(
+    name="evaluate-on-holdout",
+    timeout_seconds=task_timeout("evaluate-on-holdout"),
+    cache_policy=NO_CACHE,
+)
 def evaluate_on_holdout(
     ctx: RunContext,
     features: FeatureSet,
     trained: TrainResult,
     slice_min_rows: int = 300,
     plan: TrainingPlan | None = None,
-    trees: TreeFits | None = None,
+    trees: TreeFits | PendingTrees | None = None,
 ) -> Evaluation:
     """Model vs gradient-boosting baseline vs current champion, same holdout rows.
 
-    `trees`: the night's trees, fitted while the network trained (none fitted here). Without
+    `trees`: the night's trees, fitted while the network trains (none fitted here; a
+    `PendingTrees` is waited for after the network and the champion are scored). Without
     them, on a fine-tune night the blend is weighed with the champion's tree (the plan
     staged it, checked): one tree fit, the baseline's, instead of two."""
     return evaluate(

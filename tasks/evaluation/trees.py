@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,25 @@ class TreeFits:
     baseline_path: str
     weighing: ReusedTree | None
     validation_days: int
+
+
+class PendingTrees:
+    """The night's trees while a thread of the flow may still be fitting them: the
+    evaluate stage scores the network and the champion first and waits only where it
+    needs the trees, so the rest of the fit shares the cores with that work instead of
+    leaving one idle. `future`: anything with `result(timeout=...)` returning `TreeFits`
+    (the flow's Prefect future; a failed fit raises its own error).
+    """
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def result(self, timeout: float) -> TreeFits:
+        """The fitted trees (waits up to `timeout` s; raises the fit's error if it failed)."""
+        return self._future.result(timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"PendingTrees({self._future!r})"
 
 
 def lowest_thread_priority() -> None:

@@ -225,6 +225,59 @@ def test_broken_contract_fails_the_run_naming_rule_and_partition_and_registers_n
         get_settings.cache_clear()
 
 
+def test_a_failed_tree_fit_beside_training_fails_the_night_at_the_evaluation(
+    prefect_server, monkeypatch, tmp_path
+):
+    """The trees are fitted in a thread beside tune and train: a real fault there (a file
+    where the evaluation folder must go) lets training finish, then fails the night at the
+    evaluation with the fit's own error, and registers nothing."""
+    from datetime import date
+
+    from prefect.artifacts import Artifact
+
+    from flows.nightly import nightly_retrain
+    from tasks.core.lake import Lake
+    from tasks.core.settings import get_settings
+    from tasks.landing.simulator import land_days
+    from tasks.release.config import ReleaseConfig
+
+    monkeypatch.setenv("NIGHTSHIFT_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    get_settings.cache_clear()
+    try:
+        lake = Lake(str(tmp_path / "lake"))
+        as_of = date(2013, 3, 7)
+        land_days(lake, FLIGHTS, date(2013, 3, 1), as_of)
+        blocker = Path(lake.run_dir("flights", as_of, "evaluation"))
+        blocker.parent.mkdir(parents=True)
+        blocker.write_text("not a folder")
+
+        state = nightly_retrain(
+            as_of=as_of,
+            params=NightlyParams(
+                holdout_days=2,
+                train=TrainConfig(epochs=1, members=1, hidden=[32], validation_days=1),
+                tune=TuneConfig(enabled=False),
+                release=ReleaseConfig(min_auc=0.0),
+            ),
+            return_state=True,
+        )
+
+        assert state.is_failed()
+        # the fit's own error, naming the path, not a thread or Prefect error
+        assert f"FileExistsError: [Errno 17] File exists: '{blocker}'" in state.message
+        # training beside it ran to its end; the evaluation never wrote a result
+        assert lake.exists(lake.run_dir("flights", as_of, "train", "result.json"))
+        assert not lake.exists(lake.run_dir("flights", as_of, "evaluate", "result.json"))
+        failed = Artifact.get("nightly-summary")
+        assert str(failed.flow_run_id) == str(state.state_details.flow_run_id)
+        assert "**FAILED**" in failed.data
+        assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_registered_models() == []
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
 def test_a_failed_compression_build_fails_the_night_after_the_evaluation_beside_it(
     prefect_server, monkeypatch, tmp_path
 ):

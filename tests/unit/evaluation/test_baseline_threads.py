@@ -20,7 +20,7 @@ from tasks.datasets import get_dataset
 from tasks.evaluation.baseline import fit_baseline
 from tasks.evaluation.blend import concurrent_tree_fits
 from tasks.evaluation.evaluate import fit_trees
-from tasks.evaluation.trees import BASELINE_TREE_FILE, fit_night_trees
+from tasks.evaluation.trees import BASELINE_TREE_FILE, PendingTrees, fit_night_trees
 from tasks.features.build import preprocessor_for, read_clean
 from tasks.release.pyfunc import load_tree, tree_proba
 from tasks.training.model import NetConfig, TabularNet
@@ -141,6 +141,17 @@ def test_trees_fitted_before_the_network_are_the_ones_evaluate_would_fit(window,
     assert Path(choice_early.validation_tree_path).read_bytes() == (
         Path(choice_inline.validation_tree_path).read_bytes()
     )
+
+    # still being fitted when evaluate needs them: waited for, the same trees; a failed
+    # fit fails evaluate with the fit's own error
+    early_dir, failed_dir = str(tmp_path / "early"), str(tmp_path / "failed")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = PendingTrees(pool.submit(lambda: prefit))
+        _, waited = fit_trees(spec, train, pre, net, trained, early_dir, 3, prefit=pending)
+        failed = PendingTrees(pool.submit(Path(tmp_path / "no-such-tree.txt").read_text))
+        with pytest.raises(FileNotFoundError, match="no-such-tree"):
+            fit_trees(spec, train, pre, net, trained, failed_dir, 3, prefit=failed)
+    assert (waited.weight, waited.tree_path) == (choice_early.weight, choice_early.tree_path)
 
     # trained on other validation days than the trees were fitted for: evaluate refits
     other = SimpleNamespace(validation_days=2)
