@@ -225,15 +225,11 @@ def test_broken_contract_fails_the_run_naming_rule_and_partition_and_registers_n
         get_settings.cache_clear()
 
 
-def test_a_failed_tree_fit_beside_training_fails_the_night_at_the_evaluation(
-    prefect_server, monkeypatch, tmp_path
-):
-    """The trees are fitted in a thread beside tune and train: a real fault there (a file
-    where the evaluation folder must go) lets training finish, then fails the night at the
-    evaluation with the fit's own error, and registers nothing."""
+def _night_with_a_file_in_place_of(folder: str, monkeypatch, tmp_path):
+    """A real fault for a stage that runs in a thread beside others: a file where the
+    night's `folder` run directory must go. Runs the night (tiny, no search); returns its
+    final state, the lake, the as_of and the blocking file."""
     from datetime import date
-
-    from prefect.artifacts import Artifact
 
     from flows.nightly import nightly_retrain
     from tasks.core.lake import Lake
@@ -248,10 +244,9 @@ def test_a_failed_tree_fit_beside_training_fails_the_night_at_the_evaluation(
         lake = Lake(str(tmp_path / "lake"))
         as_of = date(2013, 3, 7)
         land_days(lake, FLIGHTS, date(2013, 3, 1), as_of)
-        blocker = Path(lake.run_dir("flights", as_of, "evaluation"))
+        blocker = Path(lake.run_dir("flights", as_of, folder))
         blocker.parent.mkdir(parents=True)
         blocker.write_text("not a folder")
-
         state = nightly_retrain(
             as_of=as_of,
             params=NightlyParams(
@@ -262,20 +257,38 @@ def test_a_failed_tree_fit_beside_training_fails_the_night_at_the_evaluation(
             ),
             return_state=True,
         )
-
-        assert state.is_failed()
-        # the fit's own error, naming the path, not a thread or Prefect error
-        assert f"FileExistsError: [Errno 17] File exists: '{blocker}'" in state.message
-        # training beside it ran to its end; the evaluation never wrote a result
-        assert lake.exists(lake.run_dir("flights", as_of, "train", "result.json"))
-        assert not lake.exists(lake.run_dir("flights", as_of, "evaluate", "result.json"))
-        failed = Artifact.get("nightly-summary")
-        assert str(failed.flow_run_id) == str(state.state_details.flow_run_id)
-        assert "**FAILED**" in failed.data
-        assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_registered_models() == []
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+    return state, lake, as_of, blocker
+
+
+def _assert_failed_with_nothing_registered(state, blocker: Path, tmp_path) -> None:
+    """The night failed with the fault's own error (naming the path, not a thread or a
+    Prefect error), its failure summary says so, and no model was registered."""
+    from prefect.artifacts import Artifact
+
+    assert state.is_failed()
+    assert f"FileExistsError: [Errno 17] File exists: '{blocker}'" in state.message
+    failed = Artifact.get("nightly-summary")
+    assert str(failed.flow_run_id) == str(state.state_details.flow_run_id)
+    assert "**FAILED**" in failed.data
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_registered_models() == []
+
+
+def test_a_failed_tree_fit_beside_training_fails_the_night_at_the_evaluation(
+    prefect_server, monkeypatch, tmp_path
+):
+    """The trees are fitted in a thread beside tune and train: a real fault there (a file
+    where the evaluation folder must go) lets training finish, then fails the night at the
+    evaluation with the fit's own error, and registers nothing."""
+    state, lake, as_of, blocker = _night_with_a_file_in_place_of(
+        "evaluation", monkeypatch, tmp_path
+    )
+    _assert_failed_with_nothing_registered(state, blocker, tmp_path)
+    # training beside it ran to its end; the evaluation never wrote a result
+    assert lake.exists(lake.run_dir("flights", as_of, "train", "result.json"))
+    assert not lake.exists(lake.run_dir("flights", as_of, "evaluate", "result.json"))
 
 
 def test_a_failed_compression_build_fails_the_night_after_the_evaluation_beside_it(
@@ -284,47 +297,9 @@ def test_a_failed_compression_build_fails_the_night_after_the_evaluation_beside_
     """The variants are built in a thread beside the evaluate stage: a real fault there (a
     file where the compression folder must go) fails the night with that error, once the
     evaluation beside it has finished, and registers nothing."""
-    from datetime import date
-
-    from prefect.artifacts import Artifact
-
-    from flows.nightly import nightly_retrain
-    from tasks.core.lake import Lake
-    from tasks.core.settings import get_settings
-    from tasks.landing.simulator import land_days
-    from tasks.release.config import ReleaseConfig
-
-    monkeypatch.setenv("NIGHTSHIFT_LAKE_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    get_settings.cache_clear()
-    try:
-        lake = Lake(str(tmp_path / "lake"))
-        as_of = date(2013, 3, 7)
-        land_days(lake, FLIGHTS, date(2013, 3, 1), as_of)
-        blocker = Path(lake.run_dir("flights", as_of, "compression"))
-        blocker.parent.mkdir(parents=True)
-        blocker.write_text("not a folder")
-
-        state = nightly_retrain(
-            as_of=as_of,
-            params=NightlyParams(
-                holdout_days=2,
-                train=TrainConfig(epochs=1, members=1, hidden=[32], validation_days=1),
-                tune=TuneConfig(enabled=False),
-                release=ReleaseConfig(min_auc=0.0),
-            ),
-            return_state=True,
-        )
-
-        assert state.is_failed()
-        # the build's own error, naming the path, not a thread or Prefect error
-        assert f"FileExistsError: [Errno 17] File exists: '{blocker}'" in state.message
-        # the evaluation beside it ran to its end: its result is written
-        assert lake.exists(lake.run_dir("flights", as_of, "evaluate", "result.json"))
-        failed = Artifact.get("nightly-summary")
-        assert str(failed.flow_run_id) == str(state.state_details.flow_run_id)
-        assert "**FAILED**" in failed.data
-        assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_registered_models() == []
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+    state, lake, as_of, blocker = _night_with_a_file_in_place_of(
+        "compression", monkeypatch, tmp_path
+    )
+    _assert_failed_with_nothing_registered(state, blocker, tmp_path)
+    # the evaluation beside it ran to its end: its result is written
+    assert lake.exists(lake.run_dir("flights", as_of, "evaluate", "result.json"))
