@@ -127,7 +127,7 @@ def nightly_retrain(
                 fit_trees_task,
                 ctx=ctx,
                 features=features,
-                validation_days=(plan.config if plan.fine_tune else params.train).validation_days,
+                base=params.train,
                 plan=plan,
             )
 

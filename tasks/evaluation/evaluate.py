@@ -35,8 +35,6 @@ from tasks.evaluation.blend import (
     BlendChoice,
     ReusedTree,
     choose_blend,
-    concurrent_tree_fits,
-    fit_tree,
     serve_window_tree,
     tree_threads,
 )
@@ -48,10 +46,10 @@ from tasks.evaluation.diagnostics import (
     slice_metrics,
 )
 from tasks.evaluation.trees import (
-    BASELINE_TREE_FILE,
     PendingTrees,
     TreeFits,
     accepted_reuse,
+    fit_window_trees,
     usable_validation,
 )
 from tasks.features.build import FeatureSet, load_preprocessor
@@ -245,8 +243,9 @@ def fit_trees(
     reuse: ReusedTree | None = None,
     prefit: TreeFits | PendingTrees | None = None,
 ) -> tuple[lightgbm.Booster, BlendChoice | None]:
-    """The night's two LightGBM fits, side by side when the cores allow: the baseline (the
-    whole training window) and the blend's tree on the fitting days; the blend then serves
+    """The night's two LightGBM fits (`trees.fit_window_trees`: side by side when the cores
+    allow): the baseline (the whole training window) and the blend's tree on the fitting
+    days; the blend then serves
     the baseline's very tree (the same settings on the same rows: refitting it would give
     the same model). Returns the baseline's booster and the blend choice.
 
@@ -260,10 +259,8 @@ def fit_trees(
     codes, numeric = preprocessor.transform(spec.feature_frame(train))  # once: both fits
     if isinstance(prefit, PendingTrees):
         prefit = prefit.result(timeout=task_timeout("fit-trees"))
-    labels = train["label"].to_numpy().astype(int)
     local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
     Path(local_dir).mkdir(parents=True, exist_ok=True)
-    fit = (codes, numeric, labels, seed)
     if prefit is not None and prefit.validation_days != trained.validation_days:
         logger.warning(
             "evaluate: the trees were fitted for %d validation days, training used %d: "
@@ -272,24 +269,14 @@ def fit_trees(
             trained.validation_days,
         )
         prefit = None
-    if prefit is not None:
-        baseline = load_tree(prefit.baseline_path)
-        choice = blend_on_validation(
-            train, codes, numeric, net, trained, local_dir, seed, prefit.weighing
-        )
-    elif concurrent_tree_fits() > 1:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-tree") as pool:
-            window = pool.submit(fit_tree, *fit)
-            choice = blend_on_validation(
-                train, codes, numeric, net, trained, local_dir, seed, reuse
-            )
-            # bounded like every wait: by the stage's own timeout
-            baseline = window.result(timeout=task_timeout("evaluate-on-holdout"))
-    else:
-        baseline = fit_tree(*fit)
-        choice = blend_on_validation(train, codes, numeric, net, trained, local_dir, seed, reuse)
     if prefit is None:
-        baseline.save_model(f"{local_dir}/{BASELINE_TREE_FILE}")
+        prefit = fit_window_trees(
+            train, codes, numeric, trained.validation_days, local_dir, seed, reuse
+        )
+    baseline = load_tree(prefit.baseline_path)
+    choice = blend_on_validation(
+        train, codes, numeric, net, trained, local_dir, seed, prefit.weighing
+    )
     logger.info("evaluate: %s baseline, %d rounds", BASELINE_NAME, baseline.num_trees())
     if choice is not None and choice.is_blend:
         logger.info("evaluate: the blend won on validation; it serves the window's tree")

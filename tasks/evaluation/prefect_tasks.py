@@ -11,6 +11,7 @@ from tasks.evaluation.blend import ReusedTree
 from tasks.evaluation.evaluate import Evaluation, evaluate
 from tasks.evaluation.trees import PendingTrees, TreeFits, fit_night_trees
 from tasks.features.build import FeatureSet
+from tasks.training.config import TrainConfig
 from tasks.training.incremental import TrainingPlan
 from tasks.training.loop import TrainResult
 
@@ -23,14 +24,17 @@ def _champion_tree(plan: TrainingPlan | None) -> ReusedTree | None:
 
 @task(name="fit-trees", timeout_seconds=task_timeout("fit-trees"))
 def fit_trees_task(
-    ctx: RunContext, features: FeatureSet, validation_days: int, plan: TrainingPlan | None
+    ctx: RunContext, features: FeatureSet, base: TrainConfig, plan: TrainingPlan | None
 ) -> TreeFits:
     """The baseline and the blend's weighing tree, fitted while the network trains (in a
-    thread of the flow at the lowest CPU priority: `tasks.evaluation.trees`)."""
+    thread of the flow at the lowest CPU priority: `tasks.evaluation.trees`), on the
+    validation days training will split off: the champion's config's on a fine-tune
+    night, else `base`'s (the search does not tune them)."""
+    config = plan.config if plan is not None and plan.fine_tune and plan.config else base
     fits = fit_night_trees(
         ctx.spec,
         features,
-        validation_days,
+        config.validation_days,
         ctx.run_dir("evaluation"),
         ctx.seed,
         _champion_tree(plan),

@@ -122,34 +122,32 @@ def _fit_low(*fit) -> object:
     return fit_tree(*fit)
 
 
-def fit_night_trees(
-    spec: DatasetSpec,
-    features: FeatureSet,
+def fit_window_trees(
+    train: pd.DataFrame,
+    codes: np.ndarray,
+    numeric: np.ndarray,
     validation_days: int,
-    out_dir: str,
+    local_dir: str,
     seed: int,
     reuse: ReusedTree | None = None,
+    low_priority: bool = False,
 ) -> TreeFits:
-    """Fit the baseline on the whole window and, unless `reuse` (the champion's) is
-    accepted, the weighing tree on the fitting days; both at the lowest priority, side by
-    side when two one-thread fits fit the cores (`blend.concurrent_tree_fits`).
-
-    Call it in a thread of its own: that thread is lowered too, for good.
+    """Fit the baseline on the whole window (`codes`, `numeric`: its encoded rows) and,
+    unless `reuse` (the champion's) is accepted, the weighing tree on the fitting days,
+    side by side when two one-thread fits fit the cores (`blend.concurrent_tree_fits`);
+    saved into `local_dir`. `low_priority`: the side thread is lowered too (the caller's
+    thread is the caller's business).
     """
-    lowest_thread_priority()
-    preprocessor = load_preprocessor(features.preprocessor_path)
-    train = Lake.of(out_dir).read_parquet(features.train_path)
-    codes, numeric = preprocessor.transform(spec.feature_frame(train))  # once: both fits
     labels = train["label"].to_numpy().astype(int)
-    local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
-    Path(local_dir).mkdir(parents=True, exist_ok=True)
     is_validation = usable_validation(train, validation_days)
     weighing = accepted_reuse(train, is_validation, reuse) if is_validation is not None else None
     fit_weighing = is_validation is not None and weighing is None
     window = (codes, numeric, labels, seed)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-tree") as pool:
         side = concurrent_tree_fits() > 1 and fit_weighing
-        baseline_fit = pool.submit(_fit_low, *window) if side else None
+        baseline_fit = (
+            pool.submit(_fit_low if low_priority else fit_tree, *window) if side else None
+        )
         if fit_weighing:
             fit = ~is_validation
             tree = fit_tree(codes[fit], numeric[fit], labels[fit], seed)
@@ -166,3 +164,26 @@ def fit_night_trees(
     baseline_path = f"{local_dir}/{BASELINE_TREE_FILE}"
     baseline.save_model(baseline_path)
     return TreeFits(baseline_path, weighing, validation_days)
+
+
+def fit_night_trees(
+    spec: DatasetSpec,
+    features: FeatureSet,
+    validation_days: int,
+    out_dir: str,
+    seed: int,
+    reuse: ReusedTree | None = None,
+) -> TreeFits:
+    """`fit_window_trees` on the night's training window, every fit at the lowest priority.
+
+    Call it in a thread of its own: that thread is lowered too, for good.
+    """
+    lowest_thread_priority()
+    preprocessor = load_preprocessor(features.preprocessor_path)
+    train = Lake.of(out_dir).read_parquet(features.train_path)
+    codes, numeric = preprocessor.transform(spec.feature_frame(train))  # once: both fits
+    local_dir = out_dir if Lake.of(out_dir).is_local else tempfile.mkdtemp(prefix="nightshift-")
+    Path(local_dir).mkdir(parents=True, exist_ok=True)
+    return fit_window_trees(
+        train, codes, numeric, validation_days, local_dir, seed, reuse, low_priority=True
+    )
