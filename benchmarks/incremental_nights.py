@@ -130,7 +130,15 @@ def main() -> None:
         home = args.home or scratch
         env = {**os.environ, "NIGHTSHIFT_HOME": home}
         env.pop("PREFECT_API_URL", None)
-        nights = [night(first, env), night(first + timedelta(days=1), env)]
+        try:
+            nights = [night(first, env), night(first + timedelta(days=1), env)]
+        finally:  # the runs keep the home's Prefect server for the next night: stop it
+            subprocess.run(
+                [str(BIN / "nightshift"), "prefect-server", "stop"],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
     print(f"load after: {os.getloadavg()[0]:.1f}")
     full, incr = nights
     rows = list(dict.fromkeys([*full["stages"], *incr["stages"]]))

@@ -184,6 +184,16 @@ class Settings(BaseSettings):
         "epoch served the same AUC as two within their rerun spread, with the same gate "
         "decision, in half the training time (BENCHMARKS.md, the one-new-day section).",
     )
+    fine_tune_replay_fraction: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Rows a fine-tune night fits: every row the @champion never fitted, and "
+        "this fraction of the older ones, drawn with the run's seed (1 = the whole window). "
+        "0.25: over six fine-tune nights on the year's flights it served a higher AUC than "
+        "the whole window on four (mean +0.001), with the same gate decisions, in a third of "
+        "the training time (BENCHMARKS.md §39).",
+    )
 
     decay_floor_auc: float = Field(
         default=0.6,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from tasks.core.lake import Lake
-from tasks.training.config import TrainConfig
+from tasks.training.config import FitSample, TrainConfig
 
 logger = logging.getLogger("nightshift.checkpoint")
 
@@ -68,11 +68,12 @@ def checkpoint_fingerprint(
     train_path: str,
     preprocessor_path: str,
     init_weights_path: str | None = None,
+    sample: FitSample | None = None,
 ) -> dict[str, str]:
     """What a checkpoint must match to be resumed, part by part (so a refusal says why).
 
     The training rows and the preprocessor by content, the hyperparameters, the seed, and
-    on a fine-tune the starting weights by content.
+    on a fine-tune the starting weights by content and the fitting rows it keeps.
     """
     parts = {
         "training data": content_sha256(train_path)[:16],
@@ -84,6 +85,8 @@ def checkpoint_fingerprint(
     }
     if init_weights_path:
         parts["initial weights"] = content_sha256(init_weights_path)[:16]
+    if sample is not None:
+        parts["fitting rows"] = f"{sample.describe()} (seed {sample.seed})"
     return parts
 
 

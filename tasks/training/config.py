@@ -6,9 +6,14 @@ importing torch.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    import numpy
+    import pandas
 
 
 class TrainConfig(BaseModel):
@@ -73,3 +78,33 @@ class TuneConfig(BaseModel):
     pruning: bool = Field(
         default=True, description="Successive-halving pruning on per-epoch validation AUC."
     )
+
+
+@dataclass(frozen=True)
+class FitSample:
+    """Which fitting rows a fine-tune night trains on: every row the champion never fitted,
+    and a seeded `replay_fraction` of the rest.
+
+    Why: a fine-tune starts from weights that already fitted the older rows; one epoch over
+    the whole window spends most of the night's training re-showing them. Rows dated after
+    `new_after` (the champion's last fitting day) are all kept; the older ones are replayed
+    at `replay_fraction` so the network does not drift towards the newest days alone. The
+    draw is one uniform number per row of the file from `seed`, so every rank and a
+    single-process run (any world size) keep the same rows.
+    """
+
+    new_after: str  # ISO date: the champion's last fitting day
+    replay_fraction: float
+    seed: int
+
+    def keep(self, dates: pandas.Series, fitting: numpy.ndarray) -> numpy.ndarray:
+        """The kept rows as a mask over the file's rows (`fitting`: not validation days)."""
+        import numpy as np  # at call time: this module loads without the numeric stack
+        import pandas as pd
+
+        new = (pd.to_datetime(dates) > pd.Timestamp(self.new_after)).to_numpy()
+        draw = np.random.default_rng(self.seed).random(len(fitting))
+        return fitting & (new | (draw < self.replay_fraction))
+
+    def describe(self) -> str:
+        return f"rows after {self.new_after}, and {self.replay_fraction:.0%} of the older ones"

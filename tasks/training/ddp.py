@@ -36,7 +36,7 @@ from tasks.core.settings import get_settings
 from tasks.features.build import FeatureSet
 from tasks.ops.cluster import gather_within, gpu_or_all_workers, stage_client
 from tasks.training.checkpoint import checkpoint_fingerprint, clear_checkpoints
-from tasks.training.config import TrainConfig
+from tasks.training.config import FitSample, TrainConfig
 from tasks.training.devices import DevicePlan, WorkerDevices, plan_rank_devices, probe_devices
 from tasks.training.incremental import TrainingPlan
 from tasks.training.loop import (
@@ -82,6 +82,7 @@ class TrainingJob:
     config: TrainConfig
     seed: int
     init_weights_path: str | None = None  # a fine-tune starts from these (the champion's)
+    sample: FitSample | None = None  # and fits these rows of the window (FitSample)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def train_rank(
             shard_ids=[rank],
             device=device,
             with_validation=is_chief,
+            sample=job.sample,
         )
         outcome = fit_network(
             data,
@@ -143,7 +145,12 @@ def train_rank(
             is_chief=is_chief,
             checkpoint_dir=f"{job.out_dir}/checkpoints",
             fingerprint=checkpoint_fingerprint(
-                job.config, job.seed, job.train_path, job.preprocessor_path, job.init_weights_path
+                job.config,
+                job.seed,
+                job.train_path,
+                job.preprocessor_path,
+                job.init_weights_path,
+                job.sample,
             ),
             fail_after_epoch=fail_after_epoch,
             initial_state=load_weights(job.init_weights_path) if job.init_weights_path else None,
@@ -455,14 +462,15 @@ def train(
     On a fine-tune night (`plan`) the ranks start from the champion's weights and run
     the plan's fine-tune epochs with its hyperparameters.
     """
-    config, init_weights = tuned.config, None
+    config, init_weights, sample = tuned.config, None, None
     if plan is not None and plan.fine_tune:
         config = config.model_copy(update={"epochs": plan.fine_tune_epochs})
-        init_weights = plan.init_weights_path
+        init_weights, sample = plan.init_weights_path, plan.sample
         log.info(
-            "train: fine-tuning champion v%s for %d epoch(s) from its weights",
+            "train: fine-tuning champion v%s for %d epoch(s) from its weights, on %s",
             plan.parent_version,
             plan.fine_tune_epochs,
+            sample.describe() if sample else "every fitting row of the window",
         )
     job = TrainingJob(
         dataset=ctx.dataset,
@@ -472,13 +480,16 @@ def train(
         config=config,
         seed=ctx.seed,
         init_weights_path=init_weights,
+        sample=sample,
     )
     with stage_client(ctx.dask_address, get_settings()) as client:
         log.info("train: Dask dashboard %s", client.dashboard_link)
         result = train_distributed(client, job, world_size, log=log)
     log.info(
-        "train: %d rank(s), kept epoch %d, validation AUC %.4f, %.0f samples/s, %.1f s%s",
+        "train: %d rank(s), %d fitting rows, kept epoch %d, validation AUC %.4f, "
+        "%.0f samples/s, %.1f s%s",
         result.world_size,
+        result.train_rows,
         result.kept_epoch,
         result.validation_auc,
         result.samples_per_second,

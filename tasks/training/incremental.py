@@ -24,13 +24,13 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from tasks.core.context import RunContext
 from tasks.core.results import write_result
 from tasks.features.build import FeatureSet, load_preprocessor, preprocessor_for
-from tasks.training.config import TrainConfig
+from tasks.training.config import FitSample, TrainConfig
 from tasks.training.model import NetConfig
 
 logger = logging.getLogger("nightshift.incremental")
@@ -115,6 +115,8 @@ class TrainingPlan:
     blend weighing tree (path, last fitting day, where from), checked likewise, which the
     evaluation weighs tonight's blend with instead of fitting its own
     (`tasks.evaluation.blend.ReusedTree`); `weighing_tree_note` says which, or why not.
+    `sample`: the fitting rows the fine-tune trains on (every row the champion never
+    fitted, a replay fraction of the rest; None: the whole window).
     """
 
     mode: str
@@ -130,6 +132,7 @@ class TrainingPlan:
     student_note: str | None = None
     init_weighing_tree: tuple[str, str, str] | None = None
     weighing_tree_note: str | None = None
+    sample: FitSample | None = None
 
     @property
     def fine_tune(self) -> bool:
@@ -142,6 +145,7 @@ class TrainingPlan:
             PARENT_KEY: self.parent_version or "none",
             LAST_FULL_KEY: self.last_full_retrain_as_of,
             "fine_tune_epochs": str(self.fine_tune_epochs),
+            "fine_tune_replay_fraction": str(self.sample.replay_fraction if self.sample else 1.0),
         }
 
 
@@ -180,20 +184,24 @@ def plan_training(
     fine_tune_epochs: int,
     log: logging.Logger | logging.LoggerAdapter = logger,
     warm_student: bool = False,
+    replay_fraction: float = 1.0,
 ) -> TrainingPlan:
     """The plan stage: look up the champion, decide the mode, stage what a fine-tune needs.
 
     `warm_student` (compression starts a fine-tune night's student from the champion's,
     `CompressionConfig.distill_fine_tune_epochs` > 0) also stages the champion's student;
-    otherwise it is not downloaded.
+    otherwise it is not downloaded. `replay_fraction` < 1: a fine-tune fits every row the
+    champion never fitted and that fraction of the older ones (`FitSample`).
 
     Everything a fine-tune loads is checked first: the served model's files against the
     registry's digests (its preprocessor among them), the fp32 weights against the digest
     the release recorded, and the shapes against tonight's declared features. Any failed
     check is a full retrain with the reason in the log and the summary, never an error.
     """
-    plan = _plan(ctx, features, every_days, fine_tune_epochs, warm_student)
+    plan = _plan(ctx, features, every_days, fine_tune_epochs, warm_student, replay_fraction)
     log.info("plan: %s (%s)", plan.mode, plan.reason)
+    if plan.sample:
+        log.info("plan: the fine-tune fits %s", plan.sample.describe())
     if plan.student_note:
         log.info("plan: distilled student: %s", plan.student_note)
     if plan.weighing_tree_note:
@@ -207,6 +215,7 @@ def _plan(
     every_days: int,
     fine_tune_epochs: int,
     warm_student: bool = False,
+    replay_fraction: float = 1.0,
 ) -> TrainingPlan:
     from mlflow.exceptions import MlflowException
 
@@ -272,7 +281,20 @@ def _plan(
         student_note=note,
         init_weighing_tree=None if isinstance(tree, str) else tree,
         weighing_tree_note=tree_note,
+        sample=_fit_sample(ctx, params, config, replay_fraction),
     )
+
+
+def _fit_sample(
+    ctx: RunContext, params: dict[str, str], config: TrainConfig, replay_fraction: float
+) -> FitSample | None:
+    """The rows tonight's fine-tune fits: all after the champion's last fitting day (its
+    window's end less its validation days), `replay_fraction` of the older ones."""
+    train_end = _train_end(params)
+    if replay_fraction >= 1 or train_end is None:  # staging refused a champion without one
+        return None
+    last_fitted = train_end - timedelta(days=config.validation_days)
+    return FitSample(last_fitted.isoformat(), replay_fraction, ctx.seed)
 
 
 def _served_artifact(model_dir: str, name: str) -> Path:

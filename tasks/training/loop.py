@@ -36,7 +36,7 @@ from tasks.training.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from tasks.training.config import TrainConfig
+from tasks.training.config import FitSample, TrainConfig
 from tasks.training.model import NetConfig, TabularNet, member_loss, predict_proba
 
 logger = logging.getLogger("nightshift.train")
@@ -159,8 +159,13 @@ def load_training_data(
     shard_ids: list[int] | None = None,
     device: str | torch.device = "cpu",
     with_validation: bool = True,
+    sample: FitSample | None = None,
 ) -> TrainingData:
-    """Read the training Parquet, split off the validation days, keep the shards asked for."""
+    """Read the training Parquet, split off the validation days, keep the shards asked for.
+
+    `sample` (a fine-tune night) keeps only the fitting rows it names; the validation days
+    stay whole, so early stopping and the threshold see the same rows either way.
+    """
     lake = Lake.of(train_path)
     preprocessor = load_preprocessor(preprocessor_path)
     rows = lake.read_parquet(train_path)
@@ -172,7 +177,8 @@ def load_training_data(
         )
     codes, numeric = preprocessor.transform(get_dataset(dataset).feature_frame(rows))
     labels = rows["label"].to_numpy(dtype=np.float32)
-    fit_index = np.flatnonzero(~is_validation)
+    fitting = ~is_validation
+    fit_index = np.flatnonzero(sample.keep(rows["date"], fitting) if sample else fitting)
     shards = []
     for shard_id in range(world_size) if shard_ids is None else shard_ids:
         index = fit_index[shard_id::world_size]
@@ -533,16 +539,18 @@ def train_network(
     checkpoint_dir: str | None = None,
     fail_after_epoch: int | None = None,
     init_weights_path: str | None = None,
+    sample: FitSample | None = None,
 ) -> TrainResult:
     """Train in this process, early-stop on the validation days, write weights + shape.
 
     `shards` > 1 computes exactly the steps a DDP run with that many ranks takes (each
     global batch is drawn shard by shard), which is how DDP is checked against it.
-    `init_weights_path` starts from those weights (a fine-tune) instead of a fresh net.
+    `init_weights_path` starts from those weights (a fine-tune) instead of a fresh net;
+    `sample`, the fitting rows a fine-tune keeps (see `FitSample`).
     """
     started = time.perf_counter()
     data = load_training_data(
-        dataset, train_path, preprocessor_path, config.validation_days, shards
+        dataset, train_path, preprocessor_path, config.validation_days, shards, sample=sample
     )
     outcome = fit_network(
         data,
@@ -550,7 +558,7 @@ def train_network(
         seed,
         checkpoint_dir=checkpoint_dir,
         fingerprint=checkpoint_fingerprint(
-            config, seed, train_path, preprocessor_path, init_weights_path
+            config, seed, train_path, preprocessor_path, init_weights_path, sample
         ),
         fail_after_epoch=fail_after_epoch,
         log=log,

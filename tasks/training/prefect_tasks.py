@@ -34,6 +34,7 @@ def plan_training_task(
         settings.fine_tune_epochs,
         get_run_logger(),
         warm_student=compression is not None and compression.distill_fine_tune_epochs > 0,
+        replay_fraction=settings.fine_tune_replay_fraction,
     )
 
 

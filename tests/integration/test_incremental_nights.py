@@ -33,6 +33,7 @@ def test_a_night_with_one_new_day_fine_tunes_the_champion_and_is_gated(
     monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setenv("NIGHTSHIFT_FULL_RETRAIN_EVERY_DAYS", "7")
     monkeypatch.setenv("NIGHTSHIFT_FINE_TUNE_EPOCHS", "1")
+    monkeypatch.setenv("NIGHTSHIFT_FINE_TUNE_REPLAY_FRACTION", "0.5")
     get_settings.cache_clear()
     try:
         flights = get_dataset("flights")
@@ -78,7 +79,16 @@ def test_a_night_with_one_new_day_fine_tunes_the_champion_and_is_gated(
         assert run.data.params["hidden"] == full_run.data.params["hidden"]
         night = lake.run_dir("flights", date(2013, 3, 8))
         before = lake.run_dir("flights", date(2013, 3, 7))
-        assert lake.read_json(f"{night}/train/result.json")["epochs_run"] == 1
+        trained = lake.read_json(f"{night}/train/result.json")
+        assert trained["epochs_run"] == 1
+        # on every row the champion never fitted (its validation day, 03-05) and about half
+        # of the older ones; the run records the fraction
+        sample = lake.read_json(f"{night}/plan/result.json")["sample"]
+        assert (sample["new_after"], sample["replay_fraction"]) == ("2013-03-04", 0.5)
+        days = lake.read_parquet(f"{night}/features/train.parquet")["date"].astype(str)
+        new, older = int((days == "2013-03-05").sum()), int((days < "2013-03-05").sum())
+        assert new + 0.4 * older < trained["train_rows"] < new + 0.6 * older
+        assert run.data.params["fine_tune_replay_fraction"] == "0.5"
         assert lake.fs.cat(f"{night}/plan/champion_preprocessor.json") == lake.fs.cat(
             f"{before}/features/preprocessor.json"
         )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks.training.checkpoint import checkpoint_fingerprint
-from tasks.training.config import TrainConfig
+from tasks.training.config import FitSample, TrainConfig
 from tasks.training.incremental import (
     FINE_TUNE,
     FULL,
@@ -141,6 +141,39 @@ def test_checkpoints_of_a_fine_tune_are_not_those_of_a_full_retrain(tmp_path):
     from_b = checkpoint_fingerprint(config, 42, str(train), str(pre), str(weights_b))
     assert "initial weights" not in full
     assert from_a != full and from_a != from_b
+    # nor one that fitted other rows of the window (another replay fraction or new day)
+    sampled = FitSample("2013-12-16", 0.25, 42)
+    from_a_sampled = checkpoint_fingerprint(
+        config, 42, str(train), str(pre), str(weights_a), sampled
+    )
+    other = checkpoint_fingerprint(
+        config, 42, str(train), str(pre), str(weights_a), FitSample("2013-12-16", 0.5, 42)
+    )
+    assert len({str(from_a), str(from_a_sampled), str(other)}) == 3
+
+
+def test_a_fine_tune_fits_every_new_row_and_a_seeded_fraction_of_the_older_ones():
+    """The mask keeps all fitting rows after the champion's last fitting day, about the
+    replay fraction of the older fitting rows, never a validation row; the same seed draws
+    the same rows, another seed others."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    dates = pd.Series(
+        pd.to_datetime("2013-01-01") + pd.to_timedelta(rng.integers(0, 60, 20_000), "D")
+    )
+    fitting = (dates < pd.Timestamp("2013-02-20")).to_numpy()  # the last 10 days validate
+    new = (dates > pd.Timestamp("2013-02-17")).to_numpy() & fitting
+    sample = FitSample("2013-02-17", 0.25, 42)
+    kept = sample.keep(dates, fitting)
+
+    assert not (kept & ~fitting).any()
+    assert (kept[new]).all() and new.sum() > 0
+    older = fitting & ~new
+    assert abs(kept[older].mean() - 0.25) < 0.02
+    assert (FitSample("2013-02-17", 0.25, 42).keep(dates, fitting) == kept).all()
+    assert (FitSample("2013-02-17", 0.25, 7).keep(dates, fitting) != kept).any()
+    assert "2013-02-17" in sample.describe() and "25%" in sample.describe()
 
 
 def _registry_with_champion(tmp_path, params: dict[str, str], tags: dict[str, str]):
@@ -256,3 +289,49 @@ def test_the_champions_student_is_staged_only_with_the_digest_it_was_released_wi
     assert isinstance(refused, str) and "differ from the" in refused
     untagged = _stage_champion_student(ctx, run_id, {})
     assert isinstance(untagged, str) and STUDENT_DIGEST_TAG in untagged
+
+
+def test_the_fine_tunes_rows_start_after_the_champions_last_fitting_day():
+    """The champion fitted its window less its validation days: every row after that is
+    new to its weights. A replay fraction of 1 (or a release without train_days) fits the
+    whole window."""
+    from tasks.core.context import RunContext
+    from tasks.training.incremental import _fit_sample
+
+    ctx = RunContext(
+        as_of=AS_OF,
+        dataset="flights",
+        lake_root="unused",
+        tracking_uri="unused",
+        experiment="t",
+        artifact_root="unused",
+        model_name="m",
+        seed=11,
+    )
+    params = {"train_days": "('2013-01-01', '2013-12-29')"}
+    sample = _fit_sample(ctx, params, TrainConfig(validation_days=14), 0.25)
+    assert sample == FitSample("2013-12-15", 0.25, 11)
+    assert _fit_sample(ctx, params, TrainConfig(), 1.0) is None
+    assert _fit_sample(ctx, {}, TrainConfig(), 0.25) is None
+
+
+def test_the_loader_keeps_the_same_sampled_rows_for_any_world_size(tmp_path):
+    """Real flights rows: with a sample the ranks' shards are the single process's rows
+    dealt out in turn (so DDP and one process fit the same rows), the validation days are
+    untouched, and only the sampled fitting rows remain."""
+    from tasks.training.loop import load_training_data
+    from tests.conftest import small_flights_run
+
+    _, _, features = small_flights_run(tmp_path, date(2013, 1, 1), date(2013, 1, 20), "m")
+    args = ("flights", features.train_path, features.preprocessor_path, 3)
+    sample = FitSample("2013-01-12", 0.3, 5)
+    whole = load_training_data(*args)
+    one = load_training_data(*args, sample=sample)
+    ranks = [load_training_data(*args, 2, shard_ids=[r], sample=sample) for r in (0, 1)]
+
+    assert 0.3 * whole.fit_rows < one.fit_rows < 0.6 * whole.fit_rows
+    np.testing.assert_array_equal(one.val_labels, whole.val_labels)
+    codes = one.shards[0].codes
+    for rank, data in enumerate(ranks):
+        assert data.fit_rows == one.fit_rows
+        assert torch.equal(data.shards[0].codes, codes[rank::2])
