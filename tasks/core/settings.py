@@ -190,9 +190,9 @@ class Settings(BaseSettings):
         le=1,
         description="Rows a fine-tune night fits: every row the @champion never fitted, and "
         "this fraction of the older ones, drawn with the run's seed (1 = the whole window). "
-        "0.25: over six fine-tune nights on the year's flights it served a higher AUC than "
-        "the whole window on four (mean +0.001), with the same gate decisions, in a third of "
-        "the training time (BENCHMARKS.md §39).",
+        "0.25: over eight paired fine-tune nights on the year's flights it served a mean "
+        "AUC 0.0006 above the whole window's (four higher, four lower), the same gate "
+        "decision on seven, in a third of the training time (BENCHMARKS.md §39).",
     )
 
     decay_floor_auc: float = Field(

@@ -150,6 +150,28 @@ def validation_mask(rows: pd.DataFrame, validation_days: int) -> np.ndarray:
     return (dates >= cutoff).to_numpy()
 
 
+def _sampled(
+    sample: FitSample | None,
+    rows: pd.DataFrame,
+    fitting: np.ndarray,
+    world_size: int,
+    train_path: str,
+) -> np.ndarray:
+    """The fitting rows a sample keeps; all of them when it keeps too few to give every rank
+    one (a window of a few days: better the whole window than an empty shard)."""
+    if sample is None:
+        return fitting
+    kept = sample.keep(rows["date"], fitting)
+    if kept.sum() < world_size:
+        logger.warning(
+            "%s: the fine-tune's sample (%s) keeps %d row(s) for %d rank(s); "
+            "fitting all %d rows of the window",
+            train_path, sample.describe(), kept.sum(), world_size, fitting.sum(),
+        )  # fmt: skip
+        return fitting
+    return kept
+
+
 def load_training_data(
     dataset: str,
     train_path: str,
@@ -178,7 +200,7 @@ def load_training_data(
     codes, numeric = preprocessor.transform(get_dataset(dataset).feature_frame(rows))
     labels = rows["label"].to_numpy(dtype=np.float32)
     fitting = ~is_validation
-    fit_index = np.flatnonzero(sample.keep(rows["date"], fitting) if sample else fitting)
+    fit_index = np.flatnonzero(_sampled(sample, rows, fitting, world_size, train_path))
     shards = []
     for shard_id in range(world_size) if shard_ids is None else shard_ids:
         index = fit_index[shard_id::world_size]

@@ -335,3 +335,18 @@ def test_the_loader_keeps_the_same_sampled_rows_for_any_world_size(tmp_path):
     for rank, data in enumerate(ranks):
         assert data.fit_rows == one.fit_rows
         assert torch.equal(data.shards[0].codes, codes[rank::2])
+
+
+def test_a_sample_too_small_for_the_ranks_fits_the_whole_window(tmp_path):
+    """A sample that would leave a rank without rows (no new day, a tiny fraction of a tiny
+    window) falls back to every fitting row, not an empty shard."""
+    from tasks.training.loop import load_training_data
+    from tests.conftest import small_flights_run
+
+    _, _, features = small_flights_run(tmp_path, date(2013, 1, 1), date(2013, 1, 6), "m")
+    args = ("flights", features.train_path, features.preprocessor_path, 1)
+    whole = load_training_data(*args, 2, shard_ids=[0])
+    nothing_new = FitSample("2014-01-01", 1e-9, 5)
+    assert load_training_data(*args, 2, shard_ids=[0], sample=nothing_new).fit_rows == (
+        whole.fit_rows
+    )
