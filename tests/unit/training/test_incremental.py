@@ -192,6 +192,22 @@ def _registry_with_champion(tmp_path, params: dict[str, str], tags: dict[str, st
     return uri
 
 
+def _context(tmp_path, tracking_uri: str, seed: int = 42):
+    """Tonight's run context on a lake and artifact store in `tmp_path`."""
+    from tasks.core.context import RunContext
+
+    return RunContext(
+        as_of=AS_OF,
+        dataset="flights",
+        lake_root=str(tmp_path / "lake"),
+        tracking_uri=tracking_uri,
+        experiment="t",
+        artifact_root=(tmp_path / "a").as_uri(),
+        model_name="m",
+        seed=seed,
+    )
+
+
 def _features(holdout: tuple[str, str]):
     from tasks.features.build import FeatureSet
 
@@ -222,7 +238,6 @@ def test_the_plan_reads_the_champion_from_the_registry(
     tmp_path, train_end, last_full, tags, reason
 ):
     """Each refusal is read from a real registry and ends in a full retrain, with why."""
-    from tasks.core.context import RunContext
     from tasks.training.incremental import plan_training
 
     params = {
@@ -231,16 +246,7 @@ def test_the_plan_reads_the_champion_from_the_registry(
         "train_days": f"('2013-01-01', '{train_end}')",
         "last_full_retrain_as_of": last_full,
     }
-    ctx = RunContext(
-        as_of=AS_OF,
-        dataset="flights",
-        lake_root=str(tmp_path / "lake"),
-        tracking_uri=_registry_with_champion(tmp_path, params, tags),
-        experiment="t",
-        artifact_root=(tmp_path / "a").as_uri(),
-        model_name="m",
-        seed=42,
-    )
+    ctx = _context(tmp_path, _registry_with_champion(tmp_path, params, tags))
     plan = plan_training(ctx, _features(("2013-12-01", "2013-12-31")), 7, 2)
     assert plan.mode == FULL, plan.reason
     assert reason in plan.reason
@@ -254,7 +260,6 @@ def test_the_champions_student_is_staged_only_with_the_digest_it_was_released_wi
     the tag is refused with the reason (the student then trains from scratch)."""
     from mlflow.tracking import MlflowClient
 
-    from tasks.core.context import RunContext
     from tasks.release.pyfunc import sha256_file
     from tasks.training.incremental import STUDENT_DIGEST_TAG, _stage_champion_student
 
@@ -268,16 +273,7 @@ def test_the_champions_student_is_staged_only_with_the_digest_it_was_released_wi
     (files / "student_net_config.json").write_text('{"hidden": [64, 32]}')
     client.log_artifacts(run_id, str(files), artifact_path="student")
     digest = sha256_file(str(files / "student_weights.pt"))
-    ctx = RunContext(
-        as_of=AS_OF,
-        dataset="flights",
-        lake_root=str(tmp_path / "lake"),
-        tracking_uri=uri,
-        experiment="t",
-        artifact_root=(tmp_path / "a").as_uri(),
-        model_name="m",
-        seed=42,
-    )
+    ctx = _context(tmp_path, uri)
 
     staged = _stage_champion_student(ctx, run_id, {STUDENT_DIGEST_TAG: digest})
     assert isinstance(staged, tuple), staged
@@ -291,23 +287,13 @@ def test_the_champions_student_is_staged_only_with_the_digest_it_was_released_wi
     assert isinstance(untagged, str) and STUDENT_DIGEST_TAG in untagged
 
 
-def test_the_fine_tunes_rows_start_after_the_champions_last_fitting_day():
+def test_the_fine_tunes_rows_start_after_the_champions_last_fitting_day(tmp_path):
     """The champion fitted its window less its validation days: every row after that is
     new to its weights. A replay fraction of 1 (or a release without train_days) fits the
     whole window."""
-    from tasks.core.context import RunContext
     from tasks.training.incremental import _fit_sample
 
-    ctx = RunContext(
-        as_of=AS_OF,
-        dataset="flights",
-        lake_root="unused",
-        tracking_uri="unused",
-        experiment="t",
-        artifact_root="unused",
-        model_name="m",
-        seed=11,
-    )
+    ctx = _context(tmp_path, "unused", seed=11)
     params = {"train_days": "('2013-01-01', '2013-12-29')"}
     sample = _fit_sample(ctx, params, TrainConfig(validation_days=14), 0.25)
     assert sample == FitSample("2013-12-15", 0.25, 11)
