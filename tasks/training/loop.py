@@ -398,6 +398,21 @@ def _validate_and_keep(
     return val_auc
 
 
+def _score_the_start(
+    net: TabularNet,
+    data: TrainingData,
+    config: TrainConfig,
+    progress: _Progress,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> None:
+    """A fine-tune must beat where it started: with `keep="best_validation"` the starting
+    (champion's) weights are scored as epoch 0, so a fine-tune that scores below them on
+    tonight's validation days keeps them (early stopping includes the start)."""
+    if config.keep == "best_validation":
+        auc = _validate_and_keep(net, data, config, progress, 0)
+        log.info("train: the starting weights score val_auc %.4f (epoch 0)", auc)
+
+
 def _epoch_message(entry: dict, epochs: int, seconds: float) -> str:
     return (
         f"train: epoch {entry['epoch']}/{epochs} loss {entry['train_loss']:.4f} "
@@ -449,10 +464,9 @@ def fit_network(
     ranks; both give the same step. Only the chief validates, keeps the best epoch and
     writes checkpoints; `wrap` turns the network into a DistributedDataParallel module.
 
-    Resume rule: the newest checkpoint written for `fingerprint` (data, preprocessor,
-    hyperparameters, seed; not the world size, see checkpoint.py) is resumed, so a retry on
-    fewer ranks continues from the last epoch: shards re-cut for this world size, schedule
-    re-laid. `initial_state`: a fine-tune's starting weights (see `_new_network`).
+    Resume rule: the newest checkpoint for `fingerprint` (data, preprocessor, hyperparameters,
+    seed; not the world size) is resumed: a retry on fewer ranks re-cuts the shards and re-lays
+    the schedule. `initial_state`: a fine-tune's start (`_new_network`), scored as epoch 0.
     """
     seed_everything(seed)
     device = torch.device(device)
@@ -462,13 +476,14 @@ def fit_network(
     local_batch = max(1, config.batch_size // data.world_size)
     steps = max(1, data.smallest_shard_rows // local_batch)
     optimizer, scheduler = _optimiser(net, config, steps)
+    resumed = latest_checkpoint(checkpoint_dir, fingerprint or {}, log) if checkpoint_dir else None
     progress, first_epoch = _Progress(), 1
-    fingerprint = fingerprint or {}
-    resumed = latest_checkpoint(checkpoint_dir, fingerprint, log) if checkpoint_dir else None
     if resumed is not None:
         progress = _restore(resumed, net, optimizer, scheduler, steps)
         first_epoch = resumed["epoch"] + 1
         log.info(_resume_message(resumed, checkpoint_dir, data.world_size))
+    elif initial_state is not None and is_chief:
+        _score_the_start(net, data, config, progress, log)
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
         loss, samples = _run_epoch(
@@ -484,7 +499,7 @@ def fit_network(
         progress.history.append(entry)
         if is_chief and checkpoint_dir:
             state = _checkpoint_state(
-                fingerprint, epoch, net, optimizer, scheduler, progress, data.world_size
+                fingerprint or {}, epoch, net, optimizer, scheduler, progress, data.world_size
             )
             write_checkpoint(checkpoint_dir, state)
         if is_chief and on_epoch is not None:

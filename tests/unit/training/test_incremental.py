@@ -111,6 +111,25 @@ def test_fine_tune_starts_from_the_given_weights():
     assert any(not torch.allclose(fresh[n], v, atol=1e-3) for n, v in champion_state.items())
 
 
+def test_a_fine_tune_that_scores_below_its_start_keeps_the_starting_weights():
+    """The starting weights are epoch 0 of a fine-tune's early stopping: a destructive
+    fine-tune (peak rate 1.0) keeps the champion's weights, a useful one (from an
+    untrained start) keeps its epoch."""
+    data = _data(seed=3, rows=1024)
+    config = TrainConfig(epochs=3, batch_size=128, members=2, hidden=[16], keep="last")
+    champion = fit_network(data, config, seed=7)
+    wrecking = TrainConfig(epochs=1, batch_size=128, members=2, hidden=[16], learning_rate=1.0)
+    kept = fit_network(data, wrecking, seed=42, initial_state=champion.kept_state)
+    assert kept.kept_epoch == 0 and kept.history[0]["val_auc"] < kept.kept_auc
+    for name, value in champion.kept_state.items():
+        torch.testing.assert_close(kept.kept_state[name], value, rtol=0, atol=0)
+
+    untrained = fit_network(data, config.model_copy(update={"learning_rate": 1e-12}), seed=7)
+    useful = TrainConfig(epochs=1, batch_size=128, members=2, hidden=[16])
+    improved = fit_network(data, useful, seed=42, initial_state=untrained.kept_state)
+    assert improved.kept_epoch == 1 and improved.kept_auc > untrained.kept_auc
+
+
 def test_fine_tune_loss_at_step_zero_is_the_champions(tmp_path):
     data = _data(seed=1)
     config = TrainConfig(epochs=1, batch_size=128, members=2, hidden=[16], keep="last")
