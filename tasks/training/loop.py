@@ -398,19 +398,22 @@ def _validate_and_keep(
     return val_auc
 
 
-def _score_the_start(
+def _fresh_start(
     net: TabularNet,
     data: TrainingData,
     config: TrainConfig,
-    progress: _Progress,
     log: logging.Logger | logging.LoggerAdapter,
-) -> None:
-    """A fine-tune must beat where it started: with `keep="best_validation"` the starting
-    (champion's) weights are scored as epoch 0, so a fine-tune that scores below them on
-    tonight's validation days keeps them (early stopping includes the start)."""
-    if config.keep == "best_validation":
+    score_start: bool,
+) -> _Progress:
+    """The progress of a fit that resumes nothing. `score_start` (the chief of a fine-tune):
+    a fine-tune must beat where it started, so with `keep="best_validation"` the starting
+    (champion's) weights are scored as epoch 0 and kept unless an epoch scores higher on
+    tonight's validation days (early stopping includes the start)."""
+    progress = _Progress()
+    if score_start and config.keep == "best_validation":
         auc = _validate_and_keep(net, data, config, progress, 0)
         log.info("train: the starting weights score val_auc %.4f (epoch 0)", auc)
+    return progress
 
 
 def _epoch_message(entry: dict, epochs: int, seconds: float) -> str:
@@ -476,14 +479,14 @@ def fit_network(
     local_batch = max(1, config.batch_size // data.world_size)
     steps = max(1, data.smallest_shard_rows // local_batch)
     optimizer, scheduler = _optimiser(net, config, steps)
-    resumed = latest_checkpoint(checkpoint_dir, fingerprint or {}, log) if checkpoint_dir else None
-    progress, first_epoch = _Progress(), 1
+    fingerprint = fingerprint or {}
+    resumed = latest_checkpoint(checkpoint_dir, fingerprint, log) if checkpoint_dir else None
     if resumed is not None:
         progress = _restore(resumed, net, optimizer, scheduler, steps)
-        first_epoch = resumed["epoch"] + 1
         log.info(_resume_message(resumed, checkpoint_dir, data.world_size))
-    elif initial_state is not None and is_chief:
-        _score_the_start(net, data, config, progress, log)
+    else:
+        progress = _fresh_start(net, data, config, log, is_chief and initial_state is not None)
+    first_epoch = resumed["epoch"] + 1 if resumed is not None else 1
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
         loss, samples = _run_epoch(
@@ -499,7 +502,7 @@ def fit_network(
         progress.history.append(entry)
         if is_chief and checkpoint_dir:
             state = _checkpoint_state(
-                fingerprint or {}, epoch, net, optimizer, scheduler, progress, data.world_size
+                fingerprint, epoch, net, optimizer, scheduler, progress, data.world_size
             )
             write_checkpoint(checkpoint_dir, state)
         if is_chief and on_epoch is not None:
